@@ -1,0 +1,504 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/weftnet/weft/encap"
+)
+
+// Config is weft run's configuration as written: the YAML file's keys and
+// the flags carry the same names (lowerCamelCase key, kebab-case flag).
+type Config struct {
+	Name           string       `yaml:"name" flag:"name"`
+	Network        string       `yaml:"network" flag:"network"`
+	Subnet         string       `yaml:"subnet" flag:"subnet"`
+	PublicIP       string       `yaml:"publicIp" flag:"public-ip"`
+	Iface          string       `yaml:"iface" flag:"iface"`
+	Port           int          `yaml:"port" flag:"port"`
+	Encap          string       `yaml:"encap" flag:"encap"`
+	VNI            int          `yaml:"vni" flag:"vni"`
+	VTEPMAC        string       `yaml:"vtepMac" flag:"vtep-mac"`
+	GossipPort     int          `yaml:"gossipPort" flag:"gossip-port"`
+	Join           []string     `yaml:"join" flag:"join"`
+	TUN            string       `yaml:"tun" flag:"tun"`
+	MTU            int          `yaml:"mtu" flag:"mtu"`
+	MetricsAddr    string       `yaml:"metricsAddr" flag:"metrics-addr"`
+	Socket         string       `yaml:"socket" flag:"socket"`
+	LogLevel       string       `yaml:"logLevel" flag:"log-level"`
+	LogFormat      string       `yaml:"logFormat" flag:"log-format"`
+	DirectRouting  bool         `yaml:"directRouting" flag:"direct-routing"`
+	Peers          []PeerConfig `yaml:"peers" flag:"peer"`
+	PerPeerMetrics bool         `yaml:"perPeerMetrics" flag:"per-peer-metrics"`
+}
+
+// PeerConfig is a static peer: a host that does not gossip (a kernel VTEP,
+// a router). On the command line: --peer name=k,subnet=10.244.9.0/24,ip=192.0.2.9[,mac=..][,port=..].
+type PeerConfig struct {
+	Name   string `yaml:"name"`
+	Subnet string `yaml:"subnet"`
+	IP     string `yaml:"ip"`
+	MAC    string `yaml:"mac"`
+	Port   int    `yaml:"port"`
+}
+
+// Settings is a validated Config, in the types the daemon uses.
+type Settings struct {
+	Name           string
+	Network        netip.Prefix
+	Subnet         netip.Prefix
+	PublicIP       netip.Addr // invalid: discover
+	Iface          string
+	Port           uint16
+	Encap          encap.Kind
+	VNI            uint32
+	VTEPMAC        encap.MAC
+	GossipPort     int
+	Join           []string
+	TUN            string
+	MTU            int // 0: underlay MTU minus overhead
+	MetricsAddr    string
+	Socket         string
+	LogLevel       slog.Level
+	LogFormat      string
+	DirectRouting  bool
+	Peers          []StaticPeer
+	PerPeerMetrics bool
+	ConfigFile     string
+}
+
+// StaticPeer is a validated PeerConfig.
+type StaticPeer struct {
+	Name   string
+	Subnet netip.Prefix
+	IP     netip.Addr
+	MAC    encap.MAC
+	Port   uint16
+}
+
+// Defaults.
+const (
+	defaultTUN         = "weft0"
+	defaultGossipPort  = 7946
+	defaultMetricsAddr = "127.0.0.1:9586"
+	defaultSocket      = "/run/weft/weft.sock"
+)
+
+// usageError is a problem with the command line or the config file; weft
+// exits 2 for it, before touching the kernel.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// source names where a setting came from, for error messages: the flag if
+// it was given on the command line, else the key in the config file.
+type source struct {
+	file    string
+	fromArg map[string]bool // flag names given on the command line
+}
+
+func (s source) name(flagName, key string) string {
+	if s.fromArg[flagName] || s.file == "" {
+		return "--" + flagName
+	}
+	return fmt.Sprintf("%s (in %s)", key, s.file)
+}
+
+// listFlag is a repeatable flag whose values may also be comma-separated.
+type listFlag struct{ v *[]string }
+
+func (l listFlag) String() string {
+	if l.v == nil {
+		return ""
+	}
+	return strings.Join(*l.v, ",")
+}
+
+func (l listFlag) Set(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l.v = append(*l.v, part)
+		}
+	}
+	return nil
+}
+
+// peerFlag is the repeatable --peer flag.
+type peerFlag struct{ v *[]PeerConfig }
+
+func (p peerFlag) String() string { return "" }
+
+func (p peerFlag) Set(s string) error {
+	var pc PeerConfig
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("want key=value, got %q", kv)
+		}
+		switch k {
+		case "name":
+			pc.Name = v
+		case "subnet":
+			pc.Subnet = v
+		case "ip":
+			pc.IP = v
+		case "mac":
+			pc.MAC = v
+		case "port":
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("port %q is not a number", v)
+			}
+			pc.Port = n
+		default:
+			return fmt.Errorf("unknown key %q (want name, subnet, ip, mac, port)", k)
+		}
+	}
+	*p.v = append(*p.v, pc)
+	return nil
+}
+
+// runFlags declares weft run's flags on fs, writing into c.
+func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *bool) {
+	fs.StringVar(configFile, "config", "", "YAML config file (flags override its keys)")
+	fs.BoolVar(check, "check", false, "validate the configuration and exit (0: valid, 2: invalid)")
+	fs.BoolVar(cleanup, "cleanup", false, "remove the TUN link and routes a crashed run left behind, and exit")
+	fs.StringVar(&c.Name, "name", "", "node name, unique in the cluster (default: hostname)")
+	fs.StringVar(&c.Network, "network", "", "overlay network CIDR, the whole cluster (required)")
+	fs.StringVar(&c.Subnet, "subnet", "", "this host's subnet CIDR inside --network (required)")
+	fs.StringVar(&c.PublicIP, "public-ip", "", "underlay address to advertise (default: address of --iface, or of the default route's interface)")
+	fs.StringVar(&c.Iface, "iface", "", "underlay interface (default: the one holding --public-ip, or of the default route)")
+	fs.IntVar(&c.Port, "port", 0, "data-plane UDP port (default 8285 for udp, 8472 for vxlan)")
+	fs.StringVar(&c.Encap, "encap", "", "encapsulation: udp, vxlan, or none (host-gw: direct routes only) (default udp)")
+	fs.IntVar(&c.VNI, "vni", 0, "VXLAN network identifier (default 1)")
+	fs.StringVar(&c.VTEPMAC, "vtep-mac", "", "VXLAN VTEP MAC (default: derived from the subnet, stable across restarts)")
+	fs.IntVar(&c.GossipPort, "gossip-port", 0, "gossip (memberlist) TCP and UDP port (default 7946)")
+	fs.Var(listFlag{&c.Join}, "join", "peers to join, host[:port], comma-separated or repeated")
+	fs.StringVar(&c.TUN, "tun", "", "TUN device name (default weft0)")
+	fs.IntVar(&c.MTU, "mtu", 0, "overlay MTU (default: underlay MTU minus encapsulation overhead)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "address for /metrics, /healthz and /readyz (default 127.0.0.1:9586)")
+	fs.StringVar(&c.Socket, "socket", "", "control socket for weft status (default /run/weft/weft.sock)")
+	fs.StringVar(&c.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fs.StringVar(&c.LogFormat, "log-format", "", "text or json (default text)")
+	fs.BoolVar(&c.DirectRouting, "direct-routing", false, "reach peers on the same L2 segment by plain kernel routes, no tunnel")
+	fs.Var(peerFlag{&c.Peers}, "peer", "static peer name=N,subnet=CIDR,ip=ADDR[,mac=MAC][,port=P] (repeatable)")
+	fs.BoolVar(&c.PerPeerMetrics, "per-peer-metrics", false, "export per-peer traffic counters (one series per peer)")
+}
+
+// loadConfig reads a YAML config file strictly: an unknown key is an error
+// that names it.
+func loadConfig(path string) (Config, error) {
+	var c Config
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, usagef("--config %q: %v", path, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, usagef("config file %s: %v", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return c, nil
+}
+
+// mergeFlags copies the fields whose flags were set on the command line
+// from flags into c.
+func mergeFlags(c *Config, flags *Config, set map[string]bool) {
+	dst, src := reflect.ValueOf(c).Elem(), reflect.ValueOf(flags).Elem()
+	for i := range dst.NumField() {
+		if set[dst.Type().Field(i).Tag.Get("flag")] {
+			dst.Field(i).Set(src.Field(i))
+		}
+	}
+}
+
+// parseRun parses weft run's arguments: the config file, then the flags
+// over it, validated. It never touches the kernel.
+func parseRun(args []string, stderr io.Writer) (s Settings, check, cleanup bool, err error) {
+	fs := flag.NewFlagSet("weft run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var flags Config
+	var configFile string
+	runFlags(fs, &flags, &configFile, &check, &cleanup)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "usage: weft run [flags]")
+			fs.PrintDefaults()
+			return s, false, false, err
+		}
+		return s, false, false, usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return s, false, false, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var c Config
+	if configFile != "" {
+		if c, err = loadConfig(configFile); err != nil {
+			return s, check, cleanup, err
+		}
+	}
+	mergeFlags(&c, &flags, set)
+	src := source{file: configFile, fromArg: set}
+	if cleanup {
+		// --cleanup needs only the device name.
+		s.TUN = cmpOr(c.TUN, defaultTUN)
+		return s, check, cleanup, validIfName(src.name("tun", "tun"), s.TUN)
+	}
+	s, err = validate(c, src)
+	s.ConfigFile = configFile
+	return s, check, cleanup, err
+}
+
+func cmpOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// validate checks every setting and converts it. Each error names the flag
+// (or the config key) and the value.
+func validate(c Config, src source) (Settings, error) {
+	var s Settings
+	bad := func(flagName, key string, value any, why string) error {
+		return usagef("invalid %s %q: %s", src.name(flagName, key), fmt.Sprint(value), why)
+	}
+	var err error
+
+	s.Name = c.Name
+	if s.Name == "" {
+		if s.Name, err = os.Hostname(); err != nil || s.Name == "" {
+			return s, usagef("--name not given and the hostname is unknown")
+		}
+	}
+	if len(s.Name) > 128 || strings.ContainsAny(s.Name, " \t\n") {
+		return s, bad("name", "name", c.Name, "must be at most 128 characters without spaces")
+	}
+
+	if c.Network == "" {
+		return s, usagef("missing %s: the overlay network CIDR, e.g. 10.244.0.0/16", src.name("network", "network"))
+	}
+	if s.Network, err = parseCIDR(c.Network); err != nil {
+		return s, bad("network", "network", c.Network, err.Error())
+	}
+	if c.Subnet == "" {
+		return s, usagef("missing %s: this host's subnet inside %s, e.g. %s", src.name("subnet", "subnet"), s.Network, exampleSubnet(s.Network))
+	}
+	if s.Subnet, err = parseCIDR(c.Subnet); err != nil {
+		return s, bad("subnet", "subnet", c.Subnet, err.Error())
+	}
+	if !inside(s.Subnet, s.Network) {
+		return s, bad("subnet", "subnet", c.Subnet, fmt.Sprintf("not inside the network %s", s.Network))
+	}
+
+	if c.PublicIP != "" {
+		if s.PublicIP, err = netip.ParseAddr(c.PublicIP); err != nil {
+			return s, bad("public-ip", "publicIp", c.PublicIP, "not an IP address")
+		}
+	}
+	if c.Iface != "" {
+		if err := validIfName(src.name("iface", "iface"), c.Iface); err != nil {
+			return s, err
+		}
+	}
+	s.Iface = c.Iface
+
+	encapName := cmpOr(c.Encap, "udp")
+	if s.Encap, err = encap.ParseKind(encapName); err != nil {
+		return s, bad("encap", "encap", c.Encap, "want udp, vxlan or none")
+	}
+	switch {
+	case c.Port == 0:
+		s.Port = s.Encap.DefaultPort()
+	case c.Port < 1 || c.Port > 65535:
+		return s, bad("port", "port", c.Port, "want 1-65535")
+	default:
+		s.Port = uint16(c.Port)
+	}
+	switch {
+	case c.VNI == 0:
+		s.VNI = 1
+	case c.VNI < 0 || c.VNI >= 1<<24:
+		return s, bad("vni", "vni", c.VNI, "want 1-16777215")
+	default:
+		s.VNI = uint32(c.VNI)
+	}
+	if c.VTEPMAC != "" {
+		if s.VTEPMAC, err = encap.ParseMAC(c.VTEPMAC); err != nil || s.VTEPMAC[0]&1 == 1 || s.VTEPMAC.IsZero() {
+			return s, bad("vtep-mac", "vtepMac", c.VTEPMAC, "want a unicast MAC such as 02:57:0a:f4:01:00")
+		}
+	} else {
+		s.VTEPMAC = encap.VTEPMAC(s.Subnet)
+	}
+
+	switch {
+	case c.GossipPort == 0:
+		s.GossipPort = defaultGossipPort
+	case c.GossipPort < 1 || c.GossipPort > 65535:
+		return s, bad("gossip-port", "gossipPort", c.GossipPort, "want 1-65535")
+	default:
+		s.GossipPort = c.GossipPort
+	}
+	if s.Encap != encap.None && s.GossipPort == int(s.Port) {
+		return s, bad("gossip-port", "gossipPort", c.GossipPort, fmt.Sprintf("the same UDP port as the data plane (%d)", s.Port))
+	}
+	for _, j := range c.Join {
+		if err := validHostPort(j); err != nil {
+			return s, bad("join", "join", j, err.Error())
+		}
+	}
+	s.Join = c.Join
+
+	s.TUN = cmpOr(c.TUN, defaultTUN)
+	if err := validIfName(src.name("tun", "tun"), s.TUN); err != nil {
+		return s, err
+	}
+	minMTU := 576
+	if s.Network.Addr().Is6() {
+		minMTU = 1280
+	}
+	if c.MTU != 0 && (c.MTU < minMTU || c.MTU > 65535) {
+		return s, bad("mtu", "mtu", c.MTU, fmt.Sprintf("want %d-65535", minMTU))
+	}
+	s.MTU = c.MTU
+
+	s.MetricsAddr = cmpOr(c.MetricsAddr, defaultMetricsAddr)
+	if err := validHostPort(s.MetricsAddr); err != nil || !strings.Contains(s.MetricsAddr, ":") {
+		return s, bad("metrics-addr", "metricsAddr", s.MetricsAddr, "want host:port, e.g. 127.0.0.1:9586")
+	}
+	s.Socket = cmpOr(c.Socket, defaultSocket)
+
+	if s.LogLevel, err = parseLevel(cmpOr(c.LogLevel, "info")); err != nil {
+		return s, bad("log-level", "logLevel", c.LogLevel, "want debug, info, warn or error")
+	}
+	s.LogFormat = cmpOr(c.LogFormat, "text")
+	if s.LogFormat != "text" && s.LogFormat != "json" {
+		return s, bad("log-format", "logFormat", c.LogFormat, "want text or json")
+	}
+	s.DirectRouting = c.DirectRouting
+	s.PerPeerMetrics = c.PerPeerMetrics
+
+	names := map[string]bool{s.Name: true}
+	for i, pc := range c.Peers {
+		p, err := validatePeer(pc, s)
+		if err != nil {
+			where := src.name("peer", fmt.Sprintf("peers[%d]", i))
+			return s, usagef("invalid %s %s: %v", where, describePeer(pc), err)
+		}
+		if names[p.Name] {
+			return s, usagef("invalid %s: name %q is used twice", src.name("peer", fmt.Sprintf("peers[%d]", i)), p.Name)
+		}
+		names[p.Name] = true
+		s.Peers = append(s.Peers, p)
+	}
+	return s, nil
+}
+
+func describePeer(pc PeerConfig) string {
+	return fmt.Sprintf("%q", fmt.Sprintf("name=%s,subnet=%s,ip=%s,mac=%s", pc.Name, pc.Subnet, pc.IP, pc.MAC))
+}
+
+func validatePeer(pc PeerConfig, s Settings) (StaticPeer, error) {
+	var p StaticPeer
+	var err error
+	if p.Name = pc.Name; p.Name == "" {
+		return p, errors.New("name is missing")
+	}
+	if p.Subnet, err = parseCIDR(pc.Subnet); err != nil {
+		return p, fmt.Errorf("subnet: %v", err)
+	}
+	if !inside(p.Subnet, s.Network) {
+		return p, fmt.Errorf("subnet %s is not inside the network %s", p.Subnet, s.Network)
+	}
+	if p.IP, err = netip.ParseAddr(pc.IP); err != nil {
+		return p, fmt.Errorf("ip %q is not an IP address", pc.IP)
+	}
+	switch {
+	case pc.MAC != "":
+		if p.MAC, err = encap.ParseMAC(pc.MAC); err != nil {
+			return p, err
+		}
+	case s.Encap == encap.VXLAN:
+		return p, errors.New("mac is required with encap vxlan (the peer's VTEP MAC)")
+	}
+	p.Port = s.Port
+	if pc.Port != 0 {
+		if pc.Port < 1 || pc.Port > 65535 {
+			return p, fmt.Errorf("port %d: want 1-65535", pc.Port)
+		}
+		p.Port = uint16(pc.Port)
+	}
+	return p, nil
+}
+
+// parseCIDR parses a CIDR that must be a network address (no host bits).
+func parseCIDR(v string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(v)
+	if err != nil {
+		return p, errors.New("not a CIDR such as 10.244.0.0/16")
+	}
+	if p.Masked() != p {
+		return p, fmt.Errorf("host bits set (did you mean %s?)", p.Masked())
+	}
+	return p, nil
+}
+
+func inside(sub, net netip.Prefix) bool {
+	return sub.Bits() >= net.Bits() && net.Contains(sub.Addr())
+}
+
+func exampleSubnet(n netip.Prefix) string {
+	if n.Addr().Is4() && n.Bits() <= 24 {
+		return netip.PrefixFrom(n.Addr().Next().Prev(), 24).String()
+	}
+	return n.String()
+}
+
+func validIfName(what, name string) error {
+	if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t\n:") || name == "." || name == ".." {
+		return usagef("invalid %s %q: want an interface name of 1-15 characters without '/', ':' or spaces", what, name)
+	}
+	return nil
+}
+
+func validHostPort(v string) error {
+	host, port := v, ""
+	if h, p, err := net.SplitHostPort(v); err == nil {
+		host, port = h, p
+	} else if strings.Count(v, ":") == 1 {
+		return fmt.Errorf("not host[:port]: %v", err)
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q: want 1-65535", port)
+		}
+	}
+	if host == "" && port == "" {
+		return errors.New("empty address")
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}

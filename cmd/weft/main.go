@@ -1,0 +1,126 @@
+// Command weft is a userspace TUN overlay router: every host owns one subnet
+// of the overlay network, learns its peers by gossip and carries IP traffic
+// between them over UDP or VXLAN.
+//
+// Usage:
+//
+//	weft run [flags]       run the daemon (weft run -h lists the flags)
+//	weft status [--json]   show a running daemon's node, peers and counters
+//	weft version           print the version
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+
+	"github.com/weftnet/weft/tun"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // runtime failure
+	exitUsage   = 2 // bad command line or config
+)
+
+func main() {
+	os.Exit(weft(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func weft(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: weft run|status|version [flags]")
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(ctx, args[1:], stderr)
+	case "status":
+		return cmdStatus(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "weft %s (%s, %s)\n", version, revision(), runtime.Version())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, "usage: weft run|status|version [flags]; weft run -h lists the daemon's flags")
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "weft: unknown command %q (want run, status or version)\n", args[0])
+	return exitUsage
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) int {
+	s, check, cleanup, err := parseRun(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "weft: %v\n", err)
+		return exitUsage
+	}
+	if check {
+		fmt.Fprintln(stderr, "weft: configuration is valid")
+		return exitOK
+	}
+	level := new(slog.LevelVar)
+	level.Set(s.LogLevel)
+	log := newLogger(stderr, s.LogFormat, level)
+	if cleanup {
+		if err := tun.Cleanup(s.TUN, log); err != nil {
+			log.Error("cleanup", "err", err)
+			return exitFailure
+		}
+		return exitOK
+	}
+	if err := run(ctx, s, level, log); err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "weft: %v\n", err)
+			return exitUsage
+		}
+		log.Error("weft failed", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("weft status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", defaultSocket, "the daemon's control socket")
+	addr := fs.String("addr", "", "ask the daemon's metrics listener (host:port) instead of the socket")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	rep, err := fetchStatus(ctx, *socket, *addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "weft: %v\n", err)
+		return exitFailure
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+		return exitOK
+	}
+	printStatus(stdout, rep)
+	return exitOK
+}

@@ -1,0 +1,140 @@
+package encap
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// Sizes of the VXLAN framing (RFC 7348).
+const (
+	VXLANHeaderLen    = 8
+	EthernetHeaderLen = 14
+)
+
+// EtherTypes weft understands in an inner Ethernet frame.
+const (
+	EtherTypeIPv4 uint16 = 0x0800
+	EtherTypeARP  uint16 = 0x0806
+	EtherTypeIPv6 uint16 = 0x86dd
+)
+
+const vxlanFlagI = 0x08 // "VNI present"
+
+// MAC is an Ethernet address.
+type MAC [6]byte
+
+// Broadcast is the Ethernet broadcast address.
+var Broadcast = MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+func (m MAC) String() string { return net.HardwareAddr(m[:]).String() }
+
+// IsZero reports whether m is 00:00:00:00:00:00.
+func (m MAC) IsZero() bool { return m == MAC{} }
+
+// ParseMAC parses a 48-bit Ethernet address such as "02:57:0a:f4:01:00".
+func ParseMAC(s string) (MAC, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return MAC{}, fmt.Errorf("invalid MAC address %q", s)
+	}
+	return MAC(hw), nil
+}
+
+// VTEPMAC derives a stable, locally administered unicast VTEP MAC from a
+// subnet: 02:57 ("W") followed by the subnet's first four address bytes for
+// IPv4, or its last four for IPv6. The same subnet gives the same MAC on
+// every restart, so kernel peers configured by hand keep working.
+func VTEPMAC(subnet netip.Prefix) MAC {
+	a := subnet.Masked().Addr().AsSlice()
+	m := MAC{0x02, 0x57}
+	copy(m[2:], a[len(a)-4:])
+	return m
+}
+
+// EtherTypeFor returns the EtherType of an IP packet by its version nibble.
+func EtherTypeFor(pkt []byte) uint16 {
+	if len(pkt) > 0 && pkt[0]>>4 == 6 {
+		return EtherTypeIPv6
+	}
+	return EtherTypeIPv4
+}
+
+// PutVXLAN writes a VXLAN header and an inner Ethernet header into
+// b[:VXLANHeaderLen+EthernetHeaderLen].
+func PutVXLAN(b []byte, vni uint32, dst, src MAC, etherType uint16) {
+	_ = b[VXLANHeaderLen+EthernetHeaderLen-1]
+	binary.BigEndian.PutUint32(b[0:4], vxlanFlagI<<24)
+	binary.BigEndian.PutUint32(b[4:8], vni<<8)
+	copy(b[8:14], dst[:])
+	copy(b[14:20], src[:])
+	binary.BigEndian.PutUint16(b[20:22], etherType)
+}
+
+// VXLANFrame is a decoded VXLAN datagram. Payload aliases the datagram.
+type VXLANFrame struct {
+	VNI       uint32
+	Dst, Src  MAC
+	EtherType uint16
+	Payload   []byte
+}
+
+// ParseVXLAN decodes a VXLAN datagram (the UDP payload). It rejects frames
+// that are too short or lack the I flag; per RFC 7348 the reserved bits are
+// ignored. Errors wrap ErrMalformed.
+func ParseVXLAN(b []byte) (VXLANFrame, error) {
+	var f VXLANFrame
+	if len(b) < VXLANHeaderLen+EthernetHeaderLen {
+		return f, errShortVXLAN
+	}
+	if b[0]&vxlanFlagI == 0 {
+		return f, errVXLANFlags
+	}
+	f.VNI = binary.BigEndian.Uint32(b[4:8]) >> 8
+	f.Dst = MAC(b[8:14])
+	f.Src = MAC(b[14:20])
+	f.EtherType = binary.BigEndian.Uint16(b[20:22])
+	f.Payload = b[VXLANHeaderLen+EthernetHeaderLen:]
+	return f, nil
+}
+
+var (
+	errShortVXLAN = fmt.Errorf("%w: shorter than VXLAN and Ethernet headers", ErrMalformed)
+	errVXLANFlags = fmt.Errorf("%w: VXLAN I flag not set", ErrMalformed)
+)
+
+const arpLen = 28
+
+// ARPReply turns an ARP request for ip, carried in the Ethernet frame eth,
+// into the reply from mac, in place. It reports whether eth was such a
+// request; if not, eth is left unchanged.
+func ARPReply(eth []byte, mac MAC, ip netip.Addr) bool {
+	if len(eth) < EthernetHeaderLen+arpLen || !ip.Is4() {
+		return false
+	}
+	a := eth[EthernetHeaderLen:]
+	if binary.BigEndian.Uint16(eth[12:14]) != EtherTypeARP ||
+		binary.BigEndian.Uint16(a[0:2]) != 1 || // Ethernet
+		binary.BigEndian.Uint16(a[2:4]) != EtherTypeIPv4 ||
+		a[4] != 6 || a[5] != 4 ||
+		binary.BigEndian.Uint16(a[6:8]) != 1 { // request
+		return false
+	}
+	if netip.AddrFrom4([4]byte(a[24:28])) != ip {
+		return false
+	}
+	var sha MAC
+	var spa [4]byte
+	copy(sha[:], a[8:14])
+	copy(spa[:], a[14:18])
+	binary.BigEndian.PutUint16(a[6:8], 2) // reply
+	copy(a[8:14], mac[:])
+	ip4 := ip.As4()
+	copy(a[14:18], ip4[:])
+	copy(a[18:24], sha[:])
+	copy(a[24:28], spa[:])
+	copy(eth[0:6], sha[:])
+	copy(eth[6:12], mac[:])
+	return true
+}

@@ -1,0 +1,33 @@
+package router
+
+// DropReason says why a packet was dropped. Each is a bounded label value
+// of weft_dropped_packets_total.
+type DropReason uint8
+
+// Drop reasons.
+const (
+	DropNoRoute       DropReason = iota // outbound: no peer owns the destination
+	DropUnknownPeer                     // inbound: outer source is not a peer's underlay address
+	DropSpoofed                         // inbound: inner source outside the sending peer's subnet
+	DropNotLocal                        // inbound: inner destination is not in our subnet
+	DropMalformed                       // not a valid IP packet / datagram
+	DropTooBig                          // larger than the tunnel can carry
+	DropVNIMismatch                     // vxlan: wrong VNI
+	DropNotOurMAC                       // vxlan: frame not addressed to our VTEP MAC
+	DropBadEtherType                    // vxlan: neither IPv4, IPv6 nor ARP
+	DropSendError                       // the kernel refused the datagram
+	DropTUNWriteError                   // the TUN device refused the packet
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{
+	"no_route", "unknown_peer", "spoofed", "not_local", "malformed", "too_big",
+	"vni_mismatch", "not_our_mac", "bad_ethertype", "send_error", "tun_write_error",
+}
+
+func (d DropReason) String() string {
+	if d < numDropReasons {
+		return dropNames[d]
+	}
+	return "unknown"
+}

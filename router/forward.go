@@ -1,0 +1,340 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+
+	"github.com/weftnet/weft/encap"
+)
+
+// bufSize is one packet buffer: headroom plus the largest IP packet, so a
+// TUN write can coalesce a whole GRO superpacket into the buffer.
+const bufSize = encap.Headroom + 65535
+
+// Run forwards packets in both directions until ctx ends or a loop fails.
+// It closes the device and the socket on the way out, which is what
+// unblocks the loops' reads.
+func (r *Router) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for _, loop := range []func() error{r.outbound, r.inbound} {
+		wg.Go(func() {
+			if err := loop(); err != nil {
+				cancel(err)
+			}
+		})
+	}
+	<-ctx.Done()
+	r.dev.Close()
+	r.conn.Close()
+	wg.Wait()
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func closedErr(err error) bool {
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
+}
+
+func newBufs(n int) [][]byte {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, bufSize)
+	}
+	return bufs
+}
+
+// outboundState is the TUN → underlay loop's preallocated working set.
+type outboundState struct {
+	bufs   [][]byte // pool buffers, read at encap.Headroom
+	sizes  []int
+	frames [][]byte // each packet with its encap header, as sent
+	owner  []*entry // peer of each frame, nil once handled or dropped
+	group  [][]byte
+}
+
+func (r *Router) newOutbound() *outboundState {
+	n := r.dev.BatchSize()
+	return &outboundState{
+		bufs:   newBufs(n),
+		sizes:  make([]int, n),
+		frames: make([][]byte, n),
+		owner:  make([]*entry, n),
+		group:  make([][]byte, 0, n),
+	}
+}
+
+func (r *Router) outbound() error {
+	s := r.newOutbound()
+	for {
+		n, err := r.dev.Read(s.bufs, s.sizes, encap.Headroom)
+		r.ctr.tunReads.Add(1)
+		if err != nil {
+			switch {
+			case closedErr(err):
+				return nil
+			case errors.Is(err, wgtun.ErrTooManySegments):
+				// The packets split so far are valid; the rest are lost.
+				r.drop(DropTooBig, 1)
+			default:
+				return fmt.Errorf("read from TUN: %w", err)
+			}
+		}
+		if n > 0 {
+			r.forwardOut(s, n)
+		}
+	}
+}
+
+// forwardOut encapsulates the first n packets of s in place, groups them by
+// peer and sends each group as one batch.
+func (r *Router) forwardOut(s *outboundState, n int) {
+	t := r.table.Load()
+	hdr := r.cfg.Encap.HeaderLen()
+	r.txBatch.Observe(float64(n))
+	var noRoute, malformed int
+	for i := range n {
+		s.owner[i] = nil
+		pkt := s.bufs[i][encap.Headroom : encap.Headroom+s.sizes[i]]
+		_, dst, ok := encap.IPAddrs(pkt)
+		if !ok {
+			malformed++
+			continue
+		}
+		e := t.lookup(dst)
+		if e == nil {
+			noRoute++
+			continue
+		}
+		if hdr > 0 {
+			encap.PutVXLAN(s.bufs[i][encap.Headroom-hdr:], r.cfg.VNI, e.peer.MAC, r.cfg.MAC, encap.EtherTypeFor(pkt))
+		}
+		s.frames[i] = s.bufs[i][encap.Headroom-hdr : encap.Headroom+len(pkt)]
+		s.owner[i] = e
+	}
+	r.drop(DropNoRoute, noRoute)
+	r.drop(DropMalformed, malformed)
+
+	var txPackets, txBytes uint64
+	for i := range n {
+		e := s.owner[i]
+		if e == nil {
+			continue
+		}
+		// Gather this peer's frames, in order; most batches have one peer.
+		g := s.group[:0]
+		var bytes uint64
+		for j := i; j < n; j++ {
+			if s.owner[j] == e {
+				g = append(g, s.frames[j])
+				bytes += uint64(len(s.frames[j]) - hdr)
+				s.owner[j] = nil
+			}
+		}
+		sent, err := r.conn.WriteTo(g, e.ep)
+		if err != nil {
+			r.drop(DropSendError, len(g)-sent)
+			if sent < len(g) {
+				bytes = bytes * uint64(sent) / uint64(len(g))
+			}
+		}
+		e.stats.txPackets.Add(uint64(sent))
+		e.stats.txBytes.Add(bytes)
+		txPackets += uint64(sent)
+		txBytes += bytes
+	}
+	r.ctr.txPackets.Add(txPackets)
+	r.ctr.txBytes.Add(txBytes)
+}
+
+// inboundState is the underlay → TUN loop's preallocated working set.
+type inboundState struct {
+	bufs  [][]byte
+	sizes []int
+	srcs  []netip.AddrPort
+	out   [][]byte
+	one   [][]byte
+}
+
+func (r *Router) newInbound() *inboundState {
+	n := r.dev.BatchSize()
+	return &inboundState{
+		bufs:  newBufs(n),
+		sizes: make([]int, n),
+		srcs:  make([]netip.AddrPort, n),
+		out:   make([][]byte, 0, n),
+		one:   make([][]byte, 1),
+	}
+}
+
+func (r *Router) inbound() error {
+	s := r.newInbound()
+	for {
+		n, err := r.conn.ReadBatch(s.bufs, encap.Headroom, s.sizes, s.srcs)
+		if err != nil {
+			if closedErr(err) {
+				return nil
+			}
+			if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH) {
+				continue // an ICMP error for an earlier send; not ours to stop for
+			}
+			return fmt.Errorf("read from underlay: %w", err)
+		}
+		r.forwardIn(s, n)
+	}
+}
+
+// forwardIn checks and decapsulates the first n datagrams of s and writes
+// the inner packets to the TUN as one batch.
+func (r *Router) forwardIn(s *inboundState, n int) {
+	t := r.table.Load()
+	r.rxBatch.Observe(float64(n))
+	hdr := r.cfg.Encap.HeaderLen()
+	off := encap.Headroom + hdr
+	out := s.out[:0]
+	var last netip.Addr
+	var e *entry
+	var drops [numDropReasons]int
+	var runPackets, runBytes uint64 // for the current run of datagrams from e
+	now := time.Now().UnixNano()
+	flush := func() {
+		if e != nil && runPackets > 0 {
+			e.stats.rxPackets.Add(runPackets)
+			e.stats.rxBytes.Add(runBytes)
+			e.stats.lastRx.Store(now)
+		}
+		runPackets, runBytes = 0, 0
+	}
+	var rxBytes uint64
+	for i := range n {
+		src := s.srcs[i].Addr()
+		if src != last || e == nil {
+			flush()
+			e, last = t.byAddr[src], src
+		}
+		if e == nil {
+			drops[DropUnknownPeer]++
+			continue
+		}
+		d := s.bufs[i][encap.Headroom : encap.Headroom+s.sizes[i]]
+		inner := d
+		if r.cfg.Encap == encap.VXLAN {
+			reason, ok := r.checkVXLAN(d, s.srcs[i], e)
+			if !ok {
+				if reason < numDropReasons {
+					drops[reason]++
+				}
+				continue
+			}
+			inner = d[hdr:]
+		}
+		isrc, idst, ok := encap.IPAddrs(inner)
+		switch {
+		case !ok:
+			drops[DropMalformed]++
+			continue
+		case !e.peer.Subnet.Contains(isrc):
+			drops[DropSpoofed]++
+			continue
+		case !t.local.Contains(idst):
+			drops[DropNotLocal]++
+			continue
+		}
+		l := encap.IPLen(inner) // trims Ethernet padding
+		out = append(out, s.bufs[i][:off+l])
+		runPackets++
+		runBytes += uint64(l)
+		rxBytes += uint64(l)
+	}
+	flush()
+	for reason, c := range drops {
+		r.drop(DropReason(reason), c)
+	}
+	if len(out) == 0 {
+		return
+	}
+	written := r.writeTUN(s, out, off)
+	r.ctr.rxPackets.Add(uint64(written))
+	r.ctr.rxBytes.Add(rxBytes)
+}
+
+// writeTUN writes out to the device, coalescing with GRO unless the kernel
+// has refused a coalesced write before. It returns how many packets were
+// written.
+func (r *Router) writeTUN(s *inboundState, out [][]byte, off int) int {
+	if !r.groOff.Load() {
+		r.ctr.tunWrites.Add(1)
+		_, err := r.dev.Write(out, off)
+		if err == nil {
+			return len(out)
+		}
+		failed := countErrs(err)
+		if errors.Is(err, unix.EINVAL) && len(out) > 1 {
+			// Some 6.1.x kernels reject coalesced virtio-net writes: write
+			// one packet per call from now on.
+			r.groOff.Store(true)
+			r.log.Warn("TUN rejected a coalesced write; falling back to one packet per write", "err", err)
+		}
+		r.drop(DropTUNWriteError, failed)
+		return max(0, len(out)-failed)
+	}
+	written := 0
+	for _, p := range out {
+		s.one[0] = p
+		r.ctr.tunWrites.Add(1)
+		if _, err := r.dev.Write(s.one, off); err != nil {
+			r.drop(DropTUNWriteError, 1)
+			continue
+		}
+		written++
+	}
+	return written
+}
+
+func countErrs(err error) int {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return len(j.Unwrap())
+	}
+	return 1
+}
+
+// checkVXLAN validates a VXLAN datagram from peer e. It answers an ARP
+// request for our VTEP address and reports it as handled (ok false, reason
+// numDropReasons: not a drop).
+func (r *Router) checkVXLAN(d []byte, src netip.AddrPort, e *entry) (DropReason, bool) {
+	f, err := encap.ParseVXLAN(d)
+	switch {
+	case err != nil:
+		return DropMalformed, false
+	case f.VNI != r.cfg.VNI:
+		return DropVNIMismatch, false
+	case f.Dst != r.cfg.MAC && f.Dst != encap.Broadcast:
+		return DropNotOurMAC, false
+	}
+	switch f.EtherType {
+	case encap.EtherTypeIPv4, encap.EtherTypeIPv6:
+		return 0, true
+	case encap.EtherTypeARP:
+		if encap.ARPReply(d[encap.VXLANHeaderLen:], r.cfg.MAC, r.cfg.LocalAddr) {
+			dst := netip.AddrPortFrom(src.Addr(), e.peer.Underlay.Port())
+			if err := r.conn.WriteOne(d[:encap.VXLANHeaderLen+encap.EthernetHeaderLen+28], dst); err != nil {
+				return DropSendError, false
+			}
+			return numDropReasons, false
+		}
+		return DropBadEtherType, false
+	}
+	return DropBadEtherType, false
+}

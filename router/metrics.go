@@ -1,0 +1,99 @@
+package router
+
+import "github.com/prometheus/client_golang/prometheus"
+
+var (
+	descTxPackets = prometheus.NewDesc("weft_tx_packets_total", "Inner packets sent into the tunnel.", nil, nil)
+	descTxBytes   = prometheus.NewDesc("weft_tx_bytes_total", "Bytes of inner packets sent into the tunnel.", nil, nil)
+	descRxPackets = prometheus.NewDesc("weft_rx_packets_total", "Inner packets received from the tunnel and written to the TUN device.", nil, nil)
+	descRxBytes   = prometheus.NewDesc("weft_rx_bytes_total", "Bytes of inner packets received from the tunnel and written to the TUN device.", nil, nil)
+	descDropped   = prometheus.NewDesc("weft_dropped_packets_total", "Packets dropped, by reason.", []string{"reason"}, nil)
+	descPeers     = prometheus.NewDesc("weft_peers", "Peers known, by state.", []string{"state"}, nil)
+	descRoutes    = prometheus.NewDesc("weft_routes", "Peer subnets routed, by how they are reached.", []string{"kind"}, nil)
+	descConflicts = prometheus.NewDesc("weft_subnet_conflicts_total", "Subnet conflicts detected (a peer refused a route because its subnet overlaps one claimed earlier).", nil, nil)
+	descTUNGRO    = prometheus.NewDesc("weft_tun_gro_fallback", "1 if the TUN device refused coalesced writes and weft writes one packet per call.", nil, nil)
+
+	descPeerTxPackets = prometheus.NewDesc("weft_peer_tx_packets_total", "Inner packets sent to a peer.", []string{"peer"}, nil)
+	descPeerTxBytes   = prometheus.NewDesc("weft_peer_tx_bytes_total", "Inner bytes sent to a peer.", []string{"peer"}, nil)
+	descPeerRxPackets = prometheus.NewDesc("weft_peer_rx_packets_total", "Inner packets received from a peer.", []string{"peer"}, nil)
+	descPeerRxBytes   = prometheus.NewDesc("weft_peer_rx_bytes_total", "Inner bytes received from a peer.", []string{"peer"}, nil)
+)
+
+// PeerStates are the label values of weft_peers.
+var PeerStates = []string{"alive", "suspect", "dead", "left", "static"}
+
+// Describe implements prometheus.Collector.
+func (r *Router) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descTxPackets, descTxBytes, descRxPackets, descRxBytes, descDropped, descPeers, descRoutes, descConflicts, descTUNGRO} {
+		ch <- d
+	}
+	if r.cfg.PerPeerMetrics {
+		for _, d := range []*prometheus.Desc{descPeerTxPackets, descPeerTxBytes, descPeerRxPackets, descPeerRxBytes} {
+			ch <- d
+		}
+	}
+	r.txBatch.Describe(ch)
+	r.rxBatch.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (r *Router) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter(descTxPackets, r.ctr.txPackets.Load())
+	counter(descTxBytes, r.ctr.txBytes.Load())
+	counter(descRxPackets, r.ctr.rxPackets.Load())
+	counter(descRxBytes, r.ctr.rxBytes.Load())
+	for i := range numDropReasons {
+		counter(descDropped, r.ctr.drops[i].Load(), i.String())
+	}
+	counter(descConflicts, r.conflCnt.Load())
+	var groOff float64
+	if r.groOff.Load() {
+		groOff = 1
+	}
+	gauge(descTUNGRO, groOff)
+	r.txBatch.Collect(ch)
+	r.rxBatch.Collect(ch)
+
+	r.mu.Lock()
+	byState := map[string]int{}
+	for _, p := range r.peers {
+		byState[p.State]++
+	}
+	byVia := map[Via]int{}
+	for _, v := range r.viaOf {
+		byVia[v]++
+	}
+	type peerCounts struct {
+		name               string
+		txp, txb, rxp, rxb uint64
+	}
+	var pcs []peerCounts
+	if r.cfg.PerPeerMetrics {
+		for name, st := range r.stats {
+			pcs = append(pcs, peerCounts{name, st.txPackets.Load(), st.txBytes.Load(), st.rxPackets.Load(), st.rxBytes.Load()})
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range PeerStates {
+		gauge(descPeers, float64(byState[s]), s)
+	}
+	gauge(descRoutes, float64(byVia[ViaTunnel]), string(ViaTunnel))
+	gauge(descRoutes, float64(byVia[ViaDirect]), string(ViaDirect))
+	for _, pc := range pcs {
+		counter(descPeerTxPackets, pc.txp, pc.name)
+		counter(descPeerTxBytes, pc.txb, pc.name)
+		counter(descPeerRxPackets, pc.rxp, pc.name)
+		counter(descPeerRxBytes, pc.rxb, pc.name)
+	}
+}
+
+// TUNSyscalls returns how many TUN reads and writes the loops made.
+func (r *Router) TUNSyscalls() (reads, writes uint64) {
+	return r.ctr.tunReads.Load(), r.ctr.tunWrites.Load()
+}

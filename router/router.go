@@ -1,0 +1,314 @@
+// Package router is weft's data plane and its control-plane seam: the
+// immutable route table, the two forwarding loops (TUN → underlay and
+// underlay → TUN), drop accounting, and the reconciliation of kernel routes
+// to directly reachable peers with the current peer set.
+//
+// The forwarding loops take no lock: they load the current Table through an
+// atomic pointer once per batch. SetPeers builds a new Table and swaps it in.
+package router
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftnet/weft/encap"
+)
+
+// DirectMode says which peers are reached by plain kernel routes.
+type DirectMode uint8
+
+// Direct routing modes.
+const (
+	DirectOff    DirectMode = iota // every peer through the tunnel
+	DirectOnLink                   // on-link peers by kernel route, the rest through the tunnel (DirectRouting)
+	DirectOnly                     // on-link peers by kernel route, the rest not at all (host-gw)
+)
+
+// Config is the router's fixed configuration.
+type Config struct {
+	Name      string       // this host
+	Local     netip.Prefix // our subnet
+	LocalAddr netip.Addr   // the TUN's address (answered in ARP)
+	Claimed   int64        // unix ms when we claimed Local
+	Encap     encap.Kind
+	VNI       uint32
+	MAC       encap.MAC // our VTEP MAC
+
+	Direct DirectMode
+	OnLink func(netip.Addr) bool // is an underlay address on our L2 segment?
+	Routes Routes                // kernel routes for direct peers (nil: none)
+
+	PerPeerMetrics bool
+	Logger         *slog.Logger
+}
+
+// Router forwards packets between a Device and a Conn.
+type Router struct {
+	cfg  Config
+	dev  Device
+	conn Conn
+	log  *slog.Logger
+
+	table atomic.Pointer[Table]
+
+	mu        sync.Mutex // control plane only: SetPeers, Status
+	peers     []Peer
+	reasons   map[string]string
+	viaOf     map[string]Via
+	stats     map[string]*peerStats
+	direct    map[netip.Prefix]netip.Addr // kernel routes we installed
+	conflicts []Conflict
+
+	ctr      counters
+	txBatch  prometheus.Histogram
+	rxBatch  prometheus.Histogram
+	groOff   atomic.Bool // the TUN refused a coalesced write: write one by one
+	conflCnt atomic.Uint64
+}
+
+// counters are the data path's totals, updated once per batch.
+type counters struct {
+	txPackets, txBytes, rxPackets, rxBytes atomic.Uint64
+	tunReads, tunWrites                    atomic.Uint64
+	drops                                  [numDropReasons]atomic.Uint64
+}
+
+type peerStats struct {
+	txPackets, txBytes atomic.Uint64
+	_                  [48]byte // keep the two directions on separate cache lines
+	rxPackets, rxBytes atomic.Uint64
+	lastRx             atomic.Int64 // unix ns
+}
+
+// New returns a router between dev and conn with no peers.
+func New(cfg Config, dev Device, conn Conn) *Router {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Router{
+		cfg:     cfg,
+		dev:     dev,
+		conn:    conn,
+		log:     cfg.Logger,
+		reasons: map[string]string{},
+		viaOf:   map[string]Via{},
+		stats:   map[string]*peerStats{},
+		direct:  map[netip.Prefix]netip.Addr{},
+		txBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "weft_batch_size_packets", Help: "Packets handled per batch, by direction.",
+			ConstLabels: prometheus.Labels{"direction": "tx"}, Buckets: prometheus.ExponentialBuckets(1, 2, 8),
+		}),
+		rxBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "weft_batch_size_packets", Help: "Packets handled per batch, by direction.",
+			ConstLabels: prometheus.Labels{"direction": "rx"}, Buckets: prometheus.ExponentialBuckets(1, 2, 8),
+		}),
+	}
+	t, _, _ := buildTable(cfg.Local, cfg.Claimed, cfg.Name, nil)
+	r.table.Store(t)
+	return r
+}
+
+// SetPeers replaces the peer set: it builds and swaps in a new route table
+// and brings the kernel's direct routes in line. It returns the subnet
+// conflicts found, each also logged and counted.
+func (r *Router) SetPeers(peers []Peer) []Conflict {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	peers = slices.Clone(peers)
+	t, conflicts, reasons := buildTable(r.cfg.Local, r.cfg.Claimed, r.cfg.Name, peers)
+
+	wantDirect := map[netip.Prefix]netip.Addr{}
+	viaOf := map[string]Via{}
+	kept := t.entries[:0]
+	lpmChanged := false
+	for _, e := range t.entries {
+		st := r.stats[e.peer.Name]
+		if st == nil {
+			st = &peerStats{}
+			r.stats[e.peer.Name] = st
+		}
+		e.stats = st
+		onLink := r.cfg.OnLink != nil && r.cfg.OnLink(e.peer.Underlay.Addr())
+		switch {
+		case r.cfg.Direct != DirectOff && onLink:
+			e.via = ViaDirect
+			wantDirect[e.peer.Subnet] = e.peer.Underlay.Addr()
+		case r.cfg.Direct == DirectOnly:
+			e.via = ViaNone
+			reasons[e.peer.Name] = "not on-link: host-gw cannot reach it"
+			t.lpm.Delete(e.peer.Subnet)
+			lpmChanged = true
+			viaOf[e.peer.Name] = ViaNone
+			continue
+		}
+		viaOf[e.peer.Name] = e.via
+		kept = append(kept, e)
+	}
+	if lpmChanged {
+		// Peers dropped from the table keep their byAddr entry only if
+		// they can still reach us through the tunnel, which host-gw has
+		// not: rebuild the index from what is kept.
+		t.byAddr = make(map[netip.Addr]*entry, len(kept))
+		for _, e := range kept {
+			t.byAddr[e.peer.Underlay.Addr()] = e
+		}
+	}
+	for i, e := range kept {
+		e.idx = i
+	}
+	t.entries = kept
+	r.table.Store(t)
+
+	r.syncDirect(wantDirect)
+	r.logChanges(peers, reasons, viaOf)
+	for _, c := range conflicts {
+		if !slices.Contains(r.conflicts, c) {
+			r.log.Error("subnet conflict: route refused", "conflict", c.String(), "loser", c.Loser, "winner", c.Winner, "subnet", c.Subnet)
+			r.conflCnt.Add(1)
+		}
+	}
+	r.peers, r.reasons, r.viaOf, r.conflicts = peers, reasons, viaOf, conflicts
+	return conflicts
+}
+
+func (r *Router) logChanges(peers []Peer, reasons map[string]string, viaOf map[string]Via) {
+	for _, p := range peers {
+		if old, nw := r.viaOf[p.Name], viaOf[p.Name]; old != nw {
+			switch {
+			case nw == "":
+				r.log.Info("peer withdrawn", "peer", p.Name, "subnet", p.Subnet, "state", p.State, "reason", reasons[p.Name])
+			case nw == ViaNone:
+				r.log.Warn("peer not routed", "peer", p.Name, "subnet", p.Subnet, "underlay", p.Underlay, "reason", reasons[p.Name])
+			default:
+				r.log.Info("peer routed", "peer", p.Name, "subnet", p.Subnet, "underlay", p.Underlay, "via", nw)
+			}
+		}
+	}
+}
+
+// syncDirect makes the kernel's direct routes match want.
+func (r *Router) syncDirect(want map[netip.Prefix]netip.Addr) {
+	if r.cfg.Routes == nil {
+		return
+	}
+	for dst, via := range r.direct {
+		if w, ok := want[dst]; !ok || w != via {
+			if err := r.cfg.Routes.Delete(dst, via); err != nil {
+				r.log.Error("removing direct route", "dst", dst, "via", via, "err", err)
+				continue
+			}
+			delete(r.direct, dst)
+		}
+	}
+	for dst, via := range want {
+		if cur, ok := r.direct[dst]; ok && cur == via {
+			continue
+		}
+		if err := r.cfg.Routes.Replace(dst, via); err != nil {
+			r.log.Error("installing direct route", "dst", dst, "via", via, "err", err)
+			continue
+		}
+		r.direct[dst] = via
+	}
+}
+
+// RemoveRoutes removes every direct route the router installed (at
+// shutdown).
+func (r *Router) RemoveRoutes() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.syncDirect(nil)
+}
+
+// PeerStatus is one peer's line in `weft status`.
+type PeerStatus struct {
+	Name      string    `json:"name"`
+	Subnet    string    `json:"subnet"`
+	Underlay  string    `json:"underlay"`
+	State     string    `json:"state"`
+	Static    bool      `json:"static"`
+	Via       Via       `json:"via"`
+	Reason    string    `json:"reason,omitempty"`
+	LastSeen  time.Time `json:"lastSeen,omitzero"`
+	TxPackets uint64    `json:"txPackets"`
+	TxBytes   uint64    `json:"txBytes"`
+	RxPackets uint64    `json:"rxPackets"`
+	RxBytes   uint64    `json:"rxBytes"`
+}
+
+// Status reports every peer known, routed or not.
+func (r *Router) Status() []PeerStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]PeerStatus, 0, len(r.peers))
+	for _, p := range r.peers {
+		s := PeerStatus{Name: p.Name, State: p.State, Static: p.Static, Via: r.viaOf[p.Name], Reason: r.reasons[p.Name]}
+		if s.Via == "" {
+			s.Via = ViaNone
+		}
+		if p.Subnet.IsValid() {
+			s.Subnet = p.Subnet.String()
+		}
+		if p.Underlay.IsValid() {
+			s.Underlay = p.Underlay.String()
+		}
+		if st := r.stats[p.Name]; st != nil {
+			s.TxPackets, s.TxBytes = st.txPackets.Load(), st.txBytes.Load()
+			s.RxPackets, s.RxBytes = st.rxPackets.Load(), st.rxBytes.Load()
+			if ns := st.lastRx.Load(); ns != 0 {
+				s.LastSeen = time.Unix(0, ns)
+			}
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b PeerStatus) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Drops returns the drop counters by reason name.
+func (r *Router) Drops() map[string]uint64 {
+	m := make(map[string]uint64, numDropReasons)
+	for i := range numDropReasons {
+		m[i.String()] = r.ctr.drops[i].Load()
+	}
+	return m
+}
+
+// Totals are the data path's packet and byte counts.
+type Totals struct {
+	TxPackets uint64 `json:"txPackets"`
+	TxBytes   uint64 `json:"txBytes"`
+	RxPackets uint64 `json:"rxPackets"`
+	RxBytes   uint64 `json:"rxBytes"`
+}
+
+// Totals returns the data path's packet and byte counts.
+func (r *Router) Totals() Totals {
+	return Totals{r.ctr.txPackets.Load(), r.ctr.txBytes.Load(), r.ctr.rxPackets.Load(), r.ctr.rxBytes.Load()}
+}
+
+func (r *Router) drop(reason DropReason, n int) {
+	if n > 0 {
+		r.ctr.drops[reason].Add(uint64(n))
+	}
+}
+
+// String describes the router's configuration for logs.
+func (c Config) String() string {
+	return fmt.Sprintf("%s subnet=%s encap=%s", c.Name, c.Local, c.Encap)
+}

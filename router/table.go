@@ -1,0 +1,138 @@
+package router
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/gaissmai/bart"
+
+	"github.com/weftnet/weft/encap"
+)
+
+// Peer is another host of the overlay as the control plane sees it.
+type Peer struct {
+	Name     string
+	Subnet   netip.Prefix
+	Underlay netip.AddrPort // data-plane address
+	MAC      encap.MAC      // VTEP MAC (vxlan)
+	State    string         // alive, suspect, dead, left or static
+	Static   bool
+	Claimed  int64 // unix ms of the subnet claim; earlier wins a conflict
+	// Incompatible, if set, says why the peer cannot be routed (another
+	// encapsulation, undecodable metadata, ...).
+	Incompatible string
+}
+
+// routable reports whether traffic may flow to and from the peer.
+func (p *Peer) routable() bool {
+	return p.Static || p.State == "alive" || p.State == "suspect"
+}
+
+// Via says how a peer is reached.
+type Via string
+
+// How peers are reached.
+const (
+	ViaTunnel Via = "tunnel" // through the TUN and the UDP socket
+	ViaDirect Via = "direct" // a plain kernel route via its underlay address
+	ViaNone   Via = "none"   // not routed: see the peer's Reason
+)
+
+// entry is a routable peer as the forwarding loops see it.
+type entry struct {
+	peer  Peer
+	ep    encap.Endpoint
+	idx   int // dense index, for grouping a batch by peer
+	via   Via
+	stats *peerStats
+}
+
+// Table is an immutable snapshot of where every overlay address lives.
+// Forwarding loops load it once per batch through an atomic pointer.
+type Table struct {
+	local   netip.Prefix
+	lpm     bart.Table[*entry]
+	byAddr  map[netip.Addr]*entry
+	entries []*entry
+}
+
+// Conflict records a peer refused a route because its subnet overlaps one
+// claimed earlier.
+type Conflict struct {
+	Loser, Winner string // names; "" is this host
+	Subnet        netip.Prefix
+}
+
+func (c Conflict) String() string {
+	name := func(s string) string {
+		if s == "" {
+			return "this host"
+		}
+		return fmt.Sprintf("peer %q", s)
+	}
+	return fmt.Sprintf("%s claims %s, which overlaps the subnet of %s (claimed earlier)", name(c.Loser), c.Subnet, name(c.Winner))
+}
+
+// buildTable resolves overlaps and indexes the routable peers. Our own
+// subnet is always ours; among peers the earlier claim wins, then the
+// smaller name. A peer that overlaps our subnet is never routed, whichever
+// claim was first; the returned Conflict says who won by the rule.
+func buildTable(local netip.Prefix, localClaimed int64, localName string, peers []Peer) (*Table, []Conflict, map[string]string) {
+	t := &Table{local: local, byAddr: make(map[netip.Addr]*entry)}
+	reasons := make(map[string]string)
+	cands := make([]*Peer, 0, len(peers))
+	for i := range peers {
+		p := &peers[i]
+		switch {
+		case p.Incompatible != "":
+			reasons[p.Name] = p.Incompatible
+		case !p.routable():
+			reasons[p.Name] = p.State
+		case !p.Subnet.IsValid() || !p.Underlay.IsValid():
+			reasons[p.Name] = "invalid metadata"
+		default:
+			cands = append(cands, p)
+		}
+	}
+	slices.SortFunc(cands, func(a, b *Peer) int {
+		return cmp.Or(cmp.Compare(a.Claimed, b.Claimed), cmp.Compare(a.Name, b.Name))
+	})
+	type claim struct {
+		name string
+		pfx  netip.Prefix
+	}
+	accepted := []claim{{"", local}}
+	var conflicts []Conflict
+	for _, p := range cands {
+		var winner *claim
+		for i := range accepted {
+			if accepted[i].pfx.Overlaps(p.Subnet) {
+				winner = &accepted[i]
+				break
+			}
+		}
+		if winner != nil {
+			c := Conflict{Loser: p.Name, Winner: winner.name, Subnet: p.Subnet}
+			if winner.name == "" && (p.Claimed < localClaimed || (p.Claimed == localClaimed && p.Name < localName)) {
+				c = Conflict{Loser: "", Winner: p.Name, Subnet: local}
+			}
+			conflicts = append(conflicts, c)
+			reasons[p.Name] = "subnet conflict"
+			continue
+		}
+		accepted = append(accepted, claim{p.Name, p.Subnet})
+		e := &entry{peer: *p, ep: encap.NewEndpoint(p.Underlay), idx: len(t.entries), via: ViaTunnel}
+		t.entries = append(t.entries, e)
+		t.lpm.Insert(p.Subnet, e)
+		t.byAddr[p.Underlay.Addr()] = e
+	}
+	return t, conflicts, reasons
+}
+
+// lookup returns the peer that owns dst.
+func (t *Table) lookup(dst netip.Addr) *entry {
+	e, _ := t.lpm.Lookup(dst)
+	return e
+}

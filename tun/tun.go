@@ -1,0 +1,131 @@
+// Package tun opens weft's TUN device with the kernel's offloads on,
+// configures its link, address and MTU through netlink, manages the kernel
+// routes weft installs, and removes what it made.
+//
+// Everything this package puts in the kernel is findable again: the link by
+// its name, routes by weft's own rtnetlink protocol number (RouteProtocol).
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// RouteProtocol marks the routes weft installs ("proto 87" in `ip route`),
+// so that a later run can find and remove them.
+const RouteProtocol netlink.RouteProtocol = 87
+
+// Config describes the device to create.
+type Config struct {
+	Name string
+	MTU  int
+	// Addr is the device's address with the prefix length of the whole
+	// overlay network (flannel0 style), e.g. 10.244.1.0/16: the kernel then
+	// routes the whole network through the device.
+	Addr netip.Prefix
+}
+
+// Device is an open TUN device. It reads and writes batches of packets
+// (wireguard's tun.Device) with virtio-net offloads: reads split TSO/USO
+// superpackets into MTU-sized segments, writes coalesce with GRO.
+type Device struct {
+	wgtun.Device
+	name  string
+	index int
+	log   *slog.Logger
+}
+
+// Open creates the TUN device, gives it its address and MTU and brings it
+// up. A stale TUN link of the same name (from a run that crashed) is
+// removed first. On error nothing it created is left behind.
+func Open(cfg Config, log *slog.Logger) (*Device, error) {
+	if err := removeStaleLink(cfg.Name, log); err != nil {
+		return nil, err
+	}
+	wd, err := wgtun.CreateTUN(cfg.Name, cfg.MTU)
+	if err != nil {
+		return nil, fmt.Errorf("create TUN device %q: %w", cfg.Name, err)
+	}
+	d := &Device{Device: wd, name: cfg.Name, log: log}
+	go func() {
+		for range wd.Events() { // drained so the device's listeners never block
+		}
+	}()
+	if err := d.configure(cfg); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Device) configure(cfg Config) error {
+	link, err := netlink.LinkByName(cfg.Name)
+	if err != nil {
+		return fmt.Errorf("find TUN link %q: %w", cfg.Name, err)
+	}
+	d.index = link.Attrs().Index
+	if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
+		return fmt.Errorf("set MTU %d on %s: %w", cfg.MTU, cfg.Name, err)
+	}
+	addr := &netlink.Addr{IPNet: prefixToIPNet(cfg.Addr)}
+	if err := netlink.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("add address %s to %s: %w", cfg.Addr, cfg.Name, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring %s up: %w", cfg.Name, err)
+	}
+	return nil
+}
+
+// Name is the device's interface name.
+func (d *Device) Name() string { return d.name }
+
+// Index is the device's interface index.
+func (d *Device) Index() int { return d.index }
+
+// VNetHdr reports whether the device runs with virtio-net offloads.
+func (d *Device) VNetHdr() bool { return d.BatchSize() > 1 }
+
+// Close closes the device. The kernel removes a non-persistent TUN link when
+// its last file descriptor closes; if the link is somehow still there, it is
+// deleted.
+func (d *Device) Close() error {
+	err := d.Device.Close()
+	if link, lerr := netlink.LinkByName(d.name); lerr == nil && link.Type() == "tuntap" {
+		if derr := netlink.LinkDel(link); derr != nil {
+			err = errors.Join(err, fmt.Errorf("delete link %s: %w", d.name, derr))
+		}
+	}
+	return err
+}
+
+// removeStaleLink deletes a TUN link named name. Any other kind of link with
+// that name is an error: it is not ours to delete.
+func removeStaleLink(name string, log *slog.Logger) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("look up link %q: %w", name, err)
+	}
+	if link.Type() != "tuntap" {
+		return fmt.Errorf("link %q exists and is a %s device, not a TUN device: refusing to replace it", name, link.Type())
+	}
+	log.Warn("removing stale TUN link left by an earlier run", "link", name)
+	if err := netlink.LinkDel(link); err != nil {
+		return fmt.Errorf("remove stale link %q: %w", name, err)
+	}
+	return nil
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
