@@ -95,9 +95,9 @@ var oobSpace = unix.CmsgSpace(4)
 
 // Listen opens a batched UDP socket on addr. The socket's family follows
 // addr; an unspecified address listens on all addresses of that family. It
-// probes UDP GSO and GRO and uses them where the kernel accepts them. batch
-// is the most datagrams one call handles.
-func Listen(addr netip.AddrPort, batch int) (*Conn, error) {
+// probes UDP GSO and GRO and uses them where the kernel accepts them, unless
+// offload is false. batch is the most datagrams one call handles.
+func Listen(addr netip.AddrPort, batch int, offload bool) (*Conn, error) {
 	network := "udp4"
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
 		network = "udp6"
@@ -127,8 +127,11 @@ func Listen(addr netip.AddrPort, batch int) (*Conn, error) {
 		uc.Close()
 		return nil, fmt.Errorf("udp socket options: %w", err)
 	}
-	c.gso.Store(gso)
-	c.gro = gro
+	if !offload && gro {
+		_ = c.rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 0) })
+	}
+	c.gso.Store(gso && offload)
+	c.gro = gro && offload
 	c.initSend(batch)
 	c.initRecv(batch)
 	return c, nil

@@ -12,10 +12,15 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE (linux/if_link.h).
+const addrGenModeNone = 1
 
 // RouteProtocol marks the routes weft installs ("proto 87" in `ip route`),
 // so that a later run can find and remove them.
@@ -29,6 +34,10 @@ type Config struct {
 	// overlay network (flannel0 style), e.g. 10.244.1.0/16: the kernel then
 	// routes the whole network through the device.
 	Addr netip.Prefix
+	// NoOffload opens the device without the virtio-net header: no TSO/USO
+	// superpackets, no GRO, one packet per read and write (flannel udp's
+	// design, for comparison and for kernels with broken offloads).
+	NoOffload bool
 }
 
 // Device is an open TUN device. It reads and writes batches of packets
@@ -48,7 +57,13 @@ func Open(cfg Config, log *slog.Logger) (*Device, error) {
 	if err := removeStaleLink(cfg.Name, log); err != nil {
 		return nil, err
 	}
-	wd, err := wgtun.CreateTUN(cfg.Name, cfg.MTU)
+	var wd wgtun.Device
+	var err error
+	if cfg.NoOffload {
+		wd, err = createPlainTUN(cfg.Name, cfg.MTU)
+	} else {
+		wd, err = wgtun.CreateTUN(cfg.Name, cfg.MTU)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create TUN device %q: %w", cfg.Name, err)
 	}
@@ -73,6 +88,9 @@ func (d *Device) configure(cfg Config) error {
 	if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
 		return fmt.Errorf("set MTU %d on %s: %w", cfg.MTU, cfg.Name, err)
 	}
+	// No IPv6 link-local address: a TUN has no neighbours, and the
+	// kernel's router solicitations would only be dropped as no_route.
+	_ = netlink.LinkSetIP6AddrGenMode(link, addrGenModeNone)
 	addr := &netlink.Addr{IPNet: prefixToIPNet(cfg.Addr)}
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("add address %s to %s: %w", cfg.Addr, cfg.Name, err)
@@ -128,4 +146,26 @@ func removeStaleLink(name string, log *slog.Logger) error {
 
 func prefixToIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// createPlainTUN opens a TUN device without IFF_VNET_HDR; wireguard's tun
+// then reads and writes one packet per call.
+func createPlainTUN(name string, mtu int) (wgtun.Device, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}
+	if err == nil {
+		err = unix.SetNonblock(fd, true)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return wgtun.CreateTUNFromFile(os.NewFile(uintptr(fd), "/dev/net/tun"), mtu)
 }

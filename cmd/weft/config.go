@@ -42,6 +42,8 @@ type Config struct {
 	DirectRouting  bool         `yaml:"directRouting" flag:"direct-routing"`
 	Peers          []PeerConfig `yaml:"peers" flag:"peer"`
 	PerPeerMetrics bool         `yaml:"perPeerMetrics" flag:"per-peer-metrics"`
+	Offload        *bool        `yaml:"offload" flag:"offload"`
+	PProf          bool         `yaml:"pprof" flag:"pprof"`
 }
 
 // PeerConfig is a static peer: a host that does not gossip (a kernel VTEP,
@@ -76,6 +78,8 @@ type Settings struct {
 	DirectRouting  bool
 	Peers          []StaticPeer
 	PerPeerMetrics bool
+	Offload        bool
+	PProf          bool
 	ConfigFile     string
 }
 
@@ -197,16 +201,26 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.BoolVar(&c.DirectRouting, "direct-routing", false, "reach peers on the same L2 segment by plain kernel routes, no tunnel")
 	fs.Var(peerFlag{&c.Peers}, "peer", "static peer name=N,subnet=CIDR,ip=ADDR[,mac=MAC][,port=P] (repeatable)")
 	fs.BoolVar(&c.PerPeerMetrics, "per-peer-metrics", false, "export per-peer traffic counters (one series per peer)")
+	fs.Func("offload", "use TUN offloads, UDP GSO/GRO and batches (default true; false: one packet per syscall)", func(v string) error {
+		b, err := strconv.ParseBool(v)
+		c.Offload = &b
+		return err
+	})
+	fs.BoolVar(&c.PProf, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
 }
 
 // loadConfig reads a YAML config file strictly: an unknown key is an error
 // that names it.
 func loadConfig(path string) (Config, error) {
-	var c Config
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return c, usagef("--config %q: %v", path, err)
+		return Config{}, usagef("--config %q: %v", path, err)
 	}
+	return decodeConfig(data, path)
+}
+
+func decodeConfig(data []byte, path string) (Config, error) {
+	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
@@ -394,6 +408,8 @@ func validate(c Config, src source) (Settings, error) {
 	}
 	s.DirectRouting = c.DirectRouting
 	s.PerPeerMetrics = c.PerPeerMetrics
+	s.Offload = c.Offload == nil || *c.Offload
+	s.PProf = c.PProf
 
 	names := map[string]bool{s.Name: true}
 	for i, pc := range c.Peers {

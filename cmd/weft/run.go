@@ -113,7 +113,7 @@ func (n *node) start(ctx context.Context, fwdErr chan<- error) error {
 	var dev router.Device = nopDevice{}
 	var conn router.Conn = nopConn{}
 	if s.Encap != encap.None {
-		if n.dev, err = tun.Open(tun.Config{Name: s.TUN, MTU: n.mtu, Addr: n.tunAddr}, n.log); err != nil {
+		if n.dev, err = tun.Open(tun.Config{Name: s.TUN, MTU: n.mtu, Addr: n.tunAddr, NoOffload: !s.Offload}, n.log); err != nil {
 			return err
 		}
 		n.onStop(func() {
@@ -125,7 +125,7 @@ func (n *node) start(ctx context.Context, fwdErr chan<- error) error {
 		if n.underlay.Addr.Is6() {
 			listen = netip.AddrPortFrom(netip.IPv6Unspecified(), s.Port)
 		}
-		if n.conn, err = encap.Listen(listen, n.dev.BatchSize()); err != nil {
+		if n.conn, err = encap.Listen(listen, n.dev.BatchSize(), s.Offload); err != nil {
 			return err
 		}
 		n.onStop(func() { n.conn.Close() })

@@ -1,0 +1,59 @@
+# weft: make demo, make test (CI runs it as root), make bench.
+GO          ?= go
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
+TOOLS       := $(CURDIR)/bin/tools
+STATICCHECK := $(TOOLS)/staticcheck
+UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /e2e -e /bench/)
+FUZZTIME    ?= 10s
+
+.PHONY: all build test lint unit fuzz-short e2e fuzz bench bench-go demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/weft ./cmd/weft
+
+## test: everything CI checks: formatting, vet, staticcheck, unit tests (with
+## the race detector), a short run of every fuzz target, end-to-end tests in
+## network namespaces (root), and the deployment checks.
+test: lint unit fuzz-short e2e
+
+lint: $(STATICCHECK)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+unit:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+# Each fuzz target for a short, bounded time (make fuzz: longer).
+FUZZ_TARGETS = ./encap:FuzzDecodeUDP ./encap:FuzzDecodeVXLAN ./membership:FuzzMetaUnmarshal ./cmd/weft:FuzzConfig
+fuzz-short:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
+
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=5m
+
+e2e:
+	$(GO) test -count=1 -v -timeout 15m ./e2e
+
+## bench: iperf3 across namespace hosts, weft beside kernel VXLAN and raw veth (root).
+bench:
+	$(GO) run ./bench/netbench $(BENCH_FLAGS)
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./encap ./router
+
+## demo: three namespace hosts running weft; peer table, ping and iperf3 (root).
+demo:
+	bash scripts/demo.sh
+
+clean:
+	rm -rf bin dist

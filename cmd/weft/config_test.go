@@ -1,0 +1,154 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/weftnet/weft/encap"
+)
+
+var base = []string{"--name", "a", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24"}
+
+func TestParseRunDefaults(t *testing.T) {
+	s, _, _, err := parseRun(base, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Port != 8285 || s.Encap != encap.UDP || s.GossipPort != 7946 || s.TUN != "weft0" || s.MetricsAddr != "127.0.0.1:9586" ||
+		s.VNI != 1 || s.VTEPMAC.String() != "02:57:0a:f4:01:00" || s.Socket != "/run/weft/weft.sock" || !s.Offload || s.MTU != 0 {
+		t.Errorf("defaults: %+v", s)
+	}
+	s, _, _, err = parseRun(append(base, "--encap", "vxlan"), io.Discard)
+	if err != nil || s.Port != 8472 {
+		t.Errorf("vxlan default port %d, %v", s.Port, err)
+	}
+}
+
+// TestParseRunErrors: every bad input is refused with a message that names
+// the flag (or the key) and the value.
+func TestParseRunErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--subnet", "10.244.1.0/24"}, "missing --network: the overlay network CIDR, e.g. 10.244.0.0/16"},
+		{[]string{"--network", "10.244.0.0/16"}, "missing --subnet: this host's subnet inside 10.244.0.0/16"},
+		{[]string{"--network", "10.244.0.0/33", "--subnet", "10.244.1.0/24"}, `invalid --network "10.244.0.0/33": not a CIDR such as 10.244.0.0/16`},
+		{[]string{"--network", "10.244.1.0/16", "--subnet", "10.244.1.0/24"}, `invalid --network "10.244.1.0/16": host bits set (did you mean 10.244.0.0/16?)`},
+		{[]string{"--network", "10.244.0.0/16", "--subnet", "10.245.1.0/24"}, `invalid --subnet "10.245.1.0/24": not inside the network 10.244.0.0/16`},
+		{[]string{"--network", "10.244.0.0/16", "--subnet", "10.0.0.0/8"}, `invalid --subnet "10.0.0.0/8": not inside the network 10.244.0.0/16`},
+		{append(base, "--public-ip", "1.2.3"), `invalid --public-ip "1.2.3": not an IP address`},
+		{append(base, "--port", "70000"), `invalid --port "70000": want 1-65535`},
+		{append(base, "--port", "x"), `invalid value "x" for flag -port`},
+		{append(base, "--encap", "gre"), `invalid --encap "gre": want udp, vxlan or none`},
+		{append(base, "--vni", "16777216"), `invalid --vni "16777216": want 1-16777215`},
+		{append(base, "--vtep-mac", "01:00:5e:00:00:01"), `invalid --vtep-mac "01:00:5e:00:00:01": want a unicast MAC`},
+		{append(base, "--gossip-port", "8285"), `invalid --gossip-port "8285": the same UDP port as the data plane (8285)`},
+		{append(base, "--join", "10.0.0.1:99999"), `invalid --join "10.0.0.1:99999": port "99999": want 1-65535`},
+		{append(base, "--tun", "a-very-long-interface-name"), `invalid --tun "a-very-long-interface-name": want an interface name of 1-15 characters`},
+		{append(base, "--iface", "eth/0"), `invalid --iface "eth/0"`},
+		{append(base, "--mtu", "100"), `invalid --mtu "100": want 576-65535`},
+		{append(base, "--metrics-addr", "9586"), `invalid --metrics-addr "9586": want host:port`},
+		{append(base, "--log-level", "loud"), `invalid --log-level "loud": want debug, info, warn or error`},
+		{append(base, "--log-format", "xml"), `invalid --log-format "xml": want text or json`},
+		{append(base, "--peer", "name=k,subnet=10.244.9.0/24"), `invalid --peer "name=k,subnet=10.244.9.0/24,ip=,mac=": ip "" is not an IP address`},
+		{append(base, "--peer", "name=k,subnet=10.9.9.0/24,ip=192.0.2.9"), `subnet 10.9.9.0/24 is not inside the network 10.244.0.0/16`},
+		{append(base, "--encap", "vxlan", "--peer", "name=k,subnet=10.244.9.0/24,ip=192.0.2.9"), `mac is required with encap vxlan`},
+		{append(base, "--peer", "name=a,subnet=10.244.9.0/24,ip=192.0.2.9"), `name "a" is used twice`},
+		{append(base, "--peer", "nom=k"), `invalid value "nom=k" for flag -peer: unknown key "nom"`},
+		{append(base, "--offload", "maybe"), `invalid value "maybe" for flag -offload`},
+		{append(base, "extra"), `unexpected argument "extra"`},
+		{[]string{"--config", "/nonexistent/weft.yaml"}, `--config "/nonexistent/weft.yaml": open /nonexistent/weft.yaml: no such file or directory`},
+	} {
+		_, _, _, err := parseRun(tc.args, io.Discard)
+		var ue *usageError
+		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v:\n got %v\nwant usage error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "weft.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigFileAndFlagOverride(t *testing.T) {
+	p := writeConfig(t, `
+name: a
+network: 10.244.0.0/16
+subnet: 10.244.1.0/24
+port: 9000
+join: [192.0.2.2, "192.0.2.3:7000"]
+logLevel: debug
+directRouting: true
+offload: false
+peers:
+  - {name: k, subnet: 10.244.9.0/24, ip: 192.0.2.9, mac: "02:00:00:00:00:09"}
+`)
+	s, _, _, err := parseRun([]string{"--config", p, "--port", "9001"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Port != 9001 || s.LogLevel.String() != "DEBUG" || !s.DirectRouting || s.Offload || len(s.Join) != 2 || s.Join[1] != "192.0.2.3:7000" {
+		t.Errorf("settings %+v", s)
+	}
+	if len(s.Peers) != 1 || s.Peers[0].Subnet != netip.MustParsePrefix("10.244.9.0/24") || s.Peers[0].Port != 9001 {
+		t.Errorf("peers %+v", s.Peers)
+	}
+}
+
+func TestConfigFileErrorsNameTheKey(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"network: 10.244.0.0/16\nsubnet: 10.244.1.0/24\nsubnt: x\n", "field subnt not found"},
+		{"network: 10.244.0.0/16\nsubnet: 10.244.1.0/24\nport: many\n", "cannot unmarshal !!str `many` into int"},
+		{"network: 10.244.0.0/16\nsubnet: 10.245.1.0/24\n", `invalid subnet (in `},
+		{"network: 10.244.0.0/16\nsubnet: 10.244.1.0/24\npeers: [{name: k, subnet: bad, ip: 192.0.2.1}]\n", "invalid peers[0] (in "},
+		{"network: [\n", "config file"},
+	} {
+		p := writeConfig(t, "name: a\n"+tc.text)
+		_, _, _, err := parseRun([]string{"--config", p}, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q:\n got %v\nwant %q", tc.text, err, tc.want)
+		}
+	}
+}
+
+func TestCheckAndCleanupFlags(t *testing.T) {
+	_, check, _, err := parseRun(append(base, "--check"), io.Discard)
+	if err != nil || !check {
+		t.Errorf("--check: %v %v", check, err)
+	}
+	s, _, cleanup, err := parseRun([]string{"--cleanup", "--tun", "weft9"}, io.Discard)
+	if err != nil || !cleanup || s.TUN != "weft9" {
+		t.Errorf("--cleanup: %v %+v %v", cleanup, s, err)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	var stderr strings.Builder
+	if code := weft(t.Context(), []string{"run", "--network", "10.244.0.0/33"}, io.Discard, &stderr); code != exitUsage {
+		t.Errorf("bad flag exit %d, want %d", code, exitUsage)
+	}
+	if got := stderr.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "--network") {
+		t.Errorf("stderr %q, want one line naming --network", got)
+	}
+	if code := weft(t.Context(), []string{"frobnicate"}, io.Discard, io.Discard); code != exitUsage {
+		t.Errorf("unknown command exit %d", code)
+	}
+	if code := weft(t.Context(), []string{"run", "--check", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24"}, io.Discard, io.Discard); code != exitOK {
+		t.Errorf("--check of a valid config exit %d", code)
+	}
+	if code := weft(t.Context(), []string{"status", "--socket", filepath.Join(t.TempDir(), "none.sock")}, io.Discard, io.Discard); code != exitFailure {
+		t.Errorf("status without a daemon exit %d, want %d", code, exitFailure)
+	}
+}

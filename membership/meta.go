@@ -1,0 +1,230 @@
+package membership
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Encap kinds as carried in metadata (uint8 on the wire).
+type Encap uint8
+
+// Known encapsulations.
+const (
+	EncapUDP   Encap = 1
+	EncapVXLAN Encap = 2
+	EncapNone  Encap = 3 // host-gw: no tunnel
+)
+
+// String returns "udp", "vxlan", "none" or "encap(N)" for unknown values.
+func (e Encap) String() string {
+	switch e {
+	case EncapUDP:
+		return "udp"
+	case EncapVXLAN:
+		return "vxlan"
+	case EncapNone:
+		return "none"
+	default:
+		return fmt.Sprintf("encap(%d)", uint8(e))
+	}
+}
+
+func (e Encap) valid() bool { return e >= EncapUDP && e <= EncapNone }
+
+// Meta is what each host advertises in memberlist node metadata.
+//
+// A Meta is valid (see Validate) when:
+//   - Encap is one of EncapUDP, EncapVXLAN, EncapNone;
+//   - Subnet is a valid prefix in canonical form: host bits are zero
+//     (10.244.3.0/24, not 10.244.3.7/24) and it is not an IPv4-mapped IPv6
+//     prefix (use the IPv4 form);
+//   - Underlay is a valid, specified address without zone and not
+//     IPv4-mapped IPv6;
+//   - Port is non-zero unless Encap is EncapNone;
+//   - VNI fits in 24 bits.
+//
+// VNI and VTEPMAC are carried as given for every encap; by convention they
+// are zero unless Encap is EncapVXLAN.
+type Meta struct {
+	Subnet   netip.Prefix // the overlay subnet this host owns, e.g. 10.244.3.0/24 (IPv4 or IPv6)
+	Underlay netip.Addr   // underlay (public) IP for the data plane
+	Port     uint16       // data-plane UDP port
+	Encap    Encap
+	VNI      uint32  // 24-bit, vxlan only (0 otherwise)
+	VTEPMAC  [6]byte // vxlan VTEP MAC (zero otherwise)
+	Claimed  int64   // unix milliseconds when this host claimed its subnet (earlier claim wins a conflict)
+}
+
+// MetaVersion is the first byte of every encoded Meta.
+const MetaVersion = 1
+
+// Wire layout of version 1 (all integers big endian):
+//
+//	off  len  field
+//	0    1    version (= MetaVersion)
+//	1    1    encap
+//	2    1    flags: bit 0 = subnet is IPv6, bit 1 = underlay is IPv6; other bits must be 0
+//	3    1    subnet prefix length
+//	4    4|16 subnet address
+//	.    4|16 underlay address
+//	.    2    port
+//	.    3    VNI
+//	.    6    VTEP MAC
+//	.    8    claimed (int64, two's complement)
+//
+// Every field has exactly one encoding, so the format is canonical.
+const (
+	flagSubnet6   = 1 << 0
+	flagUnderlay6 = 1 << 1
+	flagsKnown    = flagSubnet6 | flagUnderlay6
+
+	metaHeaderLen = 4
+	metaTailLen   = 2 + 3 + 6 + 8
+)
+
+// MetaMinSize and MetaMaxSize are the sizes of an encoded Meta with IPv4
+// subnet and underlay, and with IPv6 subnet and underlay respectively. Both
+// are far below memberlist's 512-byte metadata limit.
+const (
+	MetaMinSize = metaHeaderLen + 4 + 4 + metaTailLen
+	MetaMaxSize = metaHeaderLen + 16 + 16 + metaTailLen
+)
+
+// ErrInvalidMeta is wrapped by every error returned by the Meta codec and by
+// Validate, so callers can test for it with errors.Is.
+var ErrInvalidMeta = errors.New("invalid node metadata")
+
+func metaErrorf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidMeta}, args...)...)
+}
+
+// Validate reports why m cannot be advertised, or nil if it can.
+func (m Meta) Validate() error {
+	if !m.Encap.valid() {
+		return metaErrorf("unknown encap %d", uint8(m.Encap))
+	}
+	if !m.Subnet.IsValid() {
+		return metaErrorf("subnet %v is not a valid prefix", m.Subnet)
+	}
+	if m.Subnet.Addr().Is4In6() {
+		return metaErrorf("subnet %v is an IPv4-mapped IPv6 prefix; use the IPv4 form", m.Subnet)
+	}
+	if masked := m.Subnet.Masked(); masked != m.Subnet {
+		return metaErrorf("subnet %v has host bits set (want %v)", m.Subnet, masked)
+	}
+	if err := checkUnderlay(m.Underlay); err != nil {
+		return err
+	}
+	if m.Port == 0 && m.Encap != EncapNone {
+		return metaErrorf("data-plane port is 0 with encap %v", m.Encap)
+	}
+	if m.VNI >= 1<<24 {
+		return metaErrorf("VNI %d does not fit in 24 bits", m.VNI)
+	}
+	return nil
+}
+
+func checkUnderlay(a netip.Addr) error {
+	switch {
+	case !a.IsValid():
+		return metaErrorf("underlay address is not set")
+	case a.Zone() != "":
+		return metaErrorf("underlay address %v has a zone", a)
+	case a.Is4In6():
+		return metaErrorf("underlay address %v is IPv4-mapped IPv6; use the IPv4 form", a)
+	case a.IsUnspecified():
+		return metaErrorf("underlay address %v is unspecified", a)
+	}
+	return nil
+}
+
+// AppendBinary appends the encoding of m to b (encoding.BinaryAppender).
+func (m Meta) AppendBinary(b []byte) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return b, err
+	}
+	var flags byte
+	if m.Subnet.Addr().Is6() {
+		flags |= flagSubnet6
+	}
+	if m.Underlay.Is6() {
+		flags |= flagUnderlay6
+	}
+	b = append(b, MetaVersion, byte(m.Encap), flags, byte(m.Subnet.Bits()))
+	b = append(b, m.Subnet.Addr().AsSlice()...)
+	b = append(b, m.Underlay.AsSlice()...)
+	b = binary.BigEndian.AppendUint16(b, m.Port)
+	b = append(b, byte(m.VNI>>16), byte(m.VNI>>8), byte(m.VNI))
+	b = append(b, m.VTEPMAC[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Claimed))
+	return b, nil
+}
+
+// MarshalBinary encodes m compactly; the first byte is MetaVersion. It fails
+// if m is not valid (see Validate).
+func (m Meta) MarshalBinary() ([]byte, error) {
+	b, err := m.AppendBinary(make([]byte, 0, MetaMaxSize))
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// UnmarshalBinary decodes b strictly: an unknown version, a short or long
+// input, reserved flag bits, an out-of-range prefix length or any field that
+// makes the result invalid is an error naming the problem. On error *m is
+// left unchanged. It never panics.
+func (m *Meta) UnmarshalBinary(b []byte) error {
+	if len(b) == 0 {
+		return metaErrorf("empty")
+	}
+	if b[0] != MetaVersion {
+		return metaErrorf("unsupported version %d (want %d)", b[0], MetaVersion)
+	}
+	if len(b) < metaHeaderLen {
+		return metaErrorf("truncated: have %d bytes, header needs %d", len(b), metaHeaderLen)
+	}
+	encap, flags, bits := Encap(b[1]), b[2], int(b[3])
+	if flags&^flagsKnown != 0 {
+		return metaErrorf("reserved flag bits set (flags 0x%02x)", flags)
+	}
+	subnetLen, underlayLen := 4, 4
+	if flags&flagSubnet6 != 0 {
+		subnetLen = 16
+	}
+	if flags&flagUnderlay6 != 0 {
+		underlayLen = 16
+	}
+	want := metaHeaderLen + subnetLen + underlayLen + metaTailLen
+	if len(b) < want {
+		return metaErrorf("truncated: have %d bytes, want %d", len(b), want)
+	}
+	if len(b) > want {
+		return metaErrorf("%d trailing bytes after %d-byte record", len(b)-want, want)
+	}
+
+	p := b[metaHeaderLen:]
+	subnetAddr, _ := netip.AddrFromSlice(p[:subnetLen]) // length is 4 or 16: cannot fail
+	p = p[subnetLen:]
+	if bits > subnetAddr.BitLen() {
+		return metaErrorf("subnet prefix length %d exceeds %d", bits, subnetAddr.BitLen())
+	}
+	underlay, _ := netip.AddrFromSlice(p[:underlayLen])
+	p = p[underlayLen:]
+
+	var out Meta
+	out.Subnet = netip.PrefixFrom(subnetAddr, bits)
+	out.Underlay = underlay
+	out.Encap = encap
+	out.Port = binary.BigEndian.Uint16(p)
+	out.VNI = uint32(p[2])<<16 | uint32(p[3])<<8 | uint32(p[4])
+	copy(out.VTEPMAC[:], p[5:11])
+	out.Claimed = int64(binary.BigEndian.Uint64(p[11:19]))
+	if err := out.Validate(); err != nil {
+		return err
+	}
+	*m = out
+	return nil
+}

@@ -1,0 +1,82 @@
+package membership
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the gossip metrics. Create them with NewMetrics and pass them
+// in Config.Metrics; one Metrics serves one Cluster at a time (the cluster
+// attaches itself in Start and detaches in Shutdown; the gauges read 0 while
+// no cluster is attached).
+type Metrics struct {
+	JoinAttempts prometheus.Counter   // weft_gossip_join_attempts_total
+	JoinFailures prometheus.Counter   // weft_gossip_join_failures_total
+	HealthScore  prometheus.GaugeFunc // weft_gossip_health_score: memberlist GetHealthScore (0 = healthy)
+	Members      prometheus.GaugeFunc // weft_gossip_members: alive members including self
+
+	cluster atomic.Pointer[Cluster]
+}
+
+// NewMetrics creates the gossip metrics and registers them on reg (with
+// MustRegister, so a duplicate registration panics, like promauto). A nil reg
+// creates them unregistered.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		JoinAttempts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_gossip_join_attempts_total",
+			Help: "Attempts to join the gossip cluster (initial join retries and reconnects).",
+		}),
+		JoinFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_gossip_join_failures_total",
+			Help: "Join attempts that reached no other member.",
+		}),
+	}
+	m.HealthScore = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "weft_gossip_health_score",
+		Help: "memberlist health (awareness) score; 0 is healthy, higher is worse.",
+	}, func() float64 {
+		if c := m.cluster.Load(); c != nil {
+			return float64(c.Health())
+		}
+		return 0
+	})
+	m.Members = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "weft_gossip_members",
+		Help: "Alive gossip members, including this host.",
+	}, func() float64 {
+		if c := m.cluster.Load(); c != nil {
+			return float64(c.ml.NumMembers())
+		}
+		return 0
+	})
+	if reg != nil {
+		reg.MustRegister(m.JoinAttempts, m.JoinFailures, m.HealthScore, m.Members)
+	}
+	return m
+}
+
+func (m *Metrics) attach(c *Cluster) {
+	if m != nil {
+		m.cluster.Store(c)
+	}
+}
+
+func (m *Metrics) detach(c *Cluster) {
+	if m != nil {
+		m.cluster.CompareAndSwap(c, nil)
+	}
+}
+
+func (m *Metrics) joinAttempt() {
+	if m != nil {
+		m.JoinAttempts.Inc()
+	}
+}
+
+func (m *Metrics) joinFailure() {
+	if m != nil {
+		m.JoinFailures.Inc()
+	}
+}

@@ -1,0 +1,277 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/encap"
+)
+
+// loadOut copies pkts into a fresh outbound working set as a TUN read would.
+func loadOut(r *Router, pkts ...[]byte) *outboundState {
+	s := r.newOutbound()
+	for i, p := range pkts {
+		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], p)
+	}
+	return s
+}
+
+func TestForwardOutGroupsByPeerInOrder(t *testing.T) {
+	r, _, conn := newTestRouter(encap.UDP, true)
+	p1 := ipv4("10.244.1.0", "10.244.2.7", 100)
+	p2 := ipv4("10.244.1.0", "10.244.3.1", 200)
+	p3 := ipv4("10.244.1.0", "10.244.2.8", 300)
+	noRoute := ipv4("10.244.1.0", "10.244.99.1", 60)
+	own := ipv4("10.244.1.0", "10.244.1.9", 60) // our own subnet is never sent out
+	garbage := []byte{0x45, 0, 0}
+	s := loadOut(r, p1, p2, noRoute, p3, garbage, own)
+	r.forwardOut(s, 6)
+
+	got := conn.groups()
+	if len(got) != 2 {
+		t.Fatalf("sent %d groups, want 2 (one per peer): %+v", len(got), got)
+	}
+	if got[0].dst != addrB || len(got[0].pkts) != 2 || !bytes.Equal(got[0].pkts[0], p1) || !bytes.Equal(got[0].pkts[1], p3) {
+		t.Errorf("group to b = %v with %d packets, want p1, p3 in order to %v", got[0].dst, len(got[0].pkts), addrB)
+	}
+	if got[1].dst != addrC || len(got[1].pkts) != 1 || !bytes.Equal(got[1].pkts[0], p2) {
+		t.Errorf("group to c wrong: %+v", got[1])
+	}
+	d := r.Drops()
+	if d["no_route"] != 2 || d["malformed"] != 1 {
+		t.Errorf("drops = %v, want no_route=2 malformed=1", d)
+	}
+	tot := r.Totals()
+	if tot.TxPackets != 3 || tot.TxBytes != 600 {
+		t.Errorf("totals = %+v, want 3 packets, 600 bytes", tot)
+	}
+}
+
+func TestForwardOutVXLANHeader(t *testing.T) {
+	r, _, conn := newTestRouter(encap.VXLAN, true)
+	p := ipv4("10.244.1.0", "10.244.2.7", 64)
+	r.forwardOut(loadOut(r, p), 1)
+	got := conn.groups()
+	if len(got) != 1 || len(got[0].pkts) != 1 {
+		t.Fatalf("sent %+v, want one datagram", got)
+	}
+	d := got[0].pkts[0]
+	want := append([]byte{0x08, 0, 0, 0, 0, 0, 1, 0}, macB[:]...)
+	want = append(want, macA[:]...)
+	want = append(want, 0x08, 0x00)
+	want = append(want, p...)
+	if !bytes.Equal(d, want) {
+		t.Fatalf("datagram\n got %x\nwant %x", d, want)
+	}
+}
+
+func TestForwardInChecksSourceAndDestination(t *testing.T) {
+	r, dev, _ := newTestRouter(encap.UDP, true)
+	good := ipv4("10.244.2.7", "10.244.1.0", 100)
+	padded := append(ipv4("10.244.2.7", "10.244.1.5", 40), 0, 0, 0, 0) // trailing padding is trimmed
+	s := r.newInbound()
+	in := []datagram{
+		{addrB, good},
+		{netip.MustParseAddrPort("198.51.100.1:8285"), good},           // stranger
+		{addrB, ipv4("10.244.3.1", "10.244.1.0", 100)},                 // b claims c's address
+		{addrC, ipv4("10.244.3.1", "10.244.9.9", 100)},                 // not for us
+		{addrB, []byte{0x45, 0, 0, 200, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2}}, // truncated
+		{addrB, padded},
+	}
+	for i, d := range in {
+		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
+		s.srcs[i] = d.src
+	}
+	r.forwardIn(s, len(in))
+	got := dev.packets()
+	if len(got) != 2 || !bytes.Equal(got[0], good) || !bytes.Equal(got[1], padded[:40]) {
+		t.Fatalf("wrote %d packets to the TUN, want the good one and the trimmed padded one: %x", len(got), got)
+	}
+	want := map[string]uint64{"unknown_peer": 1, "spoofed": 1, "not_local": 1, "malformed": 1}
+	for k, v := range r.Drops() {
+		if v != want[k] {
+			t.Errorf("drops[%s] = %d, want %d", k, v, want[k])
+		}
+	}
+	st := r.Status()
+	if st[0].Name != "b" || st[0].RxPackets != 2 || st[0].LastSeen.IsZero() {
+		t.Errorf("peer b status = %+v, want 2 packets received and a last-seen time", st[0])
+	}
+}
+
+func vxlanDatagram(vni uint32, dst, src encap.MAC, etherType uint16, payload []byte) []byte {
+	d := make([]byte, 22+len(payload))
+	encap.PutVXLAN(d, vni, dst, src, etherType)
+	copy(d[22:], payload)
+	return d
+}
+
+func TestForwardInVXLAN(t *testing.T) {
+	r, dev, conn := newTestRouter(encap.VXLAN, true)
+	inner := ipv4("10.244.2.7", "10.244.1.0", 80)
+	arpReq := make([]byte, 28)
+	binary.BigEndian.PutUint16(arpReq[0:], 1)
+	binary.BigEndian.PutUint16(arpReq[2:], 0x0800)
+	arpReq[4], arpReq[5] = 6, 4
+	binary.BigEndian.PutUint16(arpReq[6:], 1)
+	copy(arpReq[8:14], macB[:])
+	copy(arpReq[14:18], []byte{10, 244, 2, 0})
+	copy(arpReq[24:28], []byte{10, 244, 1, 0})
+
+	in := []datagram{
+		{addrB, vxlanDatagram(1, macA, macB, encap.EtherTypeIPv4, inner)},
+		{addrB, vxlanDatagram(7, macA, macB, encap.EtherTypeIPv4, inner)},           // wrong VNI
+		{addrB, vxlanDatagram(1, macB, macB, encap.EtherTypeIPv4, inner)},           // not our MAC
+		{addrB, vxlanDatagram(1, macA, macB, 0x88cc, inner)},                        // LLDP
+		{addrB, vxlanDatagram(1, encap.Broadcast, macB, encap.EtherTypeARP, arpReq)}, // who has 10.244.1.0?
+		{addrB, []byte{0x00, 0, 0, 0, 0, 0, 1, 0}},                                  // short, no I flag
+	}
+	s := r.newInbound()
+	for i, d := range in {
+		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
+		s.srcs[i] = d.src
+	}
+	r.forwardIn(s, len(in))
+	if got := dev.packets(); len(got) != 1 || !bytes.Equal(got[0], inner) {
+		t.Fatalf("TUN got %x, want only the inner packet", got)
+	}
+	want := map[string]uint64{"vni_mismatch": 1, "not_our_mac": 1, "bad_ethertype": 1, "malformed": 1}
+	for k, v := range r.Drops() {
+		if v != want[k] {
+			t.Errorf("drops[%s] = %d, want %d", k, v, want[k])
+		}
+	}
+	if len(conn.oneSent) != 1 {
+		t.Fatalf("sent %d ARP replies, want 1", len(conn.oneSent))
+	}
+	reply := conn.oneSent[0]
+	f, err := encap.ParseVXLAN(reply)
+	if err != nil || f.Dst != macB || f.Src != macA || f.EtherType != encap.EtherTypeARP {
+		t.Fatalf("ARP reply frame %+v, %v", f, err)
+	}
+	if op := binary.BigEndian.Uint16(f.Payload[6:8]); op != 2 || !bytes.Equal(f.Payload[8:14], macA[:]) {
+		t.Errorf("ARP reply op %d sha %x, want 2 and our MAC", op, f.Payload[8:14])
+	}
+}
+
+func TestForwardIPv6(t *testing.T) {
+	dev, conn := newFakeDevice(true), newFakeConn(true)
+	cfg := testConfig(encap.UDP)
+	cfg.Local = netip.MustParsePrefix("fd00:1::/64")
+	r := New(cfg, dev, conn)
+	r.SetPeers([]Peer{{Name: "b", Subnet: netip.MustParsePrefix("fd00:2::/64"), Underlay: addrB, State: "alive"}})
+	out := ipv6("fd00:1::1", "fd00:2::9", 100)
+	r.forwardOut(loadOut(r, out), 1)
+	if g := conn.groups(); len(g) != 1 || !bytes.Equal(g[0].pkts[0], out) {
+		t.Fatalf("IPv6 packet not sent to b: %+v", g)
+	}
+	s := r.newInbound()
+	in := ipv6("fd00:2::9", "fd00:1::1", 50)
+	s.sizes[0] = copy(s.bufs[0][encap.Headroom:], in)
+	s.srcs[0] = addrB
+	r.forwardIn(s, 1)
+	if got := dev.packets(); len(got) != 1 || !bytes.Equal(got[0], in) {
+		t.Fatalf("IPv6 packet not written: %x", got)
+	}
+}
+
+func TestRunForwardsAndStopsWithContext(t *testing.T) {
+	r, dev, conn := newTestRouter(encap.UDP, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+
+	dev.in <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 80)}
+	conn.in <- []datagram{{addrC, ipv4("10.244.3.1", "10.244.1.0", 90)}}
+	deadline := time.Now().Add(5 * time.Second)
+	for (len(conn.groups()) == 0 || len(dev.packets()) == 0) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(conn.groups()) != 1 || len(dev.packets()) != 1 {
+		t.Fatalf("forwarded %d out, %d in; want 1 each", len(conn.groups()), len(dev.packets()))
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v after cancel", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not stop after its context ended")
+	}
+}
+
+func TestSteadyStateForwardingAllocatesNothing(t *testing.T) {
+	for _, kind := range []encap.Kind{encap.UDP, encap.VXLAN} {
+		r, _, _ := newTestRouter(kind, false)
+		const n = 64
+		pkts := make([][]byte, n)
+		for i := range pkts {
+			pkts[i] = ipv4("10.244.1.0", []string{"10.244.2.1", "10.244.3.1"}[i%2], 1400)
+		}
+		out := loadOut(r, pkts...)
+		if a := testing.AllocsPerRun(100, func() { r.forwardOut(out, n) }); a != 0 {
+			t.Errorf("%s: forwardOut allocates %.1f times per batch of %d, want 0", kind, a, n)
+		}
+		in := r.newInbound()
+		for i := range n {
+			p := ipv4("10.244.2.1", "10.244.1.0", 1400)
+			if kind == encap.VXLAN {
+				p = vxlanDatagram(1, macA, macB, encap.EtherTypeIPv4, p)
+			}
+			in.sizes[i] = copy(in.bufs[i][encap.Headroom:], p)
+			in.srcs[i] = addrB
+		}
+		if a := testing.AllocsPerRun(100, func() { r.forwardIn(in, n) }); a != 0 {
+			t.Errorf("%s: forwardIn allocates %.1f times per batch of %d, want 0", kind, a, n)
+		}
+		if d := r.Drops(); d["malformed"]+d["spoofed"]+d["unknown_peer"]+d["not_local"] != 0 {
+			t.Errorf("%s: unexpected drops %v", kind, d)
+		}
+	}
+}
+
+func benchmarkOut(b *testing.B, kind encap.Kind, size int) {
+	r, _, _ := newTestRouter(kind, false)
+	const n = 64
+	pkts := make([][]byte, n)
+	for i := range pkts {
+		pkts[i] = ipv4("10.244.1.0", "10.244.2.1", size)
+	}
+	s := loadOut(r, pkts...)
+	b.SetBytes(int64(n * size))
+	b.ReportAllocs()
+	for b.Loop() {
+		r.forwardOut(s, n)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/packet")
+}
+
+func benchmarkIn(b *testing.B, kind encap.Kind, size int) {
+	r, _, _ := newTestRouter(kind, false)
+	const n = 64
+	s := r.newInbound()
+	for i := range n {
+		p := ipv4("10.244.2.1", "10.244.1.0", size)
+		if kind == encap.VXLAN {
+			p = vxlanDatagram(1, macA, macB, encap.EtherTypeIPv4, p)
+		}
+		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], p)
+		s.srcs[i] = addrB
+	}
+	b.SetBytes(int64(n * size))
+	b.ReportAllocs()
+	for b.Loop() {
+		r.forwardIn(s, n)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/packet")
+}
+
+func BenchmarkForwardOutUDP(b *testing.B)   { benchmarkOut(b, encap.UDP, 1400) }
+func BenchmarkForwardOutVXLAN(b *testing.B) { benchmarkOut(b, encap.VXLAN, 1400) }
+func BenchmarkForwardInUDP(b *testing.B)    { benchmarkIn(b, encap.UDP, 1400) }
+func BenchmarkForwardInVXLAN(b *testing.B)  { benchmarkIn(b, encap.VXLAN, 1400) }
