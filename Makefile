@@ -1,7 +1,8 @@
 # weft: make demo, make test (CI runs it as root), make bench.
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS     := -X main.version=$(VERSION)
+REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS     := -X main.version=$(VERSION) -X main.buildRevision=$(REVISION)
 TOOLS       := $(CURDIR)/bin/tools
 STATICCHECK := $(TOOLS)/staticcheck
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /e2e -e /bench/)

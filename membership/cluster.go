@@ -5,6 +5,7 @@
 package membership
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -74,7 +75,8 @@ type Config struct {
 	AdvertiseAddr netip.Addr // address advertised to others (the underlay IP); invalid → memberlist picks
 	Seeds         []string   // "host" or "host:port" (port defaults to BindPort); IPv6 as "[::1]:7946" or "::1"
 	Meta          Meta
-	SecretKey     []byte // optional 16/24/32-byte AES key for memberlist encryption (nil = none)
+	SecretKey     []byte   // optional 16/24/32-byte AES key for memberlist encryption (nil = none)
+	ExtraKeys     [][]byte // further keys accepted for decryption (key rotation); need SecretKey
 	Logger        *slog.Logger
 	Metrics       *Metrics // may be nil
 
@@ -121,7 +123,8 @@ type Cluster struct {
 	log     *slog.Logger
 	ml      *memberlist.Memberlist
 	self    netip.AddrPort // advertised gossip address
-	seeds   []string       // normalized "host:port"
+	seeds   []string       // normalized "host:port"; guarded by mu (SetSeeds)
+	keyring *memberlist.Keyring
 	bcast   *memberlist.TransmitLimitedQueue
 	changes chan struct{}
 
@@ -252,7 +255,7 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	mlc.DeadNodeReclaimTime = cfg.DeadReclaim
 	mlc.Delegate = (*delegate)(c)
 	mlc.Events = (*delegate)(c)
-	mlc.Logger = newMemberlistLogger(c.log.With("component", "memberlist"))
+	mlc.Logger = newMemberlistLogger(c.log.With("component", "memberlist"), c.cfg.Metrics.keyError)
 
 	if cfg.ProbeInterval > 0 {
 		mlc.ProbeInterval = cfg.ProbeInterval
@@ -277,11 +280,12 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	}
 
 	if len(cfg.SecretKey) > 0 {
-		kr, err := memberlist.NewKeyring(nil, cfg.SecretKey)
+		kr, err := memberlist.NewKeyring(cfg.ExtraKeys, cfg.SecretKey)
 		if err != nil {
 			return nil, fmt.Errorf("secret key: %w", err)
 		}
 		mlc.Keyring = kr
+		c.keyring = kr
 		mlc.GossipVerifyIncoming = true
 		mlc.GossipVerifyOutgoing = true
 	}
@@ -488,7 +492,7 @@ func (c *Cluster) run(ctx context.Context) {
 
 	join := time.NewTimer(0)
 	defer join.Stop()
-	joinPending := len(c.seeds) > 0
+	joinPending := len(c.currentSeeds()) > 0
 	if !joinPending {
 		join.Stop()
 	}
@@ -506,7 +510,7 @@ func (c *Cluster) run(ctx context.Context) {
 				continue
 			}
 			attempt++
-			n, err := c.join(c.seeds)
+			n, err := c.join(c.currentSeeds())
 			if ctx.Err() != nil {
 				return
 			}
@@ -515,14 +519,14 @@ func (c *Cluster) run(ctx context.Context) {
 				backoff, attempt = base, 0
 				continue
 			}
-			c.log.Info("gossip join failed, retrying", "attempt", attempt, "seeds", c.seeds,
+			c.log.Info("gossip join failed, retrying", "attempt", attempt, "seeds", c.currentSeeds(),
 				"retry_in", backoff, "err", err)
 			join.Reset(backoff)
 			joinPending = true
 			backoff = min(2*backoff, maxBackoff)
 		case now := <-tick.C:
 			c.reap(now)
-			if c.numAlive() == 1 && len(c.seeds) > 0 {
+			if c.numAlive() == 1 && len(c.currentSeeds()) > 0 {
 				if !joinPending {
 					// Lost every peer after having joined: start over.
 					backoff, attempt = base, 0
@@ -624,7 +628,7 @@ func (c *Cluster) reconnect(ctx context.Context, now time.Time) {
 // missing.
 func (c *Cluster) missingSeeds(ctx context.Context, alive map[netip.AddrPort]bool) []string {
 	var missing []string
-	for _, s := range c.seeds {
+	for _, s := range c.currentSeeds() {
 		host, portStr, _ := net.SplitHostPort(s) // normalized in Start
 		port, _ := strconv.ParseUint(portStr, 10, 16)
 		var addrs []netip.Addr
@@ -680,3 +684,56 @@ func (e joinedErrors) Error() string {
 }
 
 func (e joinedErrors) Unwrap() []error { return e }
+
+func (c *Cluster) currentSeeds() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seeds
+}
+
+// SetSeeds replaces the hosts the background loop joins and keeps
+// reconnecting to (a reload of the join list).
+func (c *Cluster) SetSeeds(seeds []string) error {
+	norm, err := normalizeSeeds(seeds, c.cfg.BindPort)
+	if err != nil {
+		return fmt.Errorf("membership: %w", err)
+	}
+	c.mu.Lock()
+	c.seeds = norm
+	c.mu.Unlock()
+	return nil
+}
+
+// SetKeys makes primary the key that encrypts gossip and accepts others
+// too; keys not listed are removed. It is the install-use-remove key
+// rotation of serf: install a new key everywhere as an extra key, then make
+// it primary everywhere, then remove the old one. Encryption cannot be
+// turned on or off without a restart.
+func (c *Cluster) SetKeys(primary []byte, others [][]byte) error {
+	if c.keyring == nil {
+		if len(primary) == 0 {
+			return nil
+		}
+		return errors.New("membership: gossip encryption cannot be turned on without a restart")
+	}
+	if len(primary) == 0 {
+		return errors.New("membership: gossip encryption cannot be turned off without a restart")
+	}
+	want := append([][]byte{primary}, others...)
+	for _, k := range want {
+		if err := c.keyring.AddKey(k); err != nil {
+			return fmt.Errorf("membership: install key: %w", err)
+		}
+	}
+	if err := c.keyring.UseKey(primary); err != nil {
+		return fmt.Errorf("membership: use key: %w", err)
+	}
+	for _, k := range c.keyring.GetKeys() {
+		if !slices.ContainsFunc(want, func(w []byte) bool { return bytes.Equal(w, k) }) {
+			if err := c.keyring.RemoveKey(k); err != nil {
+				return fmt.Errorf("membership: remove key: %w", err)
+			}
+		}
+	}
+	return nil
+}

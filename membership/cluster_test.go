@@ -412,6 +412,7 @@ func TestClusterEncryption(t *testing.T) {
 	if ms := c.Members(); len(ms) != 0 {
 		t.Errorf("c with the wrong key has members %v", ms)
 	}
+
 	if _, ok := member(a, "c"); ok {
 		t.Error("a accepted c, which has the wrong key")
 	}
@@ -485,4 +486,61 @@ func TestShutdownStopsLoop(t *testing.T) {
 	if c.Running() {
 		t.Error("Running() = true after Shutdown")
 	}
+}
+
+// TestKeyRotation walks serf's install, use, remove procedure: a and b
+// share key1; key2 is installed on both, made primary on both, and key1 is
+// removed. A newcomer with only key2 joins; one with only key1 is refused.
+func TestKeyRotation(t *testing.T) {
+	t.Parallel()
+	key1, key2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	cfgA := testConfig(t, "a", 1)
+	cfgA.SecretKey = key1
+	a := start(t, cfgA)
+	cfgB := testConfig(t, "b", 2, seedOf(a))
+	cfgB.SecretKey = key1
+	b := start(t, cfgB)
+	waitFor(t, 5*time.Second, "a and b joined", func() error {
+		return errors.Join(sees(a, StateAlive, b), sees(b, StateAlive, a))
+	})
+	for _, step := range []struct {
+		primary []byte
+		others  [][]byte
+	}{{key1, [][]byte{key2}}, {key2, [][]byte{key1}}, {key2, nil}} {
+		for _, c := range []*Cluster{a, b} {
+			if err := c.SetKeys(step.primary, step.others); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := a.keyring.GetKeys(); len(got) != 1 || !bytes.Equal(got[0], key2) {
+		t.Fatalf("a's keys after rotation: %x", got)
+	}
+	cfgC := testConfig(t, "c", 3, seedOf(a))
+	cfgC.SecretKey = key2
+	c := start(t, cfgC)
+	waitFor(t, 5*time.Second, "c with the new key joined", func() error {
+		return errors.Join(sees(a, StateAlive, c), sees(c, StateAlive, a, b))
+	})
+	metrics := NewMetrics(nil)
+	cfgD := testConfig(t, "d", 4, seedOf(a))
+	cfgD.SecretKey = key1
+	cfgD.Metrics = metrics
+	d := start(t, cfgD)
+	waitFor(t, 5*time.Second, "d with the old key refused", func() error {
+		if f := counterValue(t, metrics.JoinFailures); f < 1 {
+			return fmt.Errorf("%v join failures", f)
+		}
+		return nil
+	})
+	if ms := d.Members(); len(ms) != 0 {
+		t.Errorf("d with the removed key has members %v", ms)
+	}
+	if err := testClusterNoKey(t).SetKeys(key1, nil); err == nil {
+		t.Error("SetKeys turned encryption on at run time")
+	}
+}
+
+func testClusterNoKey(t *testing.T) *Cluster {
+	return start(t, testConfig(t, "plain", 5))
 }

@@ -5,20 +5,61 @@ import (
 	"log"
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 )
 
 // slogWriter adapts memberlist's *log.Logger output to slog. memberlist
 // writes one line per Printf, prefixed with a level tag such as "[DEBUG] ";
 // the tag selects the slog level and is stripped, as is the "memberlist: "
 // prefix most messages carry. Lines without a tag are logged at info.
+//
+// Warnings and errors are rate-limited: a stranger spraying the gossip port
+// makes memberlist log a line per packet, which must not fill the log. At
+// most logBurst such lines pass per logWindow; the rest are counted and
+// reported in one line when the next window opens.
 type slogWriter struct {
-	log *slog.Logger
+	log        *slog.Logger
+	onKeyError func()
+
+	mu         sync.Mutex
+	window     time.Time
+	passed     int
+	suppressed int
 }
 
+const (
+	logBurst  = 20
+	logWindow = 10 * time.Second
+)
+
 // newMemberlistLogger returns a *log.Logger for memberlist.Config.Logger
-// that forwards to l.
-func newMemberlistLogger(l *slog.Logger) *log.Logger {
-	return log.New(slogWriter{log: l}, "", 0)
+// that forwards to l. onKeyError, if not nil, is called for every message
+// memberlist could not decrypt (or that was not encrypted as configured).
+func newMemberlistLogger(l *slog.Logger, onKeyError func()) *log.Logger {
+	return log.New(&slogWriter{log: l, onKeyError: onKeyError}, "", 0)
+}
+
+// isKeyError reports whether a memberlist message says a peer uses another
+// gossip key or none.
+func isKeyError(msg string) bool {
+	return strings.Contains(msg, "decrypt") || strings.Contains(msg, "encryption is not configured") ||
+		strings.Contains(msg, "remote state is not encrypted")
+}
+
+// allow applies the rate limit to one warning or error line.
+func (w *slogWriter) allow(now time.Time) (ok bool, suppressed int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if now.Sub(w.window) >= logWindow {
+		w.window, w.passed, suppressed, w.suppressed = now, 0, w.suppressed, 0
+	}
+	if w.passed >= logBurst {
+		w.suppressed++
+		return false, suppressed
+	}
+	w.passed++
+	return true, suppressed
 }
 
 // parseMemberlistLine splits a memberlist log line into level and message.
@@ -46,11 +87,24 @@ func parseMemberlistLine(line string) (slog.Level, string) {
 	return level, line
 }
 
-func (w slogWriter) Write(p []byte) (int, error) {
+func (w *slogWriter) Write(p []byte) (int, error) {
 	level, msg := parseMemberlistLine(string(p))
-	ctx := context.Background()
-	if w.log.Enabled(ctx, level) {
-		w.log.Log(ctx, level, msg)
+	if w.onKeyError != nil && isKeyError(strings.ToLower(msg)) {
+		w.onKeyError()
 	}
+	ctx := context.Background()
+	if !w.log.Enabled(ctx, level) {
+		return len(p), nil
+	}
+	if level >= slog.LevelWarn {
+		ok, suppressed := w.allow(time.Now())
+		if suppressed > 0 {
+			w.log.Warn("suppressed memberlist log lines (rate limit)", "lines", suppressed, "window", logWindow)
+		}
+		if !ok {
+			return len(p), nil
+		}
+	}
+	w.log.Log(ctx, level, msg)
 	return len(p), nil
 }

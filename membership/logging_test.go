@@ -1,10 +1,13 @@
 package membership
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 type record struct {
@@ -31,7 +34,7 @@ func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
 
 func TestMemberlistLogBridge(t *testing.T) {
 	h := &recordHandler{min: slog.LevelDebug}
-	l := newMemberlistLogger(slog.New(h))
+	l := newMemberlistLogger(slog.New(h), nil)
 	l.Printf("[DEBUG] memberlist: Stream connection from=%s", "127.0.0.1:1")
 	l.Printf("[INFO] memberlist: Updating address for left or failed node b")
 	l.Printf("[WARN] memberlist: Refuting a dead message (from: a)")
@@ -57,7 +60,7 @@ func TestMemberlistLogBridge(t *testing.T) {
 
 	// Debug is dropped by a logger at info level.
 	h = &recordHandler{min: slog.LevelInfo}
-	l = newMemberlistLogger(slog.New(h))
+	l = newMemberlistLogger(slog.New(h), nil)
 	l.Printf("[DEBUG] memberlist: chatty")
 	l.Printf("[WARN] memberlist: not chatty")
 	if len(h.records) != 1 || h.records[0].level != slog.LevelWarn {
@@ -75,5 +78,28 @@ func TestLeaveIntentCodec(t *testing.T) {
 		if _, _, err := decodeLeaveIntent(bad); err == nil {
 			t.Errorf("decodeLeaveIntent(%x) succeeded", bad)
 		}
+	}
+}
+
+func TestMemberlistLogRateLimited(t *testing.T) {
+	var buf bytes.Buffer
+	keyErrs := 0
+	l := newMemberlistLogger(slog.New(slog.NewTextHandler(&buf, nil)), func() { keyErrs++ })
+	for range 500 {
+		l.Printf("[ERR] memberlist: Failed to decrypt packet from=192.0.2.1:7946: No installed keys could decrypt the message")
+	}
+	if lines := strings.Count(buf.String(), "\n"); lines != logBurst {
+		t.Errorf("500 errors logged as %d lines, want %d (the burst)", lines, logBurst)
+	}
+	if keyErrs != 500 {
+		t.Errorf("counted %d key errors, want 500", keyErrs)
+	}
+	w := &slogWriter{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	now := time.Now()
+	for range logBurst + 5 {
+		w.allow(now)
+	}
+	if ok, suppressed := w.allow(now.Add(logWindow)); !ok || suppressed != 5 {
+		t.Errorf("next window: ok=%v suppressed=%d, want true, 5", ok, suppressed)
 	}
 }

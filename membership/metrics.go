@@ -15,6 +15,7 @@ type Metrics struct {
 	JoinFailures prometheus.Counter   // weft_gossip_join_failures_total
 	HealthScore  prometheus.GaugeFunc // weft_gossip_health_score: memberlist GetHealthScore (0 = healthy)
 	Members      prometheus.GaugeFunc // weft_gossip_members: alive members including self
+	KeyErrors    prometheus.Counter   // weft_gossip_key_errors_total: gossip that failed to decrypt (wrong or missing key)
 
 	cluster atomic.Pointer[Cluster]
 }
@@ -31,6 +32,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		JoinFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_gossip_join_failures_total",
 			Help: "Join attempts that reached no other member.",
+		}),
+		KeyErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_gossip_key_errors_total",
+			Help: "Gossip messages refused because they were encrypted with another key, or not encrypted as configured.",
 		}),
 	}
 	m.HealthScore = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -52,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return 0
 	})
 	if reg != nil {
-		reg.MustRegister(m.JoinAttempts, m.JoinFailures, m.HealthScore, m.Members)
+		reg.MustRegister(m.JoinAttempts, m.JoinFailures, m.KeyErrors, m.HealthScore, m.Members)
 	}
 	return m
 }
@@ -78,5 +83,11 @@ func (m *Metrics) joinAttempt() {
 func (m *Metrics) joinFailure() {
 	if m != nil {
 		m.JoinFailures.Inc()
+	}
+}
+
+func (m *Metrics) keyError() {
+	if m != nil {
+		m.KeyErrors.Inc()
 	}
 }

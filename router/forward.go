@@ -115,11 +115,15 @@ func (r *Router) forwardOut(s *outboundState, n int) {
 		}
 		e := t.lookup(dst)
 		if e == nil {
+			if nonce, ok := outboundProbe(pkt, t.local, dst); ok {
+				r.probeOut.Store(nonce)
+				continue
+			}
 			noRoute++
 			continue
 		}
 		if hdr > 0 {
-			encap.PutVXLAN(s.bufs[i][encap.Headroom-hdr:], r.cfg.VNI, e.peer.MAC, r.cfg.MAC, encap.EtherTypeFor(pkt))
+			encap.PutVXLAN(s.bufs[i][encap.Headroom-hdr:], r.cfg.VNI, e.peer.MAC, t.mac, encap.EtherTypeFor(pkt))
 		}
 		s.frames[i] = s.bufs[i][encap.Headroom-hdr : encap.Headroom+len(pkt)]
 		s.owner[i] = e
@@ -224,14 +228,18 @@ func (r *Router) forwardIn(s *inboundState, n int) {
 			flush()
 			e, last = t.byAddr[src], src
 		}
+		d := s.bufs[i][encap.Headroom : encap.Headroom+s.sizes[i]]
 		if e == nil {
+			if nonce, ok := inboundProbe(d, src); ok {
+				r.probeIn.Store(nonce)
+				continue
+			}
 			drops[DropUnknownPeer]++
 			continue
 		}
-		d := s.bufs[i][encap.Headroom : encap.Headroom+s.sizes[i]]
 		inner := d
 		if r.cfg.Encap == encap.VXLAN {
-			reason, ok := r.checkVXLAN(d, s.srcs[i], e)
+			reason, ok := r.checkVXLAN(t, d, s.srcs[i], e)
 			if !ok {
 				if reason < numDropReasons {
 					drops[reason]++
@@ -313,21 +321,21 @@ func countErrs(err error) int {
 // checkVXLAN validates a VXLAN datagram from peer e. It answers an ARP
 // request for our VTEP address and reports it as handled (ok false, reason
 // numDropReasons: not a drop).
-func (r *Router) checkVXLAN(d []byte, src netip.AddrPort, e *entry) (DropReason, bool) {
+func (r *Router) checkVXLAN(t *Table, d []byte, src netip.AddrPort, e *entry) (DropReason, bool) {
 	f, err := encap.ParseVXLAN(d)
 	switch {
 	case err != nil:
 		return DropMalformed, false
 	case f.VNI != r.cfg.VNI:
 		return DropVNIMismatch, false
-	case f.Dst != r.cfg.MAC && f.Dst != encap.Broadcast:
+	case f.Dst != t.mac && f.Dst != encap.Broadcast:
 		return DropNotOurMAC, false
 	}
 	switch f.EtherType {
 	case encap.EtherTypeIPv4, encap.EtherTypeIPv6:
 		return 0, true
 	case encap.EtherTypeARP:
-		if encap.ARPReply(d[encap.VXLANHeaderLen:], r.cfg.MAC, r.cfg.LocalAddr) {
+		if encap.ARPReply(d[encap.VXLANHeaderLen:], t.mac, t.localAddr) {
 			dst := netip.AddrPortFrom(src.Addr(), e.peer.Underlay.Port())
 			if err := r.conn.WriteOne(d[:encap.VXLANHeaderLen+encap.EthernetHeaderLen+28], dst); err != nil {
 				return DropSendError, false

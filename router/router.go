@@ -31,7 +31,8 @@ const (
 	DirectOnly                     // on-link peers by kernel route, the rest not at all (host-gw)
 )
 
-// Config is the router's fixed configuration.
+// Config is the router's configuration. The local identity (subnet,
+// address, MAC, claim) can change later through SetLocal.
 type Config struct {
 	Name      string       // this host
 	Local     netip.Prefix // our subnet
@@ -71,6 +72,8 @@ type Router struct {
 	rxBatch  prometheus.Histogram
 	groOff   atomic.Bool // the TUN refused a coalesced write: write one by one
 	conflCnt atomic.Uint64
+	probeOut atomic.Uint64 // nonce of the last watchdog probe the outbound loop saw
+	probeIn  atomic.Uint64 // ... and the inbound loop
 }
 
 // counters are the data path's totals, updated once per batch.
@@ -110,9 +113,34 @@ func New(cfg Config, dev Device, conn Conn) *Router {
 			ConstLabels: prometheus.Labels{"direction": "rx"}, Buckets: prometheus.ExponentialBuckets(1, 2, 8),
 		}),
 	}
-	t, _, _ := buildTable(cfg.Local, cfg.Claimed, cfg.Name, nil)
-	r.table.Store(t)
+	r.table.Store(r.newTable(nil))
 	return r
+}
+
+// Local is this host's identity in the overlay.
+type Local struct {
+	Subnet  netip.Prefix
+	Addr    netip.Addr
+	MAC     encap.MAC
+	Claimed int64
+}
+
+// SetLocal changes our subnet, address, VTEP MAC and claim time (after a
+// subnet conflict moved us) and rebuilds the table around them.
+func (r *Router) SetLocal(l Local) []Conflict {
+	r.mu.Lock()
+	r.cfg.Local, r.cfg.LocalAddr, r.cfg.MAC, r.cfg.Claimed = l.Subnet, l.Addr, l.MAC, l.Claimed
+	peers := r.peers
+	r.mu.Unlock()
+	return r.SetPeers(peers)
+}
+
+// newTable builds a table for peers around the local identity. r.mu is held
+// (or the router is not yet shared).
+func (r *Router) newTable(peers []Peer) *Table {
+	t, _, _ := buildTable(r.cfg.Local, r.cfg.Claimed, r.cfg.Name, peers)
+	t.localAddr, t.mac = r.cfg.LocalAddr, r.cfg.MAC
+	return t
 }
 
 // SetPeers replaces the peer set: it builds and swaps in a new route table
@@ -123,6 +151,7 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 	defer r.mu.Unlock()
 	peers = slices.Clone(peers)
 	t, conflicts, reasons := buildTable(r.cfg.Local, r.cfg.Claimed, r.cfg.Name, peers)
+	t.localAddr, t.mac = r.cfg.LocalAddr, r.cfg.MAC
 
 	wantDirect := map[netip.Prefix]netip.Addr{}
 	viaOf := map[string]Via{}

@@ -52,7 +52,9 @@ type entry struct {
 // Table is an immutable snapshot of where every overlay address lives.
 // Forwarding loops load it once per batch through an atomic pointer.
 type Table struct {
-	local   netip.Prefix
+	local     netip.Prefix // our subnet
+	localAddr netip.Addr   // our TUN address (answered in ARP)
+	mac       encap.MAC    // our VTEP MAC
 	lpm     bart.Table[*entry]
 	byAddr  map[netip.Addr]*entry
 	entries []*entry

@@ -16,6 +16,7 @@ import (
 type Route struct {
 	Dst       netip.Prefix
 	Via       netip.Addr
+	Src       netip.Addr // preferred source (our overlay address), optional
 	LinkIndex int
 }
 
@@ -32,6 +33,9 @@ func (r Route) netlink() *netlink.Route {
 		LinkIndex: r.LinkIndex,
 		Protocol:  RouteProtocol,
 		Scope:     netlink.SCOPE_UNIVERSE,
+	}
+	if r.Src.IsValid() {
+		nr.Src = r.Src.AsSlice()
 	}
 	if r.Via.IsValid() {
 		nr.Gw = r.Via.AsSlice()

@@ -101,6 +101,24 @@ func (d *Device) configure(cfg Config) error {
 	return nil
 }
 
+// SetAddress gives the device the address next in place of old (after our
+// subnet moved).
+func (d *Device) SetAddress(next, old netip.Prefix) error {
+	link, err := netlink.LinkByIndex(d.index)
+	if err != nil {
+		return fmt.Errorf("find TUN link %s: %w", d.name, err)
+	}
+	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: prefixToIPNet(next)}); err != nil {
+		return fmt.Errorf("add address %s to %s: %w", next, d.name, err)
+	}
+	if old.IsValid() && old != next {
+		if err := netlink.AddrDel(link, &netlink.Addr{IPNet: prefixToIPNet(old)}); err != nil {
+			return fmt.Errorf("remove address %s from %s: %w", old, d.name, err)
+		}
+	}
+	return nil
+}
+
 // Name is the device's interface name.
 func (d *Device) Name() string { return d.name }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,10 +14,12 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/lease"
 )
 
 // Config is weft run's configuration as written: the YAML file's keys and
@@ -44,6 +47,14 @@ type Config struct {
 	PerPeerMetrics bool         `yaml:"perPeerMetrics" flag:"per-peer-metrics"`
 	Offload        *bool        `yaml:"offload" flag:"offload"`
 	PProf          bool         `yaml:"pprof" flag:"pprof"`
+	SubnetLen      int          `yaml:"subnetLen" flag:"subnet-len"`
+	SubnetMin      string       `yaml:"subnetMin" flag:"subnet-min"`
+	SubnetMax      string       `yaml:"subnetMax" flag:"subnet-max"`
+	SubnetReclaim  string       `yaml:"subnetReclaim" flag:"subnet-reclaim"`
+	StateDir       string       `yaml:"stateDir" flag:"state-dir"`
+	SubnetFile     string       `yaml:"subnetFile" flag:"subnet-file"`
+	FlannelCompat  bool         `yaml:"flannelCompat" flag:"flannel-compat"`
+	GossipKeyFile  string       `yaml:"gossipKeyFile" flag:"gossip-key-file"`
 }
 
 // PeerConfig is a static peer: a host that does not gossip (a kernel VTEP,
@@ -81,6 +92,15 @@ type Settings struct {
 	Offload        bool
 	PProf          bool
 	ConfigFile     string
+
+	AutoSubnet    bool       // no --subnet: lease one from Pool
+	Pool          lease.Pool // where an automatic subnet comes from
+	SubnetReclaim time.Duration
+	StateDir      string
+	SubnetFile    string
+	FlannelCompat bool
+	GossipKeyFile string
+	GossipKeys    [][]byte // primary first
 }
 
 // StaticPeer is a validated PeerConfig.
@@ -98,6 +118,9 @@ const (
 	defaultGossipPort  = 7946
 	defaultMetricsAddr = "127.0.0.1:9586"
 	defaultSocket      = "/run/weft/weft.sock"
+	defaultStateDir    = "/var/lib/weft"
+	defaultSubnetFile  = "/run/weft/subnet.env"
+	defaultReclaim     = 24 * time.Hour
 )
 
 // usageError is a problem with the command line or the config file; weft
@@ -207,6 +230,14 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 		return err
 	})
 	fs.BoolVar(&c.PProf, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
+	fs.IntVar(&c.SubnetLen, "subnet-len", 0, "prefix length of an automatic subnet (default 24 for IPv4, 64 for IPv6)")
+	fs.StringVar(&c.SubnetMin, "subnet-min", "", "lowest automatic subnet, e.g. 10.244.10.0 (default: the network's first)")
+	fs.StringVar(&c.SubnetMax, "subnet-max", "", "highest automatic subnet, e.g. 10.244.200.0 (default: the network's last)")
+	fs.StringVar(&c.SubnetReclaim, "subnet-reclaim", "", "how long a dead host's subnet stays reserved before it can be reused (default 24h)")
+	fs.StringVar(&c.StateDir, "state-dir", "", "where the automatic subnet is kept across restarts (default /var/lib/weft)")
+	fs.StringVar(&c.SubnetFile, "subnet-file", "", "subnet file other tools read, like flannel's subnet.env (default /run/weft/subnet.env)")
+	fs.BoolVar(&c.FlannelCompat, "flannel-compat", false, "also write FLANNEL_* variables to the subnet file")
+	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line, the first used to encrypt (weft keygen makes one)")
 }
 
 // loadConfig reads a YAML config file strictly: an unknown key is an error
@@ -264,9 +295,11 @@ func parseRun(args []string, stderr io.Writer) (s Settings, check, cleanup bool,
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var c Config
 	if configFile != "" {
-		if c, err = loadConfig(configFile); err != nil {
+		if c, err = loadConfig(configFile); err != nil && !cleanup {
 			return s, check, cleanup, err
 		}
+		// --cleanup (ExecStopPost) needs only the device name: a broken
+		// config must not stop it from removing what a crash left.
 	}
 	mergeFlags(&c, &flags, set)
 	src := source{file: configFile, fromArg: set}
@@ -312,14 +345,18 @@ func validate(c Config, src source) (Settings, error) {
 	if s.Network, err = parseCIDR(c.Network); err != nil {
 		return s, bad("network", "network", c.Network, err.Error())
 	}
+	if err := validatePool(c, &s, src); err != nil {
+		return s, err
+	}
 	if c.Subnet == "" {
-		return s, usagef("missing %s: this host's subnet inside %s, e.g. %s", src.name("subnet", "subnet"), s.Network, exampleSubnet(s.Network))
-	}
-	if s.Subnet, err = parseCIDR(c.Subnet); err != nil {
-		return s, bad("subnet", "subnet", c.Subnet, err.Error())
-	}
-	if !inside(s.Subnet, s.Network) {
-		return s, bad("subnet", "subnet", c.Subnet, fmt.Sprintf("not inside the network %s", s.Network))
+		s.AutoSubnet = true
+	} else {
+		if s.Subnet, err = parseCIDR(c.Subnet); err != nil {
+			return s, bad("subnet", "subnet", c.Subnet, err.Error())
+		}
+		if !inside(s.Subnet, s.Network) {
+			return s, bad("subnet", "subnet", c.Subnet, fmt.Sprintf("not inside the network %s", s.Network))
+		}
 	}
 
 	if c.PublicIP != "" {
@@ -358,8 +395,6 @@ func validate(c Config, src source) (Settings, error) {
 		if s.VTEPMAC, err = encap.ParseMAC(c.VTEPMAC); err != nil || s.VTEPMAC[0]&1 == 1 || s.VTEPMAC.IsZero() {
 			return s, bad("vtep-mac", "vtepMac", c.VTEPMAC, "want a unicast MAC such as 02:57:0a:f4:01:00")
 		}
-	} else {
-		s.VTEPMAC = encap.VTEPMAC(s.Subnet)
 	}
 
 	switch {
@@ -410,6 +445,21 @@ func validate(c Config, src source) (Settings, error) {
 	s.PerPeerMetrics = c.PerPeerMetrics
 	s.Offload = c.Offload == nil || *c.Offload
 	s.PProf = c.PProf
+	s.StateDir = cmpOr(c.StateDir, defaultStateDir)
+	s.SubnetFile = cmpOr(c.SubnetFile, defaultSubnetFile)
+	s.FlannelCompat = c.FlannelCompat
+	s.SubnetReclaim = defaultReclaim
+	if c.SubnetReclaim != "" {
+		if s.SubnetReclaim, err = time.ParseDuration(c.SubnetReclaim); err != nil || s.SubnetReclaim < 0 {
+			return s, bad("subnet-reclaim", "subnetReclaim", c.SubnetReclaim, "want a duration such as 24h or 90s")
+		}
+	}
+	if c.GossipKeyFile != "" {
+		s.GossipKeyFile = c.GossipKeyFile
+		if s.GossipKeys, err = readKeyFile(c.GossipKeyFile); err != nil {
+			return s, bad("gossip-key-file", "gossipKeyFile", c.GossipKeyFile, err.Error())
+		}
+	}
 
 	names := map[string]bool{s.Name: true}
 	for i, pc := range c.Peers {
@@ -425,6 +475,79 @@ func validate(c Config, src source) (Settings, error) {
 		s.Peers = append(s.Peers, p)
 	}
 	return s, nil
+}
+
+// validatePool checks subnetLen, subnetMin and subnetMax (used when no
+// subnet is given).
+func validatePool(c Config, s *Settings, src source) error {
+	bits := c.SubnetLen
+	if bits == 0 {
+		bits = 24
+		if s.Network.Addr().Is6() {
+			bits = 64
+		}
+		if bits <= s.Network.Bits() {
+			bits = s.Network.Addr().BitLen()
+		}
+	}
+	s.Pool = lease.Pool{Network: s.Network, Bits: bits}
+	for _, b := range []struct {
+		flag, key, v string
+		dst          *netip.Addr
+	}{{"subnet-min", "subnetMin", c.SubnetMin, &s.Pool.Min}, {"subnet-max", "subnetMax", c.SubnetMax, &s.Pool.Max}} {
+		if b.v == "" {
+			continue
+		}
+		v := b.v
+		if p, err := netip.ParsePrefix(v); err == nil {
+			v = p.Addr().String()
+		}
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return usagef("invalid %s %q: not an address such as %s", src.name(b.flag, b.key), b.v, s.Network.Addr())
+		}
+		*b.dst = a
+	}
+	if err := s.Pool.Validate(); err != nil {
+		what := src.name("subnet-len", "subnetLen")
+		val := fmt.Sprint(c.SubnetLen)
+		switch {
+		case strings.Contains(err.Error(), "minimum") && !strings.Contains(err.Error(), "above"):
+			what, val = src.name("subnet-min", "subnetMin"), c.SubnetMin
+		case strings.Contains(err.Error(), "maximum"):
+			what, val = src.name("subnet-max", "subnetMax"), c.SubnetMax
+		}
+		return usagef("invalid %s %q: %v", what, val, err)
+	}
+	return nil
+}
+
+// readKeyFile reads gossip keys: base64, one per line, blank lines and
+// lines starting with # ignored. The first key encrypts; all decrypt.
+func readKeyFile(path string) ([][]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			return nil, fmt.Errorf("line %d is not base64", i+1)
+		}
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			return nil, fmt.Errorf("line %d: key is %d bytes, want 16, 24 or 32 (weft keygen makes one)", i+1, n)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("no key in the file")
+	}
+	return keys, nil
 }
 
 func describePeer(pc PeerConfig) string {
@@ -478,13 +601,6 @@ func parseCIDR(v string) (netip.Prefix, error) {
 
 func inside(sub, net netip.Prefix) bool {
 	return sub.Bits() >= net.Bits() && net.Contains(sub.Addr())
-}
-
-func exampleSubnet(n netip.Prefix) string {
-	if n.Addr().Is4() && n.Bits() <= 24 {
-		return netip.PrefixFrom(n.Addr().Next().Prev(), 24).String()
-	}
-	return n.String()
 }
 
 func validIfName(what, name string) error {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/encap"
 )
@@ -20,7 +21,8 @@ func TestParseRunDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.Port != 8285 || s.Encap != encap.UDP || s.GossipPort != 7946 || s.TUN != "weft0" || s.MetricsAddr != "127.0.0.1:9586" ||
-		s.VNI != 1 || s.VTEPMAC.String() != "02:57:0a:f4:01:00" || s.Socket != "/run/weft/weft.sock" || !s.Offload || s.MTU != 0 {
+		s.VNI != 1 || !s.VTEPMAC.IsZero() || s.Socket != "/run/weft/weft.sock" || !s.Offload || s.MTU != 0 ||
+		s.StateDir != "/var/lib/weft" || s.SubnetFile != "/run/weft/subnet.env" || s.AutoSubnet || s.SubnetReclaim != 24*time.Hour {
 		t.Errorf("defaults: %+v", s)
 	}
 	s, _, _, err = parseRun(append(base, "--encap", "vxlan"), io.Discard)
@@ -37,7 +39,12 @@ func TestParseRunErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--subnet", "10.244.1.0/24"}, "missing --network: the overlay network CIDR, e.g. 10.244.0.0/16"},
-		{[]string{"--network", "10.244.0.0/16"}, "missing --subnet: this host's subnet inside 10.244.0.0/16"},
+		{[]string{"--network", "10.244.0.0/16", "--subnet-len", "16"}, `invalid --subnet-len "16": subnet length /16 must be longer than the network's /16`},
+		{[]string{"--network", "10.244.0.0/16", "--subnet-min", "10.9.0.0"}, `invalid --subnet-min "10.9.0.0": subnet minimum 10.9.0.0 is outside 10.244.0.0/16`},
+		{[]string{"--network", "10.244.0.0/16", "--subnet-min", "10.244.9.0", "--subnet-max", "10.244.2.0"}, `invalid --subnet-max "10.244.2.0": subnet minimum 10.244.9.0 is above the maximum 10.244.2.0`},
+		{[]string{"--network", "10.244.0.0/16", "--subnet-max", "x"}, `invalid --subnet-max "x": not an address such as 10.244.0.0`},
+		{append(base, "--subnet-reclaim", "soon"), `invalid --subnet-reclaim "soon": want a duration such as 24h or 90s`},
+		{append(base, "--gossip-key-file", "/nonexistent/key"), `invalid --gossip-key-file "/nonexistent/key": open /nonexistent/key: no such file or directory`},
 		{[]string{"--network", "10.244.0.0/33", "--subnet", "10.244.1.0/24"}, `invalid --network "10.244.0.0/33": not a CIDR such as 10.244.0.0/16`},
 		{[]string{"--network", "10.244.1.0/16", "--subnet", "10.244.1.0/24"}, `invalid --network "10.244.1.0/16": host bits set (did you mean 10.244.0.0/16?)`},
 		{[]string{"--network", "10.244.0.0/16", "--subnet", "10.245.1.0/24"}, `invalid --subnet "10.245.1.0/24": not inside the network 10.244.0.0/16`},
@@ -150,5 +157,71 @@ func TestExitCodes(t *testing.T) {
 	}
 	if code := weft(t.Context(), []string{"status", "--socket", filepath.Join(t.TempDir(), "none.sock")}, io.Discard, io.Discard); code != exitFailure {
 		t.Errorf("status without a daemon exit %d, want %d", code, exitFailure)
+	}
+}
+
+func TestAutoSubnetSettings(t *testing.T) {
+	s, _, _, err := parseRun([]string{"--network", "10.244.0.0/16", "--subnet-min", "10.244.10.0/24", "--subnet-max", "10.244.20.0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.AutoSubnet || s.Pool.Bits != 24 || s.Pool.Min.String() != "10.244.10.0" || s.Pool.Max.String() != "10.244.20.0" {
+		t.Errorf("pool %+v auto %v", s.Pool, s.AutoSubnet)
+	}
+	s, _, _, err = parseRun([]string{"--network", "fd00:10::/48"}, io.Discard)
+	if err != nil || s.Pool.Bits != 64 {
+		t.Errorf("IPv6 default subnet length: %+v %v", s.Pool, err)
+	}
+}
+
+func TestGossipKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	k32 := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	k16 := "AAECAwQFBgcICQoLDA0ODw=="
+	good := write("good", "# primary first\n"+k32+"\n\n"+k16+"\n")
+	s, _, _, err := parseRun(append(base, "--gossip-key-file", good), io.Discard)
+	if err != nil || len(s.GossipKeys) != 2 || len(s.GossipKeys[0]) != 32 || len(s.GossipKeys[1]) != 16 {
+		t.Fatalf("keys %d %v", len(s.GossipKeys), err)
+	}
+	for name, tc := range map[string]struct{ text, want string }{
+		"empty":  {"# nothing\n", "no key in the file"},
+		"short":  {"AAEC\n", "line 1: key is 3 bytes, want 16, 24 or 32"},
+		"base64": {k32 + "\n!!!\n", "line 2 is not base64"},
+	} {
+		p := write(name, tc.text)
+		_, _, _, err := parseRun(append(base, "--gossip-key-file", p), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "invalid --gossip-key-file") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestCleanupToleratesBrokenConfig(t *testing.T) {
+	p := writeConfig(t, "tun: weft7\nsubnt: typo\n")
+	s, _, cleanup, err := parseRun([]string{"--cleanup", "--config", p}, io.Discard)
+	if err != nil || !cleanup || s.TUN != "weft7" {
+		t.Errorf("--cleanup with a broken config: %+v %v", s, err)
+	}
+}
+
+func TestRestartOnly(t *testing.T) {
+	a, _, _, err := parseRun(base, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, _, _ := parseRun(append(base, "--log-level", "debug", "--join", "192.0.2.1", "--peer", "name=k,subnet=10.244.9.0/24,ip=192.0.2.9"), io.Discard)
+	if got := restartOnly(a, b); len(got) != 0 {
+		t.Errorf("log level, join and peers need no restart, got %v", got)
+	}
+	c, _, _, _ := parseRun([]string{"--name", "a", "--network", "10.244.0.0/16", "--subnet", "10.244.2.0/24", "--port", "9000"}, io.Discard)
+	if got := restartOnly(a, c); strings.Join(got, ",") != "subnet,port" {
+		t.Errorf("restartOnly = %v, want subnet and port", got)
 	}
 }

@@ -30,6 +30,7 @@ type nodeStatus struct {
 	Name          string          `json:"name"`
 	Network       string          `json:"network"`
 	Subnet        string          `json:"subnet"`
+	AutoSubnet    bool            `json:"autoSubnet"`
 	Address       string          `json:"address"`
 	Underlay      string          `json:"underlay"`
 	Iface         string          `json:"iface"`
@@ -47,15 +48,17 @@ type nodeStatus struct {
 }
 
 func (n *node) report() statusReport {
-	s := n.s
+	n.mu.Lock()
+	s, l := n.s, n.local
+	n.mu.Unlock()
 	ns := nodeStatus{
-		Name: s.Name, Network: s.Network.String(), Subnet: s.Subnet.String(), Address: n.tunAddr.Addr().String(),
+		Name: s.Name, Network: s.Network.String(), Subnet: l.Subnet.String(), Address: l.Addr.String(), AutoSubnet: s.AutoSubnet,
 		Underlay: fmt.Sprintf("%s:%d", n.underlay.Addr, s.Port), Iface: n.underlay.Iface,
 		Encap: s.Encap.String(), TUN: s.TUN, MTU: n.mtu, Version: version, Ready: n.ready.Load(),
 		Started: n.started, UptimeSeconds: time.Since(n.started).Round(time.Second).Seconds(),
 	}
 	if s.Encap.HeaderLen() > 0 {
-		ns.VNI, ns.VTEPMAC = s.VNI, s.VTEPMAC.String()
+		ns.VNI, ns.VTEPMAC = s.VNI, l.MAC.String()
 	}
 	if n.conn != nil {
 		ns.Offloads = map[string]bool{"udp_gso": n.conn.GSO(), "udp_gro": n.conn.GRO(), "tun_vnet_hdr": n.dev.VNetHdr()}

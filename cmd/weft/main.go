@@ -6,11 +6,14 @@
 //
 //	weft run [flags]       run the daemon (weft run -h lists the flags)
 //	weft status [--json]   show a running daemon's node, peers and counters
+//	weft keygen            print a new gossip encryption key
 //	weft version           print the version
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -36,7 +39,7 @@ func main() {
 
 func weft(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: weft run|status|version [flags]")
+		fmt.Fprintln(stderr, "usage: weft run|status|keygen|version [flags]")
 		return exitUsage
 	}
 	switch args[0] {
@@ -44,6 +47,8 @@ func weft(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdRun(ctx, args[1:], stderr)
 	case "status":
 		return cmdStatus(ctx, args[1:], stdout, stderr)
+	case "keygen":
+		return cmdKeygen(stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "weft %s (%s, %s)\n", version, revision(), runtime.Version())
 		return exitOK
@@ -51,7 +56,7 @@ func weft(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "usage: weft run|status|version [flags]; weft run -h lists the daemon's flags")
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "weft: unknown command %q (want run, status or version)\n", args[0])
+	fmt.Fprintf(stderr, "weft: unknown command %q (want run, status, keygen or version)\n", args[0])
 	return exitUsage
 }
 
@@ -68,9 +73,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "weft: configuration is valid")
 		return exitOK
 	}
-	level := new(slog.LevelVar)
-	level.Set(s.LogLevel)
-	log := newLogger(stderr, s.LogFormat, level)
+	logs := newSwitchHandler(stderr, s.LogFormat, s.LogLevel)
+	log := slog.New(logs)
 	if cleanup {
 		if err := tun.Cleanup(s.TUN, log); err != nil {
 			log.Error("cleanup", "err", err)
@@ -78,7 +82,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	if err := run(ctx, s, level, log); err != nil {
+	if err := run(ctx, s, args, logs, log); err != nil {
 		var ue *usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "weft: %v\n", err)
@@ -90,12 +94,16 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) int {
 	return exitOK
 }
 
-func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+// cmdKeygen prints a new random 32-byte gossip key, base64, for
+// --gossip-key-file.
+func cmdKeygen(stdout, stderr io.Writer) int {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		fmt.Fprintf(stderr, "weft: keygen: %v\n", err)
+		return exitFailure
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+	return exitOK
 }
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {

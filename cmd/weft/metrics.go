@@ -14,10 +14,17 @@ import (
 	"github.com/weftnet/weft/tun"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and buildRevision are set at build time with -ldflags
+// "-X main.version=... -X main.buildRevision=...".
+var (
+	version       = "dev"
+	buildRevision = ""
+)
 
 func revision() string {
+	if buildRevision != "" {
+		return buildRevision
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {

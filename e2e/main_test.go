@@ -1,0 +1,83 @@
+// Package e2e runs the weft daemon in network namespaces built with
+// internal/netlab and checks cluster formation, the overlay data path,
+// graceful leave, crash recovery and CLI usage errors.
+//
+// Run as root: go test ./e2e -v -count=1
+// Set WEFT_BIN to test a prebuilt binary instead of building ./cmd/weft, and
+// NETLAB_KEEP=1 to keep the labs' temp directories (full daemon logs).
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// weftBin is the daemon binary every test uses, built once by TestMain.
+var weftBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		// Every test skips loudly via netlab.RequireRoot; nothing to build.
+		return m.Run()
+	}
+	if bin := os.Getenv("WEFT_BIN"); bin != "" {
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: WEFT_BIN:", err)
+			return 1
+		}
+		weftBin = abs
+		return m.Run()
+	}
+	root, err := repoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	tmp, err := os.MkdirTemp("", "weft-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	weftBin = filepath.Join(tmp, "weft")
+	cmd := exec.Command(goTool(), "build", "-o", weftBin, "./cmd/weft")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: building the daemon failed (go build -o %s ./cmd/weft in %s): %v\n%s\n", weftBin, root, err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// repoRoot is the module root: the parent of this file's directory.
+func repoRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", fmt.Errorf("cannot locate the e2e package source")
+	}
+	root := filepath.Dir(filepath.Dir(file))
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		return "", fmt.Errorf("no go.mod in %s: %w", root, err)
+	}
+	return root, nil
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	// "sudo" often drops the Go toolchain from PATH.
+	if _, err := os.Stat("/usr/local/go/bin/go"); err == nil {
+		return "/usr/local/go/bin/go"
+	}
+	return "go"
+}
