@@ -124,11 +124,11 @@ func TestForwardInVXLAN(t *testing.T) {
 
 	in := []datagram{
 		{addrB, vxlanDatagram(1, macA, macB, encap.EtherTypeIPv4, inner)},
-		{addrB, vxlanDatagram(7, macA, macB, encap.EtherTypeIPv4, inner)},           // wrong VNI
-		{addrB, vxlanDatagram(1, macB, macB, encap.EtherTypeIPv4, inner)},           // not our MAC
-		{addrB, vxlanDatagram(1, macA, macB, 0x88cc, inner)},                        // LLDP
+		{addrB, vxlanDatagram(7, macA, macB, encap.EtherTypeIPv4, inner)},            // wrong VNI
+		{addrB, vxlanDatagram(1, macB, macB, encap.EtherTypeIPv4, inner)},            // not our MAC
+		{addrB, vxlanDatagram(1, macA, macB, 0x88cc, inner)},                         // LLDP
 		{addrB, vxlanDatagram(1, encap.Broadcast, macB, encap.EtherTypeARP, arpReq)}, // who has 10.244.1.0?
-		{addrB, []byte{0x00, 0, 0, 0, 0, 0, 1, 0}},                                  // short, no I flag
+		{addrB, []byte{0x00, 0, 0, 0, 0, 0, 1, 0}},                                   // short, no I flag
 	}
 	s := r.newInbound()
 	for i, d := range in {

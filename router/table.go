@@ -55,9 +55,9 @@ type Table struct {
 	local     netip.Prefix // our subnet
 	localAddr netip.Addr   // our TUN address (answered in ARP)
 	mac       encap.MAC    // our VTEP MAC
-	lpm     bart.Table[*entry]
-	byAddr  map[netip.Addr]*entry
-	entries []*entry
+	lpm       bart.Table[*entry]
+	byAddr    map[netip.Addr]*entry
+	entries   []*entry
 }
 
 // Conflict records a peer refused a route because its subnet overlaps one
