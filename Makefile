@@ -8,7 +8,7 @@ STATICCHECK := $(TOOLS)/staticcheck
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /e2e -e /bench/)
 FUZZTIME    ?= 10s
 
-.PHONY: all build test lint unit fuzz-short e2e fuzz bench bench-go demo clean
+.PHONY: all build test lint unit fuzz-short e2e fuzz bench bench-go bench-gossip demo clean
 
 all: build
 
@@ -16,9 +16,10 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/weft ./cmd/weft
 
 ## test: everything CI checks: formatting, vet, staticcheck, unit tests (with
-## the race detector), a short run of every fuzz target, end-to-end tests in
-## network namespaces (root), and the deployment checks.
-test: lint unit fuzz-short e2e
+## the race detector, including the deployment checks), a short run of every
+## fuzz target, end-to-end tests in network namespaces (root), and the Debian
+## package's file list.
+test: lint unit fuzz-short e2e deb-check
 
 lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -52,9 +53,16 @@ bench:
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./encap ./router
 
+## bench-gossip: 200 gossip instances on loopback: convergence and failure detection.
+bench-gossip:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./bench/gossipscale
+
 ## demo: three namespace hosts running weft; peer table, ping and iperf3 (root).
 demo:
 	bash scripts/demo.sh
 
 clean:
 	rm -rf bin dist
+
+# install, uninstall, deb, deb-check: see deploy/deploy.mk.
+include deploy/deploy.mk
