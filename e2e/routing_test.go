@@ -24,7 +24,10 @@ import (
 //	segment 2 192.168.62.0/24: c=.1 (10.244.3.0/24), d=.2 (10.244.4.0/24), router=.254
 //
 // The hosts reach the other segment through the router (a route for that
-// segment only, never a default route); everyone joins a.
+// segment only, never a default route); everyone joins a. Only the router
+// forwards: the weft hosts keep ip_forward=0, since a direct route delivers
+// to the peer's own overlay address (local on its weft0), nothing is
+// forwarded on their behalf.
 
 // routeProto is the routing protocol number weft marks its kernel routes
 // with ("ip route show proto 87").
@@ -396,6 +399,17 @@ func TestDirectRouting(t *testing.T) {
 	}
 	if t.Failed() {
 		t.FailNow()
+	}
+
+	// The kernel picks the direct route for b and weft0 for c.
+	for _, tc := range []struct {
+		dst  *node
+		want string
+	}{{b, "via 192.168.61.2 dev eth0"}, {c, "dev weft0"}} {
+		out, err := a.host.IP(ctx, "route", "get", tc.dst.overlay.String())
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("on a, ip route get %s = %q (%v), want %q", tc.dst.overlay, strings.TrimSpace(string(out)), err, tc.want)
+		}
 	}
 
 	if n := pingPairs(t, ctx, tp.nodes, func(_, _ *node) bool { return true }); n != 12 {
