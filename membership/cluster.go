@@ -82,7 +82,7 @@ type Config struct {
 
 	RetryInterval     time.Duration // join retry base interval, default 2s, doubling per failure
 	MaxRetryInterval  time.Duration // join retry backoff cap, default 30s
-	DeadReclaim       time.Duration // memberlist DeadNodeReclaimTime, default 10s: a host that restarts with the same name and a new address is accepted
+	DeadReclaim       time.Duration // memberlist DeadNodeReclaimTime, default 3s: a host that restarts with the same name and a new address is accepted
 	ReconnectInterval time.Duration // partition healing: how often to try to rejoin dead members and missing seeds, default 10s
 	ReapAfter         time.Duration // how long dead and left members are kept (and dead ones retried), default 24h
 
@@ -99,7 +99,14 @@ type Config struct {
 const (
 	defaultRetryInterval     = 2 * time.Second
 	defaultMaxRetryInterval  = 30 * time.Second
-	defaultDeadReclaim       = 10 * time.Second
+	defaultDeadReclaim       = 3 * time.Second
+	// settleFor and settleEvery: after start, re-announce ourselves with a
+	// push/pull to a known member this often, for this long. A host that
+	// restarted with a new address is refused by peers until they have
+	// declared its old incarnation dead and DeadReclaim has passed; the
+	// next push/pull after that is accepted.
+	settleFor   = time.Minute
+	settleEvery = 3 * time.Second
 	defaultReconnectInterval = 10 * time.Second
 	defaultReapAfter         = 24 * time.Hour
 
@@ -255,7 +262,7 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	mlc.DeadNodeReclaimTime = cfg.DeadReclaim
 	mlc.Delegate = (*delegate)(c)
 	mlc.Events = (*delegate)(c)
-	mlc.Logger = newMemberlistLogger(c.log.With("component", "memberlist"), c.cfg.Metrics.keyError)
+	mlc.Logger = newMemberlistLogger(c.log.With("lib", "memberlist"), c.cfg.Metrics.keyError)
 
 	if cfg.ProbeInterval > 0 {
 		mlc.ProbeInterval = cfg.ProbeInterval
@@ -498,6 +505,9 @@ func (c *Cluster) run(ctx context.Context) {
 	}
 	tick := time.NewTicker(c.cfg.ReconnectInterval)
 	defer tick.Stop()
+	settle := time.NewTicker(settleEvery)
+	defer settle.Stop()
+	started := time.Now()
 
 	for {
 		select {
@@ -535,8 +545,28 @@ func (c *Cluster) run(ctx context.Context) {
 				}
 			}
 			c.reconnect(ctx, now)
+		case now := <-settle.C:
+			if now.Sub(started) > settleFor {
+				settle.Stop()
+				continue
+			}
+			c.announce()
 		}
 	}
+}
+
+// announce pushes our state to one alive member (a memberlist push/pull).
+func (c *Cluster) announce() {
+	var targets []string
+	for _, m := range c.Members() {
+		if m.State == StateAlive {
+			targets = append(targets, m.Gossip.String())
+		}
+	}
+	if len(targets) == 0 {
+		return
+	}
+	_, _ = c.ml.Join([]string{targets[rand.IntN(len(targets))]})
 }
 
 // join tries every address in targets concurrently (so that unreachable

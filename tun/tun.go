@@ -102,19 +102,21 @@ func (d *Device) configure(cfg Config) error {
 }
 
 // SetAddress gives the device the address next in place of old (after our
-// subnet moved).
+// subnet moved). The old address goes first: both lie in the network's
+// prefix, and deleting a primary address also deletes its secondaries
+// unless promote_secondaries is set.
 func (d *Device) SetAddress(next, old netip.Prefix) error {
 	link, err := netlink.LinkByIndex(d.index)
 	if err != nil {
 		return fmt.Errorf("find TUN link %s: %w", d.name, err)
 	}
-	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: prefixToIPNet(next)}); err != nil {
-		return fmt.Errorf("add address %s to %s: %w", next, d.name, err)
-	}
 	if old.IsValid() && old != next {
-		if err := netlink.AddrDel(link, &netlink.Addr{IPNet: prefixToIPNet(old)}); err != nil {
+		if err := netlink.AddrDel(link, &netlink.Addr{IPNet: prefixToIPNet(old)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return fmt.Errorf("remove address %s from %s: %w", old, d.name, err)
 		}
+	}
+	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: prefixToIPNet(next)}); err != nil {
+		return fmt.Errorf("add address %s to %s: %w", next, d.name, err)
 	}
 	return nil
 }

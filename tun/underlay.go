@@ -18,6 +18,8 @@ type Underlay struct {
 	// OnLink holds the prefixes of the interface's addresses: a peer whose
 	// underlay address lies in one of them is on the same L2 segment.
 	OnLink []netip.Prefix
+	// Addrs are the interface's global addresses of Addr's family.
+	Addrs []netip.Addr
 }
 
 // IsOnLink reports whether a is directly reachable on the underlay segment.
@@ -66,6 +68,7 @@ func FindUnderlay(iface string, want netip.Addr) (Underlay, error) {
 			continue
 		}
 		u.OnLink = append(u.OnLink, p.Masked())
+		u.Addrs = append(u.Addrs, p.Addr())
 		if !u.Addr.IsValid() && (!want.IsValid() || p.Addr() == want) {
 			u.Addr = p.Addr()
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -53,7 +54,7 @@ func (n *node) report() statusReport {
 	n.mu.Unlock()
 	ns := nodeStatus{
 		Name: s.Name, Network: s.Network.String(), Subnet: l.Subnet.String(), Address: l.Addr.String(), AutoSubnet: s.AutoSubnet,
-		Underlay: fmt.Sprintf("%s:%d", n.underlay.Addr, s.Port), Iface: n.underlay.Iface,
+		Underlay: netip.AddrPortFrom(n.getUnderlay().Addr, s.Port).String(), Iface: n.getUnderlay().Iface,
 		Encap: s.Encap.String(), TUN: s.TUN, MTU: n.mtu, Version: version, Ready: n.ready.Load(),
 		Started: n.started, UptimeSeconds: time.Since(n.started).Round(time.Second).Seconds(),
 	}
@@ -63,8 +64,8 @@ func (n *node) report() statusReport {
 	if n.conn != nil {
 		ns.Offloads = map[string]bool{"udp_gso": n.conn.GSO(), "udp_gro": n.conn.GRO(), "tun_vnet_hdr": n.dev.VNetHdr()}
 	}
-	if n.cluster != nil {
-		ns.GossipHealth = n.cluster.Health()
+	if c := n.gossip(); c != nil {
+		ns.GossipHealth = c.Health()
 	}
 	return statusReport{Node: ns, Peers: n.rt.Status(), Drops: n.rt.Drops(), Totals: n.rt.Totals()}
 }

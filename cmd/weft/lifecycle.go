@@ -46,7 +46,7 @@ func (n *node) reload() {
 		changed = append(changed, "logLevel/logFormat")
 	}
 	if !slices.Equal(next.Join, n.s.Join) {
-		if err := n.cluster.SetSeeds(next.Join); err != nil {
+		if err := n.gossip().SetSeeds(next.Join); err != nil {
 			n.log.Error("reload: join list", "err", err)
 			next.Join = n.s.Join
 		} else {
@@ -59,7 +59,7 @@ func (n *node) reload() {
 		if len(next.GossipKeys) > 0 {
 			key, extra = next.GossipKeys[0], next.GossipKeys[1:]
 		}
-		if err := n.cluster.SetKeys(key, extra); err != nil {
+		if err := n.gossip().SetKeys(key, extra); err != nil {
 			n.log.Error("reload: gossip keys", "err", err)
 			next.GossipKeys = n.s.GossipKeys
 		} else {
@@ -73,6 +73,10 @@ func (n *node) reload() {
 	if peersChanged {
 		n.syncPeers()
 		changed = append(changed, "peers")
+	}
+	if len(changed) == 0 {
+		n.log.Info("configuration reloaded: nothing changed")
+		return
 	}
 	n.log.Info("configuration reloaded", "changed", strings.Join(changed, ", "))
 }
@@ -136,7 +140,7 @@ func (n *node) watchdog(ctx context.Context, interval time.Duration) {
 	}
 	defer in.Close()
 	loop := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), n.s.Port)
-	if n.underlay.Addr.Is6() {
+	if n.getUnderlay().Addr.Is6() {
 		loop = netip.AddrPortFrom(netip.IPv6Loopback(), n.s.Port)
 	}
 	t := time.NewTicker(interval)
@@ -152,7 +156,7 @@ func (n *node) watchdog(ctx context.Context, interval time.Duration) {
 			_, _ = in.WriteToUDPAddrPort(payload, loop)
 		}
 		alive := errOut == nil && n.rt.WaitProbes(nonce, inbound, interval/2)
-		gossip := n.cluster.Running()
+		gossip := n.gossip().Running()
 		if alive && gossip {
 			_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
 		} else {

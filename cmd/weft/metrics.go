@@ -112,7 +112,7 @@ func (n *node) metricsHandler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !n.ready.Load() || n.cluster == nil || !n.cluster.Running() {
+		if c := n.gossip(); !n.ready.Load() || c == nil || !c.Running() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}

@@ -38,15 +38,20 @@ type node struct {
 	mtu      int
 	started  time.Time
 
-	mu    sync.Mutex // guards local and s's reloadable fields
+	mu    sync.Mutex // guards local, underlay and s's reloadable fields
 	local router.Local
 
-	dev     *tun.Device
-	conn    *encap.Conn
-	rt      *router.Router
-	cluster *membership.Cluster
-	ready   atomic.Bool
-	syncMu  sync.Mutex // serializes syncPeers
+	dev    *tun.Device
+	conn   *encap.Conn
+	rt     *router.Router
+	ready  atomic.Bool
+	syncMu sync.Mutex // serializes syncPeers
+
+	// The gossip is replaced when our underlay address changes (memberlist
+	// cannot change the address it advertises); swapped tells watchMembers.
+	cluster       atomic.Pointer[membership.Cluster]
+	swapped       chan struct{}
+	gossipMetrics *membership.Metrics
 
 	// undo holds the steps that take back what start-up did; shutdown (or
 	// a failed start) runs them last to first.
@@ -62,7 +67,7 @@ func run(ctx context.Context, s Settings, args []string, logs *switchHandler, lo
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	n := &node{s: s, args: args, log: log, logs: logs, started: time.Now()}
+	n := &node{s: s, args: args, log: log, logs: logs, started: time.Now(), swapped: make(chan struct{}, 1)}
 	defer n.teardown()
 
 	fwdErr := make(chan error, 1)
@@ -82,6 +87,10 @@ func run(ctx context.Context, s Settings, args []string, logs *switchHandler, lo
 		wg.Go(func() { n.watchdog(bg, interval/2) })
 	}
 	wg.Go(func() { n.reportDrops(bg, 30*time.Second) })
+	if !s.PublicIP.IsValid() {
+		// The operator did not pin the address: follow the interface's.
+		wg.Go(func() { n.watchUnderlay(bg) })
+	}
 
 	for {
 		select {
@@ -106,6 +115,14 @@ func (n *node) teardown() {
 }
 
 func (n *node) onStop(f func()) { n.undo = append(n.undo, f) }
+
+func (n *node) gossip() *membership.Cluster { return n.cluster.Load() }
+
+func (n *node) getUnderlay() tun.Underlay {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.underlay
+}
 
 func (n *node) getLocal() router.Local {
 	n.mu.Lock()
@@ -220,7 +237,7 @@ func (n *node) start(ctx context.Context, fwdErr chan<- error) error {
 		VNI:            s.VNI,
 		MAC:            l.MAC,
 		Direct:         mode,
-		OnLink:         n.underlay.IsOnLink,
+		OnLink:         func(a netip.Addr) bool { return n.getUnderlay().IsOnLink(a) },
 		Routes:         kernelRoutes{index: n.underlay.Index, src: func() netip.Addr { return n.getLocal().Addr }},
 		PerPeerMetrics: s.PerPeerMetrics,
 		Logger:         n.log.With("component", "router"),
@@ -291,10 +308,11 @@ func (n *node) takenSubnets() []netip.Prefix {
 	for _, p := range n.s.Peers {
 		taken = append(taken, p.Subnet)
 	}
-	if n.cluster == nil {
+	c := n.gossip()
+	if c == nil {
 		return taken
 	}
-	for _, m := range n.cluster.Members() {
+	for _, m := range c.Members() {
 		if m.MetaErr != nil {
 			continue
 		}
@@ -331,7 +349,7 @@ func (n *node) settleSubnet(ctx context.Context) {
 }
 
 func (n *node) anyAlive() bool {
-	for _, m := range n.cluster.Members() {
+	for _, m := range n.gossip().Members() {
 		if m.State == membership.StateAlive {
 			return true
 		}
@@ -343,13 +361,32 @@ func (n *node) setLocal(l router.Local) {
 	n.mu.Lock()
 	n.local = l
 	n.mu.Unlock()
-	if err := n.cluster.UpdateMeta(n.meta()); err != nil {
+	if err := n.gossip().UpdateMeta(n.meta()); err != nil {
 		n.log.Error("advertising our new subnet", "err", err)
 	}
 }
 
 func (n *node) startGossip(ctx context.Context) error {
+	n.gossipMetrics = membership.NewMetrics(n.reg)
+	c, err := n.newGossip(ctx, n.s.Join)
+	if err != nil {
+		return err
+	}
+	n.cluster.Store(c)
+	n.onStop(func() {
+		c := n.gossip()
+		if err := c.Leave(2 * time.Second); err != nil {
+			n.log.Warn("leaving the cluster", "err", err)
+		}
+		_ = c.Shutdown()
+	})
+	return nil
+}
+
+// newGossip starts a gossip member advertising our current underlay address.
+func (n *node) newGossip(ctx context.Context, seeds []string) (*membership.Cluster, error) {
 	s := n.s
+	u := n.getUnderlay()
 	reap := max(24*time.Hour, s.SubnetReclaim)
 	var key []byte
 	var extra [][]byte
@@ -358,28 +395,22 @@ func (n *node) startGossip(ctx context.Context) error {
 	}
 	mcfg := membership.Config{
 		Name:          s.Name,
-		BindAddr:      unspecifiedLike(n.underlay.Addr),
+		BindAddr:      unspecifiedLike(u.Addr),
 		BindPort:      s.GossipPort,
-		AdvertiseAddr: n.underlay.Addr,
-		Seeds:         s.Join,
+		AdvertiseAddr: u.Addr,
+		Seeds:         seeds,
 		Meta:          n.meta(),
 		SecretKey:     key,
 		ExtraKeys:     extra,
 		Logger:        n.log.With("component", "gossip"),
-		Metrics:       membership.NewMetrics(n.reg),
+		Metrics:       n.gossipMetrics,
 		ReapAfter:     reap,
 	}
-	var err error
-	if n.cluster, err = membership.Start(ctx, mcfg); err != nil {
-		return fmt.Errorf("start gossip on port %d: %w", s.GossipPort, err)
+	c, err := membership.Start(ctx, mcfg)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on port %d: %w", s.GossipPort, err)
 	}
-	n.onStop(func() {
-		if err := n.cluster.Leave(2 * time.Second); err != nil {
-			n.log.Warn("leaving the cluster", "err", err)
-		}
-		_ = n.cluster.Shutdown()
-	})
-	return nil
+	return c, nil
 }
 
 func (n *node) meta() membership.Meta {
@@ -393,7 +424,7 @@ func (n *node) meta() membership.Meta {
 	l := n.getLocal()
 	m := membership.Meta{
 		Subnet:   l.Subnet,
-		Underlay: n.underlay.Addr,
+		Underlay: n.getUnderlay().Addr,
 		Port:     n.s.Port,
 		Encap:    enc,
 		Claimed:  l.Claimed,
@@ -411,7 +442,9 @@ func (n *node) watchMembers(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-n.cluster.Changes():
+		case <-n.gossip().Changes():
+			n.syncPeers()
+		case <-n.swapped:
 			n.syncPeers()
 		}
 	}
@@ -423,7 +456,7 @@ func (n *node) syncPeers() {
 	n.mu.Lock()
 	statics := n.s.Peers
 	n.mu.Unlock()
-	conflicts := n.rt.SetPeers(peersFrom(n.cluster.Members(), statics, n.meta()))
+	conflicts := n.rt.SetPeers(peersFrom(n.gossip().Members(), statics, n.meta()))
 	for _, c := range conflicts {
 		if c.Loser == "" && n.s.AutoSubnet {
 			n.moveSubnet(c)
