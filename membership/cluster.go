@@ -97,16 +97,16 @@ type Config struct {
 }
 
 const (
-	defaultRetryInterval     = 2 * time.Second
-	defaultMaxRetryInterval  = 30 * time.Second
-	defaultDeadReclaim       = 3 * time.Second
+	defaultRetryInterval    = 2 * time.Second
+	defaultMaxRetryInterval = 30 * time.Second
+	defaultDeadReclaim      = 3 * time.Second
 	// settleFor and settleEvery: after start, re-announce ourselves with a
 	// push/pull to a known member this often, for this long. A host that
 	// restarted with a new address is refused by peers until they have
 	// declared its old incarnation dead and DeadReclaim has passed; the
 	// next push/pull after that is accepted.
-	settleFor   = time.Minute
-	settleEvery = 3 * time.Second
+	settleFor                = time.Minute
+	settleEvery              = 3 * time.Second
 	defaultReconnectInterval = 10 * time.Second
 	defaultReapAfter         = 24 * time.Hour
 
