@@ -92,6 +92,11 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 	if w.onKeyError != nil && isKeyError(strings.ToLower(msg)) {
 		w.onKeyError()
 	}
+	if strings.Contains(msg, "use of closed network connection") {
+		// memberlist's Shutdown closes its transport before it stops its
+		// gossip ticker, so one last send can fail: expected, not an error.
+		level = slog.LevelDebug
+	}
 	ctx := context.Background()
 	if !w.log.Enabled(ctx, level) {
 		return len(p), nil

@@ -103,3 +103,12 @@ func TestMemberlistLogRateLimited(t *testing.T) {
 		t.Errorf("next window: ok=%v suppressed=%d, want true, 5", ok, suppressed)
 	}
 }
+
+func TestShutdownSendErrorIsDebug(t *testing.T) {
+	var buf bytes.Buffer
+	l := newMemberlistLogger(slog.New(slog.NewTextHandler(&buf, nil)), nil)
+	l.Printf("[ERR] memberlist: Failed to send gossip to 192.0.2.2:7946: write udp [::]:7946->192.0.2.2:7946: use of closed network connection")
+	if buf.Len() != 0 {
+		t.Errorf("logged at info level: %s", buf.String())
+	}
+}

@@ -97,11 +97,9 @@ func (h *Host) reexecCommand(ctx context.Context, mode string, args ...string) (
 // re-executing the current binary there) and returns the status code and
 // body. A connection failure is an error; a non-2xx status is not.
 func (h *Host) HTTPGet(ctx context.Context, url string) (int, []byte, error) {
-	timeout := 5 * time.Second
+	timeout := 5 * time.Second // without a deadline in ctx
 	if dl, ok := ctx.Deadline(); ok {
-		if d := time.Until(dl); d < timeout {
-			timeout = d
-		}
+		timeout = time.Until(dl)
 	}
 	if timeout <= 0 {
 		return 0, nil, context.DeadlineExceeded

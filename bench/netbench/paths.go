@@ -1,0 +1,389 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/weftnet/weft/internal/netlab"
+)
+
+// The two hosts: underlay on a veth pair, overlay subnets as flannel would
+// hand them out.
+var (
+	underlayA = netip.MustParseAddr("192.168.60.1")
+	underlayB = netip.MustParseAddr("192.168.60.2")
+	overlayA  = netip.MustParseAddr("10.244.1.0")
+	overlayB  = netip.MustParseAddr("10.244.2.0")
+)
+
+const (
+	overlayNet  = "10.244.0.0/16"
+	subnetA     = "10.244.1.0/24"
+	subnetB     = "10.244.2.0/24"
+	metricsPort = 9586
+
+	// Kernel VXLAN baseline, as flannel's vxlan backend sets it up.
+	kvxlanDev  = "vxlan0"
+	kvxlanVNI  = "1"
+	kvxlanPort = "8472"
+	kvxlanMTU  = "1450"
+	kvxlanMACA = "02:00:0a:f4:01:00"
+	kvxlanMACB = "02:00:0a:f4:02:00"
+
+	formationTimeout = 30 * time.Second
+	setupCmdTimeout  = 20 * time.Second
+	daemonStopWait   = 8 * time.Second
+)
+
+type pathKind int
+
+const (
+	kindVeth pathKind = iota
+	kindKVXLAN
+	kindWeft
+)
+
+// pathDef is one data path the benchmark measures.
+type pathDef struct {
+	Name string
+	Desc string
+	Kind pathKind
+	Args []string // weft run flags that select the mode
+	Via  string   // the route weft must report for the peer before measuring
+}
+
+// pathDefs, in the order they run.
+var pathDefs = []pathDef{
+	{Name: "veth", Desc: "raw veth pair: iperf3 straight to b's underlay address (the ceiling)", Kind: kindVeth},
+	{Name: "kvxlan", Desc: "kernel VXLAN device, VNI 1, port 8472, MTU 1450 (flannel's vxlan backend)", Kind: kindKVXLAN},
+	{Name: "weft-udp-nooff", Desc: "weft --encap udp --offload=false: flannel's udp design, one packet per syscall", Kind: kindWeft,
+		Args: []string{"--encap", "udp", "--offload=false"}, Via: "tunnel"},
+	{Name: "weft-udp", Desc: "weft --encap udp: TUN offloads, UDP GSO/GRO, batched syscalls", Kind: kindWeft,
+		Args: []string{"--encap", "udp"}, Via: "tunnel"},
+	{Name: "weft-vxlan", Desc: "weft --encap vxlan (port 8472), same data path as weft-udp with a VXLAN header", Kind: kindWeft,
+		Args: []string{"--encap", "vxlan"}, Via: "tunnel"},
+	{Name: "weft-direct", Desc: "weft --encap udp --direct-routing: the on-link peer is reached by a plain kernel route", Kind: kindWeft,
+		Args: []string{"--encap", "udp", "--direct-routing"}, Via: "direct"},
+}
+
+func allPathNames() []string {
+	var names []string
+	for _, p := range pathDefs {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+func pathByName(name string) (pathDef, bool) {
+	for _, p := range pathDefs {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return pathDef{}, false
+}
+
+// parsePaths validates -paths and returns the names in the canonical order.
+func parsePaths(s string) ([]string, error) {
+	want := map[string]bool{}
+	for _, n := range strings.Split(s, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		if n == "all" {
+			for _, p := range pathDefs {
+				want[p.Name] = true
+			}
+			continue
+		}
+		if _, ok := pathByName(n); !ok {
+			return nil, fmt.Errorf("-paths: unknown path %q (want %s)", n, strings.Join(allPathNames(), ", "))
+		}
+		want[n] = true
+	}
+	var out []string
+	for _, p := range pathDefs {
+		if want[p.Name] {
+			out = append(out, p.Name)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("-paths: no path selected")
+	}
+	return out, nil
+}
+
+// ---- kernel VXLAN -------------------------------------------------------
+
+type vtep struct {
+	h        *netlab.Host
+	dev      string // underlay interface
+	local    netip.Addr
+	addr     netip.Addr // overlay address on vxlan0
+	mac      string
+	peerNet  string
+	peerAddr netip.Addr
+	peerMAC  string
+	peerIP   netip.Addr
+}
+
+// setupKVXLAN creates vxlan0 on both hosts exactly as flannel's vxlan
+// backend does (no learning, static neighbour and FDB entries).
+func (b *bench) setupKVXLAN(ctx context.Context) error {
+	for _, v := range []vtep{
+		{b.a, b.ifA, underlayA, overlayA, kvxlanMACA, subnetB, overlayB, kvxlanMACB, underlayB},
+		{b.b, b.ifB, underlayB, overlayB, kvxlanMACB, subnetA, overlayA, kvxlanMACA, underlayA},
+	} {
+		ctx, cancel := context.WithTimeout(ctx, setupCmdTimeout)
+		cmds := [][]string{
+			{"link", "add", kvxlanDev, "type", "vxlan", "id", kvxlanVNI, "dstport", kvxlanPort, "local", v.local.String(), "dev", v.dev, "nolearning"},
+			{"link", "set", kvxlanDev, "mtu", kvxlanMTU, "address", v.mac, "up"},
+			{"addr", "add", v.addr.String() + "/32", "dev", kvxlanDev},
+			{"route", "add", v.peerNet, "via", v.peerAddr.String(), "dev", kvxlanDev, "onlink"},
+			{"neigh", "add", v.peerAddr.String(), "lladdr", v.peerMAC, "dev", kvxlanDev, "nud", "permanent"},
+		}
+		for _, c := range cmds {
+			if _, err := v.h.IP(ctx, c...); err != nil {
+				cancel()
+				return err
+			}
+		}
+		_, err := v.h.Run(ctx, "bridge", "fdb", "append", v.peerMAC, "dev", kvxlanDev, "dst", v.peerIP.String())
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// teardownKVXLAN deletes vxlan0 (and with it its routes, neighbours and
+// FDB entries) on both hosts and checks that it is gone.
+func (b *bench) teardownKVXLAN() error {
+	var errs []error
+	for _, h := range []*netlab.Host{b.a, b.b} {
+		ctx, cancel := context.WithTimeout(context.Background(), setupCmdTimeout)
+		if ok, _ := h.LinkExists(ctx, kvxlanDev); ok {
+			if _, err := h.IP(ctx, "link", "del", kvxlanDev); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if ok, _ := h.LinkExists(ctx, kvxlanDev); ok {
+			errs = append(errs, fmt.Errorf("[%s] %s still exists after ip link del", h.Name(), kvxlanDev))
+		}
+		cancel()
+	}
+	return errors.Join(errs...)
+}
+
+// ---- weft ---------------------------------------------------------------
+
+type daemon struct {
+	host     *netlab.Host
+	name     string // weft node name = host name
+	peer     string
+	underlay netip.Addr
+	subnet   string
+	sock     string
+	args     []string
+	proc     *netlab.Proc
+}
+
+func (d *daemon) metricsAddr() string {
+	return netip.AddrPortFrom(d.underlay, metricsPort).String()
+}
+
+// weftStatus is the part of `weft status --json` the benchmark reads.
+type weftStatus struct {
+	Node struct {
+		Name     string          `json:"name"`
+		Encap    string          `json:"encap"`
+		MTU      int             `json:"mtu"`
+		Offloads map[string]bool `json:"offloads"`
+		Ready    bool            `json:"ready"`
+	} `json:"node"`
+	Peers []struct {
+		Name   string `json:"name"`
+		State  string `json:"state"`
+		Via    string `json:"via"`
+		Reason string `json:"reason"`
+	} `json:"peers"`
+	Totals struct {
+		TxPackets uint64 `json:"txPackets"`
+		TxBytes   uint64 `json:"txBytes"`
+		RxPackets uint64 `json:"rxPackets"`
+		RxBytes   uint64 `json:"rxBytes"`
+	} `json:"totals"`
+	Drops map[string]uint64 `json:"drops"`
+}
+
+func (b *bench) newDaemons(p pathDef) []*daemon {
+	mk := func(h *netlab.Host, name, peer string, underlay, peerUnderlay netip.Addr, subnet string) *daemon {
+		d := &daemon{host: h, name: name, peer: peer, underlay: underlay, subnet: subnet,
+			sock: filepath.Join(b.lab.Dir(), fmt.Sprintf("%s-%s.sock", p.Name, name))}
+		d.args = []string{"run",
+			"--name", name,
+			"--network", overlayNet,
+			"--subnet", subnet,
+			"--public-ip", underlay.String(),
+			"--join", peerUnderlay.String(),
+			"--metrics-addr", d.metricsAddr(),
+			"--socket", d.sock,
+		}
+		d.args = append(d.args, p.Args...)
+		if b.opts.Profile {
+			d.args = append(d.args, "--pprof")
+		}
+		d.args = append(d.args, "--log-level", "warn")
+		return d
+	}
+	return []*daemon{
+		mk(b.a, "a", "b", underlayA, underlayB, subnetA),
+		mk(b.b, "b", "a", underlayB, underlayA, subnetB),
+	}
+}
+
+// startWeft starts both daemons and waits until each is ready and lists
+// the other as alive, routed the expected way.
+func (b *bench) startWeft(ctx context.Context, p pathDef, ds []*daemon) error {
+	for _, d := range ds {
+		proc, err := d.host.Start(b.weftBin, d.args...)
+		if err != nil {
+			return err
+		}
+		d.proc = proc
+	}
+	deadline := time.Now().Add(formationTimeout)
+	for _, d := range ds {
+		var last error
+		for {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if d.proc.Exited() {
+				return daemonExitError(d)
+			}
+			last = d.formed(ctx, b, p.Via)
+			if last == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("weft on %s not ready within %v: %v", d.name, formationTimeout, last)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func (d *daemon) formed(ctx context.Context, b *bench, via string) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	code, _, err := httpGetWithin(cctx, d.host, "http://"+d.metricsAddr()+"/readyz", 2*time.Second)
+	if err != nil {
+		return err
+	}
+	if code != 200 {
+		return fmt.Errorf("GET /readyz: %d", code)
+	}
+	st, err := d.status(cctx, b)
+	if err != nil {
+		return err
+	}
+	for _, p := range st.Peers {
+		if p.Name != d.peer {
+			continue
+		}
+		if p.State != "alive" {
+			return fmt.Errorf("peer %s is %q", p.Name, p.State)
+		}
+		if p.Via != via {
+			return fmt.Errorf("peer %s is routed via %q (want %q) %s", p.Name, p.Via, via, p.Reason)
+		}
+		return nil
+	}
+	return fmt.Errorf("status does not list peer %s yet", d.peer)
+}
+
+func (d *daemon) status(ctx context.Context, b *bench) (weftStatus, error) {
+	var st weftStatus
+	out, err := d.host.Run(ctx, b.weftBin, "status", "--socket", d.sock, "--json")
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return st, fmt.Errorf("weft status --json on %s: %v: %.200s", d.name, err, out)
+	}
+	return st, nil
+}
+
+func daemonExitError(d *daemon) error {
+	logs := strings.TrimSpace(d.proc.Logs())
+	if strings.Contains(logs, "flag provided but not defined") {
+		return fmt.Errorf("weft on %s exited %d: this weft does not support a flag yet: %s", d.name, d.proc.ExitCode(), lastLines(logs, 3))
+	}
+	return fmt.Errorf("weft on %s exited (%v): %s", d.name, d.proc.ProcessState(), lastLines(logs, 10))
+}
+
+// stopWeft stops the daemons with SIGTERM, one after the other (a leaves
+// the cluster while b still listens, as in a rolling restart), and checks
+// that they exited 0 and took their TUN device and routes with them.
+// Problems are returned as daemon issues (text to report), not as
+// measurement failures. logMark gets, per daemon, the length of its log
+// before the shutdown began.
+func (b *bench) stopWeft(ds []*daemon) (issues []string, logMark []int) {
+	logMark = make([]int, len(ds))
+	for i, d := range ds {
+		if d.proc != nil {
+			logMark[i] = len(d.proc.Logs())
+		}
+	}
+	for _, d := range ds {
+		if d.proc == nil {
+			continue
+		}
+		if d.proc.Exited() {
+			continue // reported as a failure by whoever noticed
+		}
+		t0 := time.Now()
+		err := d.proc.Stop(daemonStopWait)
+		switch {
+		case err != nil:
+			issues = append(issues, fmt.Sprintf("weft on %s: stop with SIGTERM: %v", d.name, err))
+		case time.Since(t0) > 4*time.Second:
+			issues = append(issues, fmt.Sprintf("weft on %s took %v to exit after SIGTERM", d.name, time.Since(t0).Round(time.Millisecond)))
+		}
+	}
+	// Leftovers would break the next path: report and remove them.
+	for _, d := range ds {
+		ctx, cancel := context.WithTimeout(context.Background(), setupCmdTimeout)
+		if ok, _ := d.host.LinkExists(ctx, "weft0"); ok {
+			issues = append(issues, fmt.Sprintf("weft on %s left its TUN device weft0 behind after exiting", d.name))
+			_, _ = d.host.IP(ctx, "link", "del", "weft0")
+		}
+		if out, err := d.host.IP(ctx, "-4", "route", "show", "root", overlayNet); err == nil && len(strings.TrimSpace(string(out))) > 0 {
+			issues = append(issues, fmt.Sprintf("weft on %s left routes behind after exiting: %s", d.name, strings.Join(strings.Fields(string(out)), " ")))
+			_, _ = d.host.IP(ctx, "-4", "route", "flush", "root", overlayNet)
+		}
+		cancel()
+	}
+	return issues, logMark
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}

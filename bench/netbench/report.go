@@ -1,0 +1,401 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// results is everything one run measured; it is written as JSON.
+type results struct {
+	Timestamp   string        `json:"timestamp"`
+	Started     time.Time     `json:"started"`
+	Finished    time.Time     `json:"finished"`
+	DurationS   float64       `json:"duration_s"`
+	Machine     machineInfo   `json:"machine"`
+	Options     options       `json:"options"`
+	Paths       []*pathResult `json:"paths"`
+	Targets     []target      `json:"targets"`
+	Errors      []string      `json:"errors,omitempty"`
+	Failed      bool          `json:"failed"`
+	Interrupted bool          `json:"interrupted,omitempty"`
+}
+
+type machineInfo struct {
+	Hostname     string `json:"hostname"`
+	Kernel       string `json:"kernel"`
+	NumCPU       int    `json:"nproc"`
+	CPU          string `json:"cpu"`
+	MemMiB       int    `json:"mem_mib"`
+	GoVersion    string `json:"go_version"`
+	WeftRevision string `json:"weft_revision"`
+	WeftVersion  string `json:"weft_version,omitempty"`
+	WeftSHA256   string `json:"weft_binary_sha256,omitempty"`
+	IPerf3       string `json:"iperf3_version"`
+	LoadAvgStart string `json:"loadavg_start"`
+	LoadAvgEnd   string `json:"loadavg_end"`
+}
+
+type pathResult struct {
+	Name         string        `json:"name"`
+	Desc         string        `json:"description"`
+	Command      string        `json:"command,omitempty"`
+	OK           bool          `json:"ok"`
+	Errors       []string      `json:"errors,omitempty"`
+	Seconds      float64       `json:"seconds"`
+	LoadAvg      string        `json:"loadavg_start"` // the machine is shared: a high load means noisy figures
+	SetupSeconds float64       `json:"setup_seconds,omitempty"`
+	TCP1         *tcpStat      `json:"tcp1,omitempty"`
+	TCP4         *tcpStat      `json:"tcp4,omitempty"`
+	UDP          *udpStat      `json:"udp,omitempty"`
+	Ping         *pingStat     `json:"ping,omitempty"`
+	Daemons      []*daemonStat `json:"daemons,omitempty"`
+	DaemonIssues []string      `json:"daemon_issues,omitempty"`
+	Ratio        *ratios       `json:"ratio_to_kvxlan,omitempty"`
+	Profiles     []profileInfo `json:"profiles,omitempty"`
+}
+
+type tcpStat struct {
+	Streams   int      `json:"streams"`
+	MedianBPS float64  `json:"median_bps"`
+	MinBPS    float64  `json:"min_bps"`
+	MaxBPS    float64  `json:"max_bps"`
+	Reps      []tcpRep `json:"reps"`
+}
+
+type tcpRep struct {
+	ReceivedBPS float64 `json:"received_bps"`
+	SentBPS     float64 `json:"sent_bps"`
+	Retransmits int     `json:"retransmits"`
+	Seconds     float64 `json:"seconds"`
+}
+
+type udpStat struct {
+	Len          int      `json:"len"`
+	Rate         string   `json:"rate"`
+	DeliveredPPS float64  `json:"delivered_pps"` // median
+	SentPPS      float64  `json:"sent_pps"`
+	LossPercent  float64  `json:"loss_percent"`
+	Reps         []udpRep `json:"reps"`
+	// Kernel counters that grew during the UDP test(s), per host.
+	KernelDrops map[string]map[string]uint64 `json:"kernel_drops,omitempty"`
+}
+
+type udpRep struct {
+	SentPPS      float64 `json:"sent_pps"`
+	DeliveredPPS float64 `json:"delivered_pps"`
+	LossPercent  float64 `json:"loss_percent"`
+	Packets      int     `json:"packets"`
+	Lost         int     `json:"lost"`
+	SentBPS      float64 `json:"sent_bps"`
+	ReceivedBPS  float64 `json:"received_bps"`
+}
+
+type pingStat struct {
+	Sent     int     `json:"sent"`
+	Received int     `json:"received"`
+	AvgMs    float64 `json:"avg_ms"`
+	MinMs    float64 `json:"min_ms"`
+	MaxMs    float64 `json:"max_ms"`
+	MdevMs   float64 `json:"mdev_ms"`
+}
+
+type daemonStat struct {
+	Host       string             `json:"host"`
+	PID        int                `json:"pid"`
+	MTU        int                `json:"mtu,omitempty"`
+	Offloads   map[string]bool    `json:"offloads,omitempty"`
+	CPUSeconds float64            `json:"cpu_seconds"`
+	CPUByTest  map[string]float64 `json:"cpu_seconds_by_test,omitempty"`
+	PeakRSSMiB float64            `json:"peak_rss_mib"`
+	RSSMiB     float64            `json:"rss_mib_end"`
+	TxPackets  uint64             `json:"tx_packets"`
+	RxPackets  uint64             `json:"rx_packets"`
+	Syscalls   map[string]float64 `json:"syscalls,omitempty"`
+	Drops      map[string]uint64  `json:"drops,omitempty"`
+	Log        []string           `json:"log,omitempty"`          // logged while measuring (--log-level warn)
+	StopLog    []string           `json:"shutdown_log,omitempty"` // logged after SIGTERM
+}
+
+type ratios struct {
+	TCP1  *float64 `json:"tcp1,omitempty"`
+	TCP4  *float64 `json:"tcp4,omitempty"`
+	UDP64 *float64 `json:"udp,omitempty"`
+}
+
+type profileInfo struct {
+	Host string `json:"host"`
+	Role string `json:"role"` // tx (sender) or rx
+	File string `json:"file"`
+	Top  string `json:"top,omitempty"`
+}
+
+type target struct {
+	Name   string `json:"name"`
+	Status string `json:"status"` // PASS, FAIL, n/a
+	Detail string `json:"detail"`
+}
+
+func (r *results) path(name string) *pathResult {
+	for _, p := range r.Paths {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func tcpMedian(t *tcpStat) float64 {
+	if t == nil || len(t.Reps) == 0 {
+		return 0
+	}
+	return t.MedianBPS
+}
+
+func udpPPS(u *udpStat) float64 {
+	if u == nil || len(u.Reps) == 0 {
+		return 0
+	}
+	return u.DeliveredPPS
+}
+
+func ratio(x, base float64) *float64 {
+	if x <= 0 || base <= 0 {
+		return nil
+	}
+	v := round3(x / base)
+	return &v
+}
+
+func (r *results) computeRatios() {
+	k := r.path("kvxlan")
+	if k == nil {
+		return
+	}
+	for _, p := range r.Paths {
+		p.Ratio = &ratios{
+			TCP1:  ratio(tcpMedian(p.TCP1), tcpMedian(k.TCP1)),
+			TCP4:  ratio(tcpMedian(p.TCP4), tcpMedian(k.TCP4)),
+			UDP64: ratio(udpPPS(p.UDP), udpPPS(k.UDP)),
+		}
+	}
+}
+
+// evalTargets checks the issue's targets for weft-udp.
+func (r *results) evalTargets() []target {
+	var ts []target
+	w, k, n := r.path("weft-udp"), r.path("kvxlan"), r.path("weft-udp-nooff")
+	cmp := func(name string, x, base, factor float64, unit string, scale float64, need string) {
+		t := target{Name: name}
+		if x <= 0 || base <= 0 {
+			t.Status, t.Detail = "n/a", "not measured in this run (needs "+need+")"
+		} else {
+			t.Status = passFail(x >= factor*base)
+			t.Detail = fmt.Sprintf("%.2f vs %.2f %s = %.2fx (need %.1fx)", x/scale, base/scale, unit, x/base, factor)
+		}
+		ts = append(ts, t)
+	}
+	var wt1, wt4, wu, kt1, kt4, ku, nt1 float64
+	if w != nil {
+		wt1, wt4, wu = tcpMedian(w.TCP1), tcpMedian(w.TCP4), udpPPS(w.UDP)
+	}
+	if k != nil {
+		kt1, kt4, ku = tcpMedian(k.TCP1), tcpMedian(k.TCP4), udpPPS(k.UDP)
+	}
+	if n != nil {
+		nt1 = tcpMedian(n.TCP1)
+	}
+	cmp("weft-udp TCP 1 stream >= 0.5x kernel VXLAN", wt1, kt1, 0.5, "Gbit/s", 1e9, "weft-udp and kvxlan")
+	cmp("weft-udp TCP 1 stream >= 3x weft-udp-nooff (one packet per syscall)", wt1, nt1, 3, "Gbit/s", 1e9, "weft-udp and weft-udp-nooff")
+	cmp("weft-udp TCP 4 streams >= 0.5x kernel VXLAN", wt4, kt4, 0.5, "Gbit/s", 1e9, "weft-udp and kvxlan")
+	cmp(fmt.Sprintf("weft-udp UDP %d-byte delivered >= 0.8x kernel VXLAN", r.Options.UDPLen), wu, ku, 0.8, "kpps", 1e3, "weft-udp and kvxlan")
+
+	t := target{Name: "weft-udp ping RTT <= kernel VXLAN + 0.1 ms"}
+	if w == nil || k == nil || w.Ping == nil || k.Ping == nil {
+		t.Status, t.Detail = "n/a", "not measured in this run (needs weft-udp and kvxlan)"
+	} else {
+		t.Status = passFail(w.Ping.AvgMs <= k.Ping.AvgMs+0.1)
+		t.Detail = fmt.Sprintf("%.3f vs %.3f ms (+%.3f ms)", w.Ping.AvgMs, k.Ping.AvgMs, w.Ping.AvgMs-k.Ping.AvgMs)
+	}
+	ts = append(ts, t)
+
+	t = target{Name: "every weft daemon's peak RSS < 64 MiB"}
+	var parts []string
+	pass, seen := true, false
+	for _, p := range r.Paths {
+		for _, d := range p.Daemons {
+			if d.PeakRSSMiB <= 0 {
+				continue
+			}
+			seen = true
+			if d.PeakRSSMiB >= 64 {
+				pass = false
+			}
+			parts = append(parts, fmt.Sprintf("%s/%s %.1f", p.Name, d.Host, d.PeakRSSMiB))
+		}
+	}
+	if !seen {
+		t.Status, t.Detail = "n/a", "no weft path measured"
+	} else {
+		t.Status = passFail(pass)
+		t.Detail = strings.Join(parts, ", ") + " MiB"
+	}
+	return append(ts, t)
+}
+
+func passFail(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+// table renders the results as a Markdown table (readable as is, and ready
+// to paste into bench/README.md).
+func (r *results) table() string {
+	header := []string{"path", "TCP 1 Gbit/s", "TCP 4 Gbit/s", fmt.Sprintf("UDP%d kpps (loss)", r.Options.UDPLen), "ping ms", "CPU s (a/b)", "RSS MiB (a/b)", "vs kVXLAN (TCP1/TCP4/UDP)"}
+	rows := [][]string{header}
+	for _, p := range r.Paths {
+		row := []string{p.Name, "-", "-", "-", "-", "-", "-", "-"}
+		if p.TCP1 != nil && len(p.TCP1.Reps) > 0 {
+			row[1] = gbps(p.TCP1.MedianBPS)
+		}
+		if p.TCP4 != nil && len(p.TCP4.Reps) > 0 {
+			row[2] = gbps(p.TCP4.MedianBPS)
+		}
+		if p.UDP != nil && len(p.UDP.Reps) > 0 {
+			row[3] = fmt.Sprintf("%.1f (%.0f%%)", p.UDP.DeliveredPPS/1e3, p.UDP.LossPercent)
+		}
+		if p.Ping != nil {
+			row[4] = fmt.Sprintf("%.3f", p.Ping.AvgMs)
+		}
+		if len(p.Daemons) == 2 && p.Daemons[0].PeakRSSMiB > 0 {
+			a, b := p.Daemons[0], p.Daemons[1]
+			row[5] = fmt.Sprintf("%.2f / %.2f", a.CPUSeconds, b.CPUSeconds)
+			row[6] = fmt.Sprintf("%.1f / %.1f", a.PeakRSSMiB, b.PeakRSSMiB)
+		}
+		if p.Ratio != nil {
+			f := func(v *float64) string {
+				if v == nil {
+					return "-"
+				}
+				return fmt.Sprintf("%.2f", *v)
+			}
+			row[7] = f(p.Ratio.TCP1) + " / " + f(p.Ratio.TCP4) + " / " + f(p.Ratio.UDP64)
+		}
+		if !p.OK {
+			row[0] += " (FAILED)"
+		}
+		rows = append(rows, row)
+	}
+	width := make([]int, len(header))
+	for _, row := range rows {
+		for i, c := range row {
+			width[i] = max(width[i], len(c))
+		}
+	}
+	var sb strings.Builder
+	line := func(row []string) {
+		sb.WriteString("|")
+		for i, c := range row {
+			if i == 0 {
+				fmt.Fprintf(&sb, " %-*s |", width[i], c)
+			} else {
+				fmt.Fprintf(&sb, " %*s |", width[i], c)
+			}
+		}
+		sb.WriteString("\n")
+	}
+	line(rows[0])
+	sb.WriteString("|")
+	for i, w := range width {
+		if i == 0 {
+			sb.WriteString(" " + strings.Repeat("-", w) + " |")
+		} else {
+			sb.WriteString(" " + strings.Repeat("-", w-1) + ": |")
+		}
+	}
+	sb.WriteString("\n")
+	for _, row := range rows[1:] {
+		line(row)
+	}
+	return sb.String()
+}
+
+func (r *results) printNotes() {
+	o := r.Options
+	fmt.Printf("TCP: median receiver throughput of %d x %d s; UDP: %d-byte datagrams at -b %s, delivered datagrams/s (median of %d x %d s) and receiver-side loss;\n",
+		o.Reps, o.Duration, o.UDPLen, o.UDPRate, o.UDPReps, o.UDPDur)
+	fmt.Printf("ping: average RTT of %d echo requests %.3g s apart; CPU: utime+stime of each weft daemon over all the measurements above; RSS: VmHWM.\n",
+		o.Pings, o.PingIntvl)
+	for _, p := range r.Paths {
+		for _, e := range p.Errors {
+			fmt.Printf("FAILED %s: %s\n", p.Name, e)
+		}
+		for _, s := range p.DaemonIssues {
+			fmt.Printf("daemon problem, %s: %s\n", p.Name, s)
+		}
+		for _, d := range p.Daemons {
+			if len(d.Drops) > 0 {
+				var ks []string
+				for k, v := range d.Drops {
+					ks = append(ks, fmt.Sprintf("%s=%d", k, v))
+				}
+				sort.Strings(ks)
+				fmt.Printf("note, %s: weft on %s counted drops: %s\n", p.Name, d.Host, strings.Join(ks, " "))
+			}
+		}
+	}
+	fmt.Println()
+}
+
+func (r *results) printTargets() {
+	fmt.Println("targets (weft-udp; reported, not enforced):")
+	for _, t := range r.Targets {
+		fmt.Printf("  %-4s  %s: %s\n", t.Status, t.Name, t.Detail)
+	}
+}
+
+func (r *results) writeJSON(file string) error {
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, file)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func minMax(v []float64) (float64, float64) {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, x := range v {
+		lo, hi = math.Min(lo, x), math.Max(hi, x)
+	}
+	return lo, hi
+}
+
+func gbps(bps float64) string { return fmt.Sprintf("%.2f", bps/1e9) }
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
