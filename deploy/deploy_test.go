@@ -67,7 +67,7 @@ var knownMetrics = map[string]metricInfo{
 	"weft_gossip_members":              {"gauge", nil},
 	"weft_gossip_key_errors_total":     {"counter", nil},
 	"weft_tun_gro_fallback":            {"gauge", nil},
-	"weft_routes":                      {"gauge", map[string][]string{"kind": {"tunnel", "direct"}}},
+	"weft_routes":                      {"gauge", map[string][]string{"kind": {"tunnel", "direct", "none"}}},
 	"weft_ready":                       {"gauge", nil},
 	"weft_start_time_seconds":          {"gauge", nil},
 	"process_cpu_seconds_total":        {"counter", nil},

@@ -9,7 +9,7 @@ var (
 	descRxBytes   = prometheus.NewDesc("weft_rx_bytes_total", "Bytes of inner packets received from the tunnel and written to the TUN device.", nil, nil)
 	descDropped   = prometheus.NewDesc("weft_dropped_packets_total", "Packets dropped, by reason.", []string{"reason"}, nil)
 	descPeers     = prometheus.NewDesc("weft_peers", "Peers known, by state.", []string{"state"}, nil)
-	descRoutes    = prometheus.NewDesc("weft_routes", "Peer subnets routed, by how they are reached.", []string{"kind"}, nil)
+	descRoutes    = prometheus.NewDesc("weft_routes", "Peers by how they are reached: tunnel, direct (kernel route), or none (host-gw cannot reach a peer that is not on-link).", []string{"kind"}, nil)
 	descConflicts = prometheus.NewDesc("weft_subnet_conflicts_total", "Subnet conflicts detected (a peer refused a route because its subnet overlaps one claimed earlier).", nil, nil)
 	descTUNGRO    = prometheus.NewDesc("weft_tun_gro_fallback", "1 if the TUN device refused coalesced writes and weft writes one packet per call.", nil, nil)
 
@@ -85,6 +85,7 @@ func (r *Router) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descRoutes, float64(byVia[ViaTunnel]), string(ViaTunnel))
 	gauge(descRoutes, float64(byVia[ViaDirect]), string(ViaDirect))
+	gauge(descRoutes, float64(byVia[ViaNone]), string(ViaNone))
 	for _, pc := range pcs {
 		counter(descPeerTxPackets, pc.txp, pc.name)
 		counter(descPeerTxBytes, pc.txb, pc.name)

@@ -50,7 +50,7 @@ func TestSetLocalMovesSubnet(t *testing.T) {
 	s := r.newInbound()
 	for i, d := range []datagram{
 		{addrB, vxlanDatagram(1, newMAC, macB, encap.EtherTypeIPv4, ipv4("10.244.2.1", "10.244.5.0", 60))},
-		{addrB, vxlanDatagram(1, macA, macB, encap.EtherTypeIPv4, ipv4("10.244.2.1", "10.244.5.0", 60))}, // old MAC
+		{addrB, vxlanDatagram(1, macA, macB, encap.EtherTypeIPv4, ipv4("10.244.2.1", "10.244.5.0", 60))},   // old MAC
 		{addrB, vxlanDatagram(1, newMAC, macB, encap.EtherTypeIPv4, ipv4("10.244.2.1", "10.244.1.0", 60))}, // old subnet
 	} {
 		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
