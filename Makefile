@@ -60,8 +60,8 @@ bench-gossip:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./bench/gossipscale
 
 ## demo: three namespace hosts running weft; peer table, ping and iperf3 (root).
-demo:
-	bash scripts/demo.sh
+demo: build
+	WEFT=bin/weft bash scripts/demo.sh
 
 clean:
 	rm -rf bin dist

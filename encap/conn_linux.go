@@ -180,6 +180,9 @@ func (c *Conn) WriteTo(pkts [][]byte, ep Endpoint) (int, error) {
 		for m := 0; m < len(msgs); {
 			n, err := c.batch.WriteBatch(msgs[m:], 0)
 			c.Stats.Sendmmsg.Add(1)
+			if n == 0 && err == nil {
+				err = errors.New("sendmmsg sent nothing")
+			}
 			for _, msg := range msgs[m : m+n] {
 				sent += len(msg.Buffers)
 				done += len(msg.Buffers)

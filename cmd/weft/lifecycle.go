@@ -67,8 +67,11 @@ func (n *node) reload() {
 		}
 	}
 	peersChanged := !reflect.DeepEqual(next.Peers, n.s.Peers)
+	// Only the reloadable fields change; restartOnly made sure the rest are
+	// equal, and other goroutines read them without the lock.
 	n.mu.Lock()
-	n.s = next
+	n.s.LogLevel, n.s.LogFormat = next.LogLevel, next.LogFormat
+	n.s.Join, n.s.GossipKeys, n.s.Peers = next.Join, next.GossipKeys, next.Peers
 	n.mu.Unlock()
 	if peersChanged {
 		n.syncPeers()

@@ -305,7 +305,10 @@ func (n *node) chooseSubnet() (fresh bool, err error) {
 // that is alive, or was seen within the reclaim time, and the static peers'.
 func (n *node) takenSubnets() []netip.Prefix {
 	var taken []netip.Prefix
-	for _, p := range n.s.Peers {
+	n.mu.Lock()
+	statics := n.s.Peers
+	n.mu.Unlock()
+	for _, p := range statics {
 		taken = append(taken, p.Subnet)
 	}
 	c := n.gossip()

@@ -76,7 +76,10 @@ func (n *node) checkUnderlay(ctx context.Context) {
 // member that left).
 func (n *node) restartGossip(ctx context.Context) {
 	old := n.gossip()
-	seeds := slices.Clone(n.s.Join)
+	n.mu.Lock()
+	join := slices.Clone(n.s.Join)
+	n.mu.Unlock()
+	seeds := slices.Clone(join)
 	for _, m := range old.Members() {
 		if m.State == membership.StateAlive || m.State == membership.StateSuspect {
 			seeds = append(seeds, m.Gossip.String())
@@ -94,8 +97,8 @@ func (n *node) restartGossip(ctx context.Context) {
 		return
 	}
 	n.cluster.Store(c)
-	if seeds := n.s.Join; len(seeds) > 0 {
-		_ = c.SetSeeds(seeds) // keep only the configured seeds for later rejoins
+	if len(join) > 0 {
+		_ = c.SetSeeds(join) // keep only the configured seeds for later rejoins
 	}
 	select {
 	case n.swapped <- struct{}{}:
