@@ -208,6 +208,11 @@ func (p permanent) Unwrap() error { return p.error }
 // passes; it then returns the last error. An error wrapped in permanent
 // (e.g. the daemon exited) stops the polling immediately.
 func pollUntil(deadline time.Time, f func() error) error {
+	return pollEvery(pollInterval, deadline, f)
+}
+
+// pollEvery is pollUntil with its own interval.
+func pollEvery(interval time.Duration, deadline time.Time, f func() error) error {
 	for {
 		err := f()
 		if err == nil {
@@ -220,7 +225,7 @@ func pollUntil(deadline time.Time, f func() error) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: last error: %v", errPollTimeout, err)
 		}
-		time.Sleep(pollInterval)
+		time.Sleep(interval)
 	}
 }
 
@@ -369,4 +374,21 @@ func weftLinks(h *netlab.Host) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// iperfOut is the result of an iperf3 transfer run in the background.
+type iperfOut struct {
+	res netlab.IPerf3Result
+	err error
+}
+
+// iperfInBackground starts an iperf3 client on n towards dst (a server must
+// be listening) and returns the channel its result arrives on.
+func iperfInBackground(ctx context.Context, n *node, dst netip.Addr, o netlab.IPerf3Options) <-chan iperfOut {
+	done := make(chan iperfOut, 1)
+	go func() {
+		res, err := n.host.IPerf3Client(ctx, dst, o)
+		done <- iperfOut{res, err}
+	}()
+	return done
 }

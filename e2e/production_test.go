@@ -490,16 +490,8 @@ func TestReloadKeepsTraffic(t *testing.T) {
 	}
 
 	// TCP a -> b for 6 s; the reload happens 1.5 s into it.
-	type iperfOut struct {
-		res netlab.IPerf3Result
-		err error
-	}
-	iperfDone := make(chan iperfOut, 1)
 	iperfStart := time.Now()
-	go func() {
-		res, err := a.host.IPerf3Client(ctx, b.overlay, netlab.IPerf3Options{Port: 5201, Seconds: 6})
-		iperfDone <- iperfOut{res, err}
-	}()
+	iperfDone := iperfInBackground(ctx, a, b.overlay, netlab.IPerf3Options{Port: 5201, Seconds: 6})
 	time.Sleep(1500 * time.Millisecond)
 
 	// The new config: log level debug, static peer k at an address of the
@@ -838,15 +830,7 @@ scrape_configs:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	type iperfOut struct {
-		res netlab.IPerf3Result
-		err error
-	}
-	iperfDone := make(chan iperfOut, 1)
-	go func() {
-		res, err := a.host.IPerf3Client(ctx, b.overlay, netlab.IPerf3Options{Port: 5201, Seconds: 6})
-		iperfDone <- iperfOut{res, err}
-	}()
+	iperfDone := iperfInBackground(ctx, a, b.overlay, netlab.IPerf3Options{Port: 5201, Seconds: 6})
 	time.Sleep(2 * time.Second)
 
 	// Each throughput query: the sender's tx (a) or the receiver's rx (b)
@@ -1046,18 +1030,5 @@ func checkSubnetFile(t *testing.T, n *node, flannel bool, path string, data []by
 
 // pollFast is pollUntil with a 10 ms interval, for catching a moment.
 func pollFast(deadline time.Time, f func() error) error {
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		var perm permanent
-		if errors.As(err, &perm) {
-			return perm.error
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: last error: %v", errPollTimeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return pollEvery(10*time.Millisecond, deadline, f)
 }

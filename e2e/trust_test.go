@@ -1262,15 +1262,7 @@ func TestGarbageFloodWhileTransferring(t *testing.T) {
 	if _, err := b.host.IPerf3Server(5201); err != nil {
 		t.Fatal(err)
 	}
-	type iperfOut struct {
-		res netlab.IPerf3Result
-		err error
-	}
-	iperfDone := make(chan iperfOut, 1)
-	go func() {
-		res, err := a.host.IPerf3Client(ctx, b.overlay, netlab.IPerf3Options{Port: 5201, Seconds: 10})
-		iperfDone <- iperfOut{res, err}
-	}()
+	iperfDone := iperfInBackground(ctx, a, b.overlay, netlab.IPerf3Options{Port: 5201, Seconds: 10})
 	time.Sleep(time.Second)
 	spec := floodSpec{
 		Target:  netip.AddrPortFrom(b.underlay, dataPort),
