@@ -392,3 +392,56 @@ func iperfInBackground(ctx context.Context, n *node, dst netip.Addr, o netlab.IP
 	}()
 	return done
 }
+
+// pingPairs pings every ordered pair (src, dst) for which ok(src, dst): the
+// first reply may take up to 5 s (routes being programmed), then 3 of 3
+// must be answered; with exact, also no more than 3 sent (none lost).
+func pingPairs(t *testing.T, ctx context.Context, exact bool, nodes []*node, ok func(src, dst *node) bool) int {
+	t.Helper()
+	pairs := 0
+	for _, src := range nodes {
+		for _, dst := range nodes {
+			if src == dst || !ok(src, dst) {
+				continue
+			}
+			pairs++
+			start := time.Now()
+			if err := pollUntil(time.Now().Add(5*time.Second), func() error {
+				return pingOK(ctx, src, dst.overlay, 1)
+			}); err != nil {
+				t.Fatalf("overlay %s -> %s (%s) never answered: %v", src.name, dst.name, dst.overlay, err)
+			}
+			if d := time.Since(start); d > time.Second {
+				t.Logf("note: first overlay ping %s -> %s took %v", src.name, dst.name, d.Round(time.Millisecond))
+			}
+			res, err := src.host.Ping(ctx, dst.overlay, 3)
+			if err != nil {
+				t.Fatalf("ping %s -> %s (%s): %v", src.name, dst.name, dst.overlay, err)
+			}
+			if res.Received != 3 || (exact && res.Sent != 3) {
+				t.Fatalf("ping %s -> %s (%s): %d/%d received\n%s", src.name, dst.name, dst.overlay, res.Received, res.Sent, res.Output)
+			}
+			t.Logf("ping %s -> %s (%s): %v", src.name, dst.name, dst.overlay, res)
+		}
+	}
+	return pairs
+}
+
+// iperfCheck runs a 3 s iperf3 TCP transfer from client to dst, served by
+// server, and requires data to have been sent and received; what names the
+// transfer in messages.
+func iperfCheck(t *testing.T, ctx context.Context, client, server *netlab.Host, dst netip.Addr, what string) {
+	t.Helper()
+	if _, err := server.IPerf3Server(5201); err != nil {
+		t.Fatal(err)
+	}
+	res, err := client.IPerf3Client(ctx, dst, netlab.IPerf3Options{Port: 5201, Seconds: 3})
+	if err != nil {
+		t.Fatalf("iperf3 %s: %v", what, err)
+	}
+	if res.SentBPS <= 0 || res.ReceivedBPS <= 0 {
+		t.Fatalf("iperf3 %s: %v", what, res)
+	}
+	t.Logf("iperf3 TCP %s (3 s): %.1f Mbit/s received (%.1f sent, %d retransmits)",
+		what, res.ReceivedBPS/1e6, res.SentBPS/1e6, res.Retransmits)
+}

@@ -286,40 +286,6 @@ func checkDirectRoutes(n *node, peers []*node) error {
 	return nil
 }
 
-// pingPairs pings every ordered pair (src, dst) for which ok(src, dst): the
-// first reply may take up to 5 s (routes being programmed), then 3 of 3
-// must be answered.
-func pingPairs(t *testing.T, ctx context.Context, nodes []*node, ok func(src, dst *node) bool) int {
-	t.Helper()
-	pairs := 0
-	for _, src := range nodes {
-		for _, dst := range nodes {
-			if src == dst || !ok(src, dst) {
-				continue
-			}
-			pairs++
-			start := time.Now()
-			if err := pollUntil(time.Now().Add(5*time.Second), func() error {
-				return pingOK(ctx, src, dst.overlay, 1)
-			}); err != nil {
-				t.Fatalf("overlay %s -> %s (%s) never answered: %v", src.name, dst.name, dst.overlay, err)
-			}
-			if d := time.Since(start); d > time.Second {
-				t.Logf("note: first overlay ping %s -> %s took %v", src.name, dst.name, d.Round(time.Millisecond))
-			}
-			res, err := src.host.Ping(ctx, dst.overlay, 3)
-			if err != nil {
-				t.Fatalf("ping %s -> %s (%s): %v", src.name, dst.name, dst.overlay, err)
-			}
-			if res.Received != 3 {
-				t.Fatalf("ping %s -> %s (%s): %d/%d received\n%s", src.name, dst.name, dst.overlay, res.Received, res.Sent, res.Output)
-			}
-			t.Logf("ping %s -> %s (%s): %v", src.name, dst.name, dst.overlay, res)
-		}
-	}
-	return pairs
-}
-
 // metricValue returns the value of the sample "series" (name with its
 // labels exactly as exposed, e.g. `weft_routes{kind="direct"}`).
 func metricValue(body []byte, series string) (float64, bool) {
@@ -412,7 +378,7 @@ func TestDirectRouting(t *testing.T) {
 		}
 	}
 
-	if n := pingPairs(t, ctx, tp.nodes, func(_, _ *node) bool { return true }); n != 12 {
+	if n := pingPairs(t, ctx, false, tp.nodes, func(_, _ *node) bool { return true }); n != 12 {
 		t.Fatalf("pinged %d ordered pairs, want 12", n)
 	}
 
@@ -497,7 +463,7 @@ func TestHostGW(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	if n := pingPairs(t, ctx, tp.nodes, onLink); n != 4 {
+	if n := pingPairs(t, ctx, false, tp.nodes, onLink); n != 4 {
 		t.Fatalf("pinged %d on-link ordered pairs, want 4", n)
 	}
 

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/weftnet/weft/internal/netlab"
 )
 
 // The VXLAN encapsulation is wire-compatible with the Linux kernel's VXLAN
@@ -175,31 +173,8 @@ func vxlanInterop(t *testing.T, arp bool) {
 	}
 
 	// TCP both ways, 3 s each: server on k, then server on a.
-	if _, err := k.IPerf3Server(5201); err != nil {
-		t.Fatal(err)
-	}
-	res, err := a.host.IPerf3Client(ctx, kOverlay, netlab.IPerf3Options{Port: 5201, Seconds: 3})
-	if err != nil {
-		t.Fatalf("iperf3 a -> k (weft -> kernel VXLAN): %v", err)
-	}
-	if res.SentBPS <= 0 || res.ReceivedBPS <= 0 {
-		t.Fatalf("iperf3 a -> k: %v", res)
-	}
-	t.Logf("iperf3 TCP a -> k (weft -> kernel VXLAN, 3 s): %.1f Mbit/s received (%.1f sent, %d retransmits)",
-		res.ReceivedBPS/1e6, res.SentBPS/1e6, res.Retransmits)
-
-	if _, err := a.host.IPerf3Server(5201); err != nil {
-		t.Fatal(err)
-	}
-	res, err = k.IPerf3Client(ctx, a.overlay, netlab.IPerf3Options{Port: 5201, Seconds: 3})
-	if err != nil {
-		t.Fatalf("iperf3 k -> a (kernel VXLAN -> weft): %v", err)
-	}
-	if res.SentBPS <= 0 || res.ReceivedBPS <= 0 {
-		t.Fatalf("iperf3 k -> a: %v", res)
-	}
-	t.Logf("iperf3 TCP k -> a (kernel VXLAN -> weft, 3 s): %.1f Mbit/s received (%.1f sent, %d retransmits)",
-		res.ReceivedBPS/1e6, res.SentBPS/1e6, res.Retransmits)
+	iperfCheck(t, ctx, a.host, k, kOverlay, "a -> k (weft -> kernel VXLAN)")
+	iperfCheck(t, ctx, k, a.host, a.overlay, "k -> a (kernel VXLAN -> weft)")
 
 	_, doc, _, err := routesOf(a)
 	if err != nil {
@@ -228,7 +203,7 @@ func TestVXLANCluster(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if n := pingPairs(t, ctx, c.nodes, func(_, _ *node) bool { return true }); n != 6 {
+	if n := pingPairs(t, ctx, false, c.nodes, func(_, _ *node) bool { return true }); n != 6 {
 		t.Fatalf("pinged %d ordered pairs, want 6", n)
 	}
 	for _, n := range c.nodes {

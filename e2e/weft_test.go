@@ -43,33 +43,8 @@ func TestClusterConnectivity(t *testing.T) {
 		}
 	}
 
-	// Every ordered pair: 3 pings, all answered. A single ping may first
-	// need a moment after "alive" (routes being programmed); allow 5 s for
-	// the first reply and log it if it was not immediate.
-	for _, src := range c.nodes {
-		for _, dst := range c.nodes {
-			if src == dst {
-				continue
-			}
-			start := time.Now()
-			if err := pollUntil(time.Now().Add(5*time.Second), func() error {
-				return pingOK(ctx, src, dst.overlay, 1)
-			}); err != nil {
-				t.Fatalf("overlay %s -> %s (%s) never answered: %v", src.name, dst.name, dst.overlay, err)
-			}
-			if d := time.Since(start); d > time.Second {
-				t.Logf("note: first overlay ping %s -> %s took %v after the cluster was formed", src.name, dst.name, d.Round(time.Millisecond))
-			}
-			res, err := src.host.Ping(ctx, dst.overlay, 3)
-			if err != nil {
-				t.Fatalf("ping %s -> %s (%s): %v", src.name, dst.name, dst.overlay, err)
-			}
-			if res.Sent != 3 || res.Received != 3 {
-				t.Fatalf("ping %s -> %s (%s): %d/%d received\n%s", src.name, dst.name, dst.overlay, res.Received, res.Sent, res.Output)
-			}
-			t.Logf("ping %s -> %s (%s): %v", src.name, dst.name, dst.overlay, res)
-		}
-	}
+	// Every ordered pair: 3 pings, all answered.
+	pingPairs(t, ctx, true, c.nodes, func(_, _ *node) bool { return true })
 
 	// Status lists each peer with its subnet and underlay address.
 	for _, n := range c.nodes {
@@ -138,18 +113,7 @@ func TestClusterConnectivity(t *testing.T) {
 
 	// TCP across the overlay, a -> b.
 	b := c.by["b"]
-	if _, err := b.host.IPerf3Server(5201); err != nil {
-		t.Fatal(err)
-	}
-	res, err := a.host.IPerf3Client(ctx, b.overlay, netlab.IPerf3Options{Port: 5201, Seconds: 3})
-	if err != nil {
-		t.Fatalf("iperf3 a -> b over the overlay: %v", err)
-	}
-	if res.SentBPS <= 0 || res.ReceivedBPS <= 0 {
-		t.Fatalf("iperf3 a -> b: %v", res)
-	}
-	t.Logf("iperf3 TCP a -> b over the overlay (3 s): %.1f Mbit/s received (%.1f sent, %d retransmits)",
-		res.ReceivedBPS/1e6, res.SentBPS/1e6, res.Retransmits)
+	iperfCheck(t, ctx, a.host, b.host, b.overlay, "a -> b over the overlay")
 }
 
 // TestGracefulLeave: SIGTERM on c makes it exit 0, remove weft0 and leave the

@@ -8,7 +8,7 @@
 package router
 
 import (
-	"fmt"
+	"cmp"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -297,15 +297,7 @@ func (r *Router) Status() []PeerStatus {
 		}
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b PeerStatus) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b PeerStatus) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -335,9 +327,4 @@ func (r *Router) drop(reason DropReason, n int) {
 	if n > 0 {
 		r.ctr.drops[reason].Add(uint64(n))
 	}
-}
-
-// String describes the router's configuration for logs.
-func (c Config) String() string {
-	return fmt.Sprintf("%s subnet=%s encap=%s", c.Name, c.Local, c.Encap)
 }

@@ -103,12 +103,3 @@ func ipNetToPrefix(n *net.IPNet) netip.Prefix {
 	ones, _ := n.Mask.Size()
 	return netip.PrefixFrom(a.Unmap(), ones)
 }
-
-// LinkIndex returns the index of the interface called name.
-func LinkIndex(name string) (int, error) {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		return 0, fmt.Errorf("find interface %q: %w", name, err)
-	}
-	return l.Attrs().Index, nil
-}

@@ -124,9 +124,6 @@ func (d *Device) SetAddress(next, old netip.Prefix) error {
 // Name is the device's interface name.
 func (d *Device) Name() string { return d.name }
 
-// Index is the device's interface index.
-func (d *Device) Index() int { return d.index }
-
 // VNetHdr reports whether the device runs with virtio-net offloads.
 func (d *Device) VNetHdr() bool { return d.BatchSize() > 1 }
 
