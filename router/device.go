@@ -13,6 +13,9 @@ type Device interface {
 	Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	Write(bufs [][]byte, offset int) (int, error)
 	BatchSize() int
+	// Readable reports, without blocking, whether Read would return a
+	// packet now. Only the reading goroutine calls it.
+	Readable() bool
 	Close() error
 }
 

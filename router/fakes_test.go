@@ -124,6 +124,8 @@ func (d *fakeDevice) Write(bufs [][]byte, offset int) (int, error) {
 
 func (d *fakeDevice) BatchSize() int { return d.batch }
 
+func (d *fakeDevice) Readable() bool { return len(d.in) > 0 }
+
 func (d *fakeDevice) Close() error {
 	d.once.Do(func() { close(d.closed) })
 	return nil

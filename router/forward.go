@@ -65,8 +65,13 @@ type outboundState struct {
 	group  [][]byte
 }
 
+// outBatchPackets is how many packets one outbound batch holds: a
+// BatchSize's worth accumulated from several reads, plus room for one more
+// read (a superpacket splits into up to BatchSize packets).
+func (r *Router) outBatchPackets() int { return 2 * r.dev.BatchSize() }
+
 func (r *Router) newOutbound() *outboundState {
-	n := r.dev.BatchSize()
+	n := r.outBatchPackets()
 	return &outboundState{
 		bufs:   newBufs(n),
 		sizes:  make([]int, n),
@@ -76,10 +81,19 @@ func (r *Router) newOutbound() *outboundState {
 	}
 }
 
+// outbound is the TUN → underlay loop. It reads on as long as the TUN has
+// a packet waiting and the batch has room for another read, then sends the
+// batch: small packets, which the TUN returns one per read, leave in one
+// sendmmsg (one GSO message per peer and size) instead of one system call
+// each. A lone packet is sent at once. Reader and sender stay on one
+// goroutine: a hand-off between goroutines costs a thread wakeup per batch,
+// which measured slower.
 func (r *Router) outbound() error {
 	s := r.newOutbound()
+	batch := r.dev.BatchSize()
+	n := 0
 	for {
-		n, err := r.dev.Read(s.bufs, s.sizes, encap.Headroom)
+		k, err := r.dev.Read(s.bufs[n:], s.sizes[n:], encap.Headroom)
 		r.ctr.tunReads.Add(1)
 		if err != nil {
 			switch {
@@ -92,9 +106,12 @@ func (r *Router) outbound() error {
 				return fmt.Errorf("read from TUN: %w", err)
 			}
 		}
-		if n > 0 {
-			r.forwardOut(s, n)
+		n += k
+		if n == 0 || (len(s.bufs)-n >= batch && r.dev.Readable()) {
+			continue
 		}
+		r.forwardOut(s, n)
+		n = 0
 	}
 }
 

@@ -205,6 +205,44 @@ func TestRunForwardsAndStopsWithContext(t *testing.T) {
 	}
 }
 
+// Packets that the TUN returns one per read leave together when they were
+// already queued: the loop reads on while the device is readable.
+func TestOutboundSendsQueuedReadsAsOneBatch(t *testing.T) {
+	r, dev, conn := newTestRouter(encap.UDP, true)
+	for i := range 5 {
+		dev.in <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 100+i)}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(conn.groups()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	g := conn.groups()
+	if len(g) != 1 || len(g[0].pkts) != 5 {
+		t.Fatalf("sent %d groups (first %v), want the 5 queued packets in one", len(g), g)
+	}
+	for i, p := range g[0].pkts {
+		if len(p) != 100+i {
+			t.Errorf("packet %d is %d bytes, want %d: order lost", i, len(p), 100+i)
+		}
+	}
+	// A lone packet on an idle device goes out on its own, at once.
+	dev.in <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 60)}
+	for len(conn.groups()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if g := conn.groups(); len(g) != 2 || len(g[1].pkts) != 1 {
+		t.Fatalf("after a lone packet: %d groups, want 2 with the last holding 1", len(g))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestSteadyStateForwardingAllocatesNothing(t *testing.T) {
 	for _, kind := range []encap.Kind{encap.UDP, encap.VXLAN} {
 		r, _, _ := newTestRouter(kind, false)

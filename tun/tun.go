@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -48,6 +49,47 @@ type Device struct {
 	name  string
 	index int
 	log   *slog.Logger
+	poll  *poller // nil without offloads
+}
+
+// poller asks the kernel whether the TUN's queue holds a packet, without
+// blocking and without taking the descriptor out of Go's poller (which
+// os.File.Fd would do). Its fields are preallocated so that a check
+// allocates nothing; only the reading goroutine uses it.
+type poller struct {
+	raw   syscall.RawConn
+	fds   [1]unix.PollFd
+	ready bool
+	check func(fd uintptr) // p.run, bound once
+}
+
+func newPoller(f *os.File) (*poller, error) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	p := &poller{raw: raw}
+	p.check = p.run
+	return p, nil
+}
+
+func (p *poller) run(fd uintptr) {
+	p.fds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	n, err := unix.Poll(p.fds[:], 0)
+	p.ready = err == nil && n > 0 && p.fds[0].Revents&unix.POLLIN != 0
+}
+
+// Readable reports whether a Read would return at once. Only the goroutine
+// that reads may call it. Without offloads it is always false: that mode
+// is the one-packet-per-system-call design, kept as it is for comparison.
+func (d *Device) Readable() bool {
+	if d.poll == nil {
+		return false
+	}
+	if err := d.poll.raw.Control(d.poll.check); err != nil {
+		return false
+	}
+	return d.poll.ready
 }
 
 // Open creates the TUN device, gives it its address and MTU and brings it
@@ -68,6 +110,14 @@ func Open(cfg Config, log *slog.Logger) (*Device, error) {
 		return nil, fmt.Errorf("create TUN device %q: %w", cfg.Name, err)
 	}
 	d := &Device{Device: wd, name: cfg.Name, log: log}
+	if nt, ok := wd.(interface{ File() *os.File }); ok && !cfg.NoOffload {
+		p, err := newPoller(nt.File())
+		if err != nil {
+			wd.Close()
+			return nil, fmt.Errorf("poll TUN device %q: %w", cfg.Name, err)
+		}
+		d.poll = p
+	}
 	go func() {
 		for range wd.Events() { // drained so the device's listeners never block
 		}
