@@ -2,9 +2,13 @@ package router
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/encap"
 )
@@ -91,6 +95,8 @@ type fakeDevice struct {
 	closed  chan struct{}
 	once    sync.Once
 	batch   int
+	calls   int  // Write calls
+	reject  bool // refuse multi-packet writes with EINVAL, like a 6.6.44 kernel
 }
 
 func newFakeDevice(record bool) *fakeDevice {
@@ -110,6 +116,10 @@ func (d *fakeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 }
 
 func (d *fakeDevice) Write(bufs [][]byte, offset int) (int, error) {
+	d.calls++
+	if d.reject && len(bufs) > 1 {
+		return 0, &lostError{errors.Join(fmt.Errorf("write /dev/net/tun: %w", unix.EINVAL)), len(bufs)}
+	}
 	if !d.record {
 		d.count += len(bufs)
 		return len(bufs), nil
@@ -193,3 +203,14 @@ func newTestRouter(kind encap.Kind, record bool) (*Router, *fakeDevice, *fakeCon
 	r.SetPeers(testPeers())
 	return r, dev, conn
 }
+
+// lostError is a failed write that says how many packets it lost, as
+// tun.WriteError does.
+type lostError struct {
+	err  error
+	lost int
+}
+
+func (e *lostError) Error() string    { return e.err.Error() }
+func (e *lostError) Unwrap() error    { return e.err }
+func (e *lostError) PacketsLost() int { return e.lost }

@@ -306,9 +306,14 @@ func (r *Router) writeTUN(s *inboundState, out [][]byte, off int) int {
 			return len(out)
 		}
 		failed := countErrs(err)
+		var lost interface{ PacketsLost() int }
+		if errors.As(err, &lost) {
+			failed = lost.PacketsLost()
+		}
 		if errors.Is(err, unix.EINVAL) && len(out) > 1 {
-			// Some 6.1.x kernels reject coalesced virtio-net writes: write
-			// one packet per call from now on.
+			// A kernel that refuses coalesced virtio-net writes, and that
+			// the start-up probe (tun.CoalescedWritesWork) did not catch:
+			// write one packet per call from now on.
 			r.groOff.Store(true)
 			r.log.Warn("TUN rejected a coalesced write; falling back to one packet per write", "err", err)
 		}

@@ -243,6 +243,51 @@ func TestOutboundSendsQueuedReadsAsOneBatch(t *testing.T) {
 	}
 }
 
+func loadIn(r *Router, n int) *inboundState {
+	s := r.newInbound()
+	for i := range n {
+		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], ipv4("10.244.2.1", "10.244.1.0", 200))
+		s.srcs[i] = addrB
+	}
+	return s
+}
+
+func TestTUNWriteFallbackOnEINVAL(t *testing.T) {
+	r, dev, _ := newTestRouter(encap.UDP, false)
+	dev.reject = true
+	r.forwardIn(loadIn(r, 3), 3) // refused: the batch is lost and counted
+	if got := r.Drops()["tun_write_error"]; got != 3 {
+		t.Errorf("tun_write_error = %d after a refused batch of 3, want 3", got)
+	}
+	if !r.groOff.Load() {
+		t.Fatal("no fallback after EINVAL on a coalesced write")
+	}
+	dev.calls, dev.count = 0, 0
+	r.forwardIn(loadIn(r, 3), 3)
+	if dev.calls != 3 || dev.count != 3 {
+		t.Errorf("after the fallback: %d writes carrying %d packets, want 3 and 3", dev.calls, dev.count)
+	}
+	if got := r.Drops()["tun_write_error"]; got != 3 {
+		t.Errorf("tun_write_error = %d after the fallback, want still 3", got)
+	}
+}
+
+func TestSerialTUNWritesFromStartLoseNothing(t *testing.T) {
+	dev, conn := newFakeDevice(false), newFakeConn(false)
+	cfg := testConfig(encap.UDP)
+	cfg.SerialTUNWrites = true
+	r := New(cfg, dev, conn)
+	r.SetPeers(testPeers())
+	dev.reject = true
+	r.forwardIn(loadIn(r, 4), 4)
+	if dev.calls != 4 || dev.count != 4 {
+		t.Errorf("%d writes carrying %d packets, want 4 and 4", dev.calls, dev.count)
+	}
+	if d := r.Drops()["tun_write_error"]; d != 0 {
+		t.Errorf("tun_write_error = %d, want 0", d)
+	}
+}
+
 func TestSteadyStateForwardingAllocatesNothing(t *testing.T) {
 	for _, kind := range []encap.Kind{encap.UDP, encap.VXLAN} {
 		r, _, _ := newTestRouter(kind, false)

@@ -11,7 +11,7 @@ var (
 	descPeers     = prometheus.NewDesc("weft_peers", "Peers known, by state.", []string{"state"}, nil)
 	descRoutes    = prometheus.NewDesc("weft_routes", "Peers by how they are reached: tunnel, direct (kernel route), or none (host-gw cannot reach a peer that is not on-link).", []string{"kind"}, nil)
 	descConflicts = prometheus.NewDesc("weft_subnet_conflicts_total", "Subnet conflicts detected (a peer refused a route because its subnet overlaps one claimed earlier).", nil, nil)
-	descTUNGRO    = prometheus.NewDesc("weft_tun_gro_fallback", "1 if the TUN device refused coalesced writes and weft writes one packet per call.", nil, nil)
+	descTUNGRO    = prometheus.NewDesc("weft_tun_gro_fallback", "1 if the TUN device refused coalesced writes (when probed at start-up, or later) and weft writes one packet per call.", nil, nil)
 
 	descPeerTxPackets = prometheus.NewDesc("weft_peer_tx_packets_total", "Inner packets sent to a peer.", []string{"peer"}, nil)
 	descPeerTxBytes   = prometheus.NewDesc("weft_peer_tx_bytes_total", "Inner bytes sent to a peer.", []string{"peer"}, nil)

@@ -47,7 +47,10 @@ type Config struct {
 	Routes Routes                // kernel routes for direct peers (nil: none)
 
 	PerPeerMetrics bool
-	Logger         *slog.Logger
+	// SerialTUNWrites writes one packet per TUN write from the start: the
+	// kernel refused a coalesced write when probed (tun.CoalescedWritesWork).
+	SerialTUNWrites bool
+	Logger          *slog.Logger
 }
 
 // Router forwards packets between a Device and a Conn.
@@ -114,6 +117,7 @@ func New(cfg Config, dev Device, conn Conn) *Router {
 		}),
 	}
 	r.table.Store(r.newTable(nil))
+	r.groOff.Store(cfg.SerialTUNWrites)
 	return r
 }
 

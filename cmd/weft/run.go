@@ -207,6 +207,17 @@ func (n *node) start(ctx context.Context, fwdErr chan<- error) error {
 			n.log.Error("closing TUN device", "err", err)
 		}
 	})
+	serialWrites := false
+	if n.dev.VNetHdr() {
+		ok, err := n.dev.CoalescedWritesWork()
+		switch {
+		case err != nil:
+			n.log.Warn("could not probe the TUN for coalesced writes; keeping them, with the fallback on first failure", "err", err)
+		case !ok:
+			serialWrites = true
+			n.log.Warn("this kernel refuses coalesced TUN writes (the Linux 6.6.44 / 6.1 LTS virtio-net regression): writing one packet per call")
+		}
+	}
 	var conn router.Conn = nopConn{}
 	if s.Encap != encap.None {
 		listen := netip.AddrPortFrom(netip.IPv4Unspecified(), s.Port)
@@ -229,18 +240,19 @@ func (n *node) start(ctx context.Context, fwdErr chan<- error) error {
 		mode = router.DirectOnLink
 	}
 	n.rt = router.New(router.Config{
-		Name:           s.Name,
-		Local:          l.Subnet,
-		LocalAddr:      l.Addr,
-		Claimed:        l.Claimed,
-		Encap:          s.Encap,
-		VNI:            s.VNI,
-		MAC:            l.MAC,
-		Direct:         mode,
-		OnLink:         func(a netip.Addr) bool { return n.getUnderlay().IsOnLink(a) },
-		Routes:         kernelRoutes{index: n.underlay.Index, src: func() netip.Addr { return n.getLocal().Addr }},
-		PerPeerMetrics: s.PerPeerMetrics,
-		Logger:         n.log.With("component", "router"),
+		Name:            s.Name,
+		Local:           l.Subnet,
+		LocalAddr:       l.Addr,
+		Claimed:         l.Claimed,
+		Encap:           s.Encap,
+		VNI:             s.VNI,
+		MAC:             l.MAC,
+		Direct:          mode,
+		OnLink:          func(a netip.Addr) bool { return n.getUnderlay().IsOnLink(a) },
+		Routes:          kernelRoutes{index: n.underlay.Index, src: func() netip.Addr { return n.getLocal().Addr }},
+		PerPeerMetrics:  s.PerPeerMetrics,
+		SerialTUNWrites: serialWrites,
+		Logger:          n.log.With("component", "router"),
 	}, n.dev, conn)
 	n.onStop(n.rt.RemoveRoutes)
 	n.reg.MustRegister(n.rt)
