@@ -36,7 +36,10 @@ func inPrivateNetns(t *testing.T, f func()) {
 	<-done
 }
 
-func TestReadableReportsAQueuedPacketWithoutAllocating(t *testing.T) {
+// withTestTUN runs f with a TUN device (10.99.0.1/24, MTU 1400) in a
+// private network namespace, and closes it afterwards.
+func withTestTUN(t *testing.T, f func(d *Device)) {
+	t.Helper()
 	inPrivateNetns(t, func() {
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
 		d, err := Open(Config{Name: "wefttest0", MTU: 1400, Addr: netip.MustParsePrefix("10.99.0.1/24")}, log)
@@ -45,6 +48,12 @@ func TestReadableReportsAQueuedPacketWithoutAllocating(t *testing.T) {
 			return
 		}
 		defer d.Close()
+		f(d)
+	})
+}
+
+func TestReadableReportsAQueuedPacketWithoutAllocating(t *testing.T) {
+	withTestTUN(t, func(d *Device) {
 		if d.Readable() {
 			t.Errorf("Readable before any packet was sent")
 		}
@@ -86,14 +95,7 @@ func TestReadableReportsAQueuedPacketWithoutAllocating(t *testing.T) {
 }
 
 func TestCoalescedWritesWorkOnThisKernel(t *testing.T) {
-	inPrivateNetns(t, func() {
-		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		d, err := Open(Config{Name: "wefttest0", MTU: 1400, Addr: netip.MustParsePrefix("10.99.0.1/24")}, log)
-		if err != nil {
-			t.Errorf("open: %v", err)
-			return
-		}
-		defer d.Close()
+	withTestTUN(t, func(d *Device) {
 		var uname unix.Utsname
 		_ = unix.Uname(&uname)
 		ok, err := d.CoalescedWritesWork()
