@@ -393,6 +393,19 @@ func iperfInBackground(ctx context.Context, n *node, dst netip.Addr, o netlab.IP
 	return done
 }
 
+// awaitIperf waits up to within for a background iperf3 transfer, and
+// fails the test if it has not finished by then.
+func awaitIperf(t *testing.T, done <-chan iperfOut, within time.Duration, what string) iperfOut {
+	t.Helper()
+	select {
+	case out := <-done:
+		return out
+	case <-time.After(within):
+		t.Fatalf("%s did not finish within %v", what, within)
+		return iperfOut{}
+	}
+}
+
 // pingPairs pings every ordered pair (src, dst) for which ok(src, dst): the
 // first reply may take up to 5 s (routes being programmed), then 3 of 3
 // must be answered; with exact, also no more than 3 sent (none lost).

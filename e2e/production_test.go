@@ -539,12 +539,7 @@ func TestReloadKeepsTraffic(t *testing.T) {
 	}
 
 	// The transfer went through the reload.
-	var out iperfOut
-	select {
-	case out = <-iperfDone:
-	case <-time.After(60 * time.Second):
-		t.Fatal("iperf3 a -> b did not finish within 60 s")
-	}
+	out := awaitIperf(t, iperfDone, 60*time.Second, "iperf3 a -> b")
 	if out.err != nil {
 		t.Fatalf("iperf3 a -> b across the reload: %v", out.err)
 	}

@@ -1290,12 +1290,7 @@ func TestGarbageFloodWhileTransferring(t *testing.T) {
 		rep.total(), rep.Seconds, float64(rep.total())/rep.Seconds, rep.Stop, rep.Sent, rep.Failed, rep.FirstErr)
 	floodLogs := b.proc.Logs()[logOffset:]
 
-	var ip iperfOut
-	select {
-	case ip = <-iperfDone:
-	case <-time.After(60 * time.Second):
-		t.Fatal("iperf3 did not finish within 60 s of the flood's end")
-	}
+	ip := awaitIperf(t, iperfDone, 60*time.Second, "iperf3 after the flood's end")
 	if ip.err != nil {
 		t.Errorf("iperf3 a -> b during the flood: %v", ip.err)
 	} else if ip.res.ReceivedBPS <= 0 {

@@ -264,27 +264,14 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	mlc.Events = (*delegate)(c)
 	mlc.Logger = newMemberlistLogger(c.log.With("lib", "memberlist"), c.cfg.Metrics.keyError)
 
-	if cfg.ProbeInterval > 0 {
-		mlc.ProbeInterval = cfg.ProbeInterval
-	}
-	if cfg.ProbeTimeout > 0 {
-		mlc.ProbeTimeout = cfg.ProbeTimeout
-	}
-	if cfg.SuspicionMult > 0 {
-		mlc.SuspicionMult = cfg.SuspicionMult
-	}
-	if cfg.GossipInterval > 0 {
-		mlc.GossipInterval = cfg.GossipInterval
-	}
-	if cfg.PushPullInterval > 0 {
-		mlc.PushPullInterval = cfg.PushPullInterval
-	}
-	if cfg.GossipToTheDeadTime > 0 {
-		mlc.GossipToTheDeadTime = cfg.GossipToTheDeadTime
-	}
-	if cfg.TCPTimeout > 0 {
-		mlc.TCPTimeout = cfg.TCPTimeout
-	}
+	// Tuning left at zero keeps memberlist's LAN default.
+	setIfPositive(&mlc.ProbeInterval, cfg.ProbeInterval)
+	setIfPositive(&mlc.ProbeTimeout, cfg.ProbeTimeout)
+	setIfPositive(&mlc.SuspicionMult, cfg.SuspicionMult)
+	setIfPositive(&mlc.GossipInterval, cfg.GossipInterval)
+	setIfPositive(&mlc.PushPullInterval, cfg.PushPullInterval)
+	setIfPositive(&mlc.GossipToTheDeadTime, cfg.GossipToTheDeadTime)
+	setIfPositive(&mlc.TCPTimeout, cfg.TCPTimeout)
 
 	if len(cfg.SecretKey) > 0 {
 		kr, err := memberlist.NewKeyring(cfg.ExtraKeys, cfg.SecretKey)
@@ -766,4 +753,11 @@ func (c *Cluster) SetKeys(primary []byte, others [][]byte) error {
 		}
 	}
 	return nil
+}
+
+// setIfPositive sets *dst to v when v is above zero.
+func setIfPositive[T time.Duration | int](dst *T, v T) {
+	if v > 0 {
+		*dst = v
+	}
 }
