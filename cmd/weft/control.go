@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,43 +15,14 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/weftnet/weft/router"
+	"github.com/weftnet/weft/node"
 )
 
-// statusReport is what `weft status` shows, and its JSON.
-type statusReport struct {
-	Node   nodeStatus          `json:"node"`
-	Peers  []router.PeerStatus `json:"peers"`
-	Drops  map[string]uint64   `json:"drops"`
-	Totals router.Totals       `json:"totals"`
-}
-
-type nodeStatus struct {
-	Name          string          `json:"name"`
-	Network       string          `json:"network"`
-	Subnet        string          `json:"subnet"`
-	AutoSubnet    bool            `json:"autoSubnet"`
-	Address       string          `json:"address"`
-	Underlay      string          `json:"underlay"`
-	Iface         string          `json:"iface"`
-	Encap         string          `json:"encap"`
-	VNI           uint32          `json:"vni,omitempty"`
-	VTEPMAC       string          `json:"vtepMac,omitempty"`
-	TUN           string          `json:"tun"`
-	MTU           int             `json:"mtu"`
-	Version       string          `json:"version"`
-	Ready         bool            `json:"ready"`
-	Started       time.Time       `json:"started"`
-	UptimeSeconds float64         `json:"uptimeSeconds"`
-	Offloads      map[string]bool `json:"offloads,omitempty"`
-	GossipHealth  int             `json:"gossipHealth"`
-}
-
-func (n *node) report() statusReport {
+func (n *daemon_) report() node.Status {
 	n.mu.Lock()
 	s, l := n.s, n.local
 	n.mu.Unlock()
-	ns := nodeStatus{
+	ns := node.NodeStatus{
 		Name: s.Name, Network: s.Network.String(), Subnet: l.Subnet.String(), Address: l.Addr.String(), AutoSubnet: s.AutoSubnet,
 		Underlay: netip.AddrPortFrom(n.getUnderlay().Addr, s.Port).String(), Iface: n.getUnderlay().Iface,
 		Encap: s.Encap.String(), TUN: s.TUN, MTU: n.mtu, Version: version, Ready: n.ready.Load(),
@@ -67,10 +37,10 @@ func (n *node) report() statusReport {
 	if c := n.gossip(); c != nil {
 		ns.GossipHealth = c.Health()
 	}
-	return statusReport{Node: ns, Peers: n.rt.Status(), Drops: n.rt.Drops(), Totals: n.rt.Totals()}
+	return node.Status{Node: ns, Peers: n.rt.Status(), Drops: n.rt.Drops(), Totals: n.rt.Totals()}
 }
 
-func (n *node) serveStatus(w http.ResponseWriter, _ *http.Request) {
+func (n *daemon_) serveStatus(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -93,7 +63,7 @@ func claimSocket(path string) error {
 	return nil
 }
 
-func (n *node) serveControl() error {
+func (n *daemon_) serveControl() error {
 	ln, err := net.Listen("unix", n.s.Socket)
 	if err != nil {
 		return fmt.Errorf("control socket --socket %s: %w", n.s.Socket, err)
@@ -113,44 +83,8 @@ func (n *node) serveControl() error {
 	return nil
 }
 
-// fetchStatus asks a running daemon for its report, over the control
-// socket or, with addr set, the metrics listener.
-func fetchStatus(ctx context.Context, socket, addr string) (statusReport, error) {
-	var rep statusReport
-	client := &http.Client{Timeout: 5 * time.Second}
-	url := "http://" + addr + "/v1/status"
-	if addr == "" {
-		client.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}}
-		url = "http://weft/v1/status"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return rep, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		where := socket
-		if addr != "" {
-			where = addr
-		}
-		return rep, fmt.Errorf("is weft running? cannot reach %s: %w", where, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return rep, fmt.Errorf("status: %s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
-		return rep, fmt.Errorf("decode status: %w", err)
-	}
-	return rep, nil
-}
-
 // printStatus writes the report as a readable table.
-func printStatus(w io.Writer, r statusReport) {
+func printStatus(w io.Writer, r node.Status) {
 	n := r.Node
 	fmt.Fprintf(w, "node      %s (%s)\n", n.Name, readyWord(n.Ready))
 	fmt.Fprintf(w, "subnet    %s of %s, address %s on %s, MTU %d\n", n.Subnet, n.Network, n.Address, n.TUN, n.MTU)

@@ -28,7 +28,7 @@ import (
 // dropping traffic (log level and format, static peers, join list, gossip
 // keys) takes effect; a change that needs a restart is refused with a clear
 // log line, and the old configuration keeps running.
-func (n *node) reload() {
+func (n *daemon_) reload() {
 	_, _ = daemon.SdNotify(false, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
 	defer daemon.SdNotify(false, daemon.SdNotifyReady) //nolint:errcheck // best effort
 	next, _, _, err := parseRun(n.args, io.Discard)
@@ -129,7 +129,7 @@ func monotonicUsec() int64 {
 // watchdog tells systemd the daemon is alive, every interval, only once a
 // probe has gone through both forwarding loops and the gossip answers. A
 // stuck loop or a dead memberlist stops the pings, and systemd restarts us.
-func (n *node) watchdog(ctx context.Context, interval time.Duration) {
+func (n *daemon_) watchdog(ctx context.Context, interval time.Duration) {
 	out, err := n.probeSocket()
 	if err != nil {
 		n.log.Error("watchdog: cannot open the probe socket; not notifying systemd", "err", err)
@@ -175,7 +175,7 @@ func (n *node) watchdog(ctx context.Context, interval time.Duration) {
 
 // probeSocket is a UDP socket bound to the TUN device, so that what it
 // sends enters the outbound forwarding loop whatever the routes say.
-func (n *node) probeSocket() (*net.UDPConn, error) {
+func (n *daemon_) probeSocket() (*net.UDPConn, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -209,7 +209,7 @@ func lastAddr(p netip.Prefix) netip.Addr {
 
 // reportDrops logs, at most once per interval, how many packets were dropped
 // and why: a flood of bad datagrams is counted, never logged per packet.
-func (n *node) reportDrops(ctx context.Context, interval time.Duration) {
+func (n *daemon_) reportDrops(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	prev := map[string]uint64{}
@@ -242,7 +242,7 @@ func mkdirFor(path string) error {
 
 // writeSubnetFile writes the file other tools read (flannel's subnet.env),
 // atomically.
-func (n *node) writeSubnetFile() error {
+func (n *daemon_) writeSubnetFile() error {
 	l := n.getLocal()
 	var b strings.Builder
 	fmt.Fprintf(&b, "WEFT_NETWORK=%s\nWEFT_SUBNET=%s\nWEFT_ADDRESS=%s\nWEFT_MTU=%d\nWEFT_ENCAP=%s\n",

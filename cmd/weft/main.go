@@ -23,6 +23,7 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/weftnet/weft/node"
 	"github.com/weftnet/weft/tun"
 )
 
@@ -118,7 +119,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return exitUsage
 	}
-	rep, err := fetchStatus(ctx, *socket, *addr)
+	rep, err := node.FetchStatus(ctx, *socket, *addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "weft: %v\n", err)
 		return exitFailure

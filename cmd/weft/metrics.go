@@ -35,7 +35,7 @@ func revision() string {
 	return "unknown"
 }
 
-func registerProcessMetrics(reg *prometheus.Registry, n *node) {
+func registerProcessMetrics(reg *prometheus.Registry, n *daemon_) {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -105,7 +105,7 @@ func (c dataPathCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func (n *node) metricsHandler() http.Handler {
+func (n *daemon_) metricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -28,7 +28,7 @@ import (
 )
 
 // node is a running weft daemon: what it created, in the order it did.
-type node struct {
+type daemon_ struct {
 	s        Settings
 	args     []string // weft run's arguments, parsed again on reload
 	log      *slog.Logger
@@ -67,7 +67,7 @@ func run(ctx context.Context, s Settings, args []string, logs *switchHandler, lo
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	n := &node{s: s, args: args, log: log, logs: logs, started: time.Now(), swapped: make(chan struct{}, 1)}
+	n := &daemon_{s: s, args: args, log: log, logs: logs, started: time.Now(), swapped: make(chan struct{}, 1)}
 	defer n.teardown()
 
 	fwdErr := make(chan error, 1)
@@ -106,7 +106,7 @@ func run(ctx context.Context, s Settings, args []string, logs *switchHandler, lo
 	}
 }
 
-func (n *node) teardown() {
+func (n *daemon_) teardown() {
 	n.ready.Store(false)
 	for i := len(n.undo) - 1; i >= 0; i-- {
 		n.undo[i]()
@@ -114,24 +114,24 @@ func (n *node) teardown() {
 	n.undo = nil
 }
 
-func (n *node) onStop(f func()) { n.undo = append(n.undo, f) }
+func (n *daemon_) onStop(f func()) { n.undo = append(n.undo, f) }
 
-func (n *node) gossip() *membership.Cluster { return n.cluster.Load() }
+func (n *daemon_) gossip() *membership.Cluster { return n.cluster.Load() }
 
-func (n *node) getUnderlay() tun.Underlay {
+func (n *daemon_) getUnderlay() tun.Underlay {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.underlay
 }
 
-func (n *node) getLocal() router.Local {
+func (n *daemon_) getLocal() router.Local {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.local
 }
 
 // localFor is our identity when we own subnet, claimed at claimed.
-func (n *node) localFor(subnet netip.Prefix, claimed int64) router.Local {
+func (n *daemon_) localFor(subnet netip.Prefix, claimed int64) router.Local {
 	mac := n.s.VTEPMAC
 	if mac.IsZero() {
 		mac = encap.VTEPMAC(subnet)
@@ -141,12 +141,12 @@ func (n *node) localFor(subnet netip.Prefix, claimed int64) router.Local {
 
 // tunPrefix is the TUN's address with the network's prefix length, so the
 // kernel routes the whole overlay network through the device.
-func (n *node) tunPrefix(l router.Local) netip.Prefix {
+func (n *daemon_) tunPrefix(l router.Local) netip.Prefix {
 	return netip.PrefixFrom(l.Addr, n.s.Network.Bits())
 }
 
 // start brings the node up step by step; every step registers its undo.
-func (n *node) start(ctx context.Context, fwdErr chan<- error) error {
+func (n *daemon_) start(ctx context.Context, fwdErr chan<- error) error {
 	s := n.s
 	if err := claimSocket(s.Socket); err != nil {
 		return err
@@ -287,7 +287,7 @@ func (n *node) start(ctx context.Context, fwdErr chan<- error) error {
 // chooseSubnet settles where our subnet comes from: the flag, the lease kept
 // in the state directory, or (fresh is true) a tentative free one that
 // settleSubnet confirms once the cluster's subnets are known.
-func (n *node) chooseSubnet() (fresh bool, err error) {
+func (n *daemon_) chooseSubnet() (fresh bool, err error) {
 	s := n.s
 	if !s.AutoSubnet {
 		n.local = n.localFor(s.Subnet, lease.Now())
@@ -315,7 +315,7 @@ func (n *node) chooseSubnet() (fresh bool, err error) {
 
 // takenSubnets are the subnets no fresh lease may overlap: every peer's
 // that is alive, or was seen within the reclaim time, and the static peers'.
-func (n *node) takenSubnets() []netip.Prefix {
+func (n *daemon_) takenSubnets() []netip.Prefix {
 	var taken []netip.Prefix
 	n.mu.Lock()
 	statics := n.s.Peers
@@ -342,7 +342,7 @@ func (n *node) takenSubnets() []netip.Prefix {
 
 // settleSubnet waits briefly for the first join, so that a fresh subnet is
 // chosen knowing the cluster's, and moves off the tentative one if taken.
-func (n *node) settleSubnet(ctx context.Context) {
+func (n *daemon_) settleSubnet(ctx context.Context) {
 	if len(n.s.Join) > 0 {
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) && ctx.Err() == nil && !n.anyAlive() {
@@ -363,7 +363,7 @@ func (n *node) settleSubnet(ctx context.Context) {
 	n.log.Info("took a free subnet", "subnet", sub)
 }
 
-func (n *node) anyAlive() bool {
+func (n *daemon_) anyAlive() bool {
 	for _, m := range n.gossip().Members() {
 		if m.State == membership.StateAlive {
 			return true
@@ -372,7 +372,7 @@ func (n *node) anyAlive() bool {
 	return false
 }
 
-func (n *node) setLocal(l router.Local) {
+func (n *daemon_) setLocal(l router.Local) {
 	n.mu.Lock()
 	n.local = l
 	n.mu.Unlock()
@@ -381,7 +381,7 @@ func (n *node) setLocal(l router.Local) {
 	}
 }
 
-func (n *node) startGossip(ctx context.Context) error {
+func (n *daemon_) startGossip(ctx context.Context) error {
 	n.gossipMetrics = membership.NewMetrics(n.reg)
 	c, err := n.newGossip(ctx, n.s.Join)
 	if err != nil {
@@ -399,7 +399,7 @@ func (n *node) startGossip(ctx context.Context) error {
 }
 
 // newGossip starts a gossip member advertising our current underlay address.
-func (n *node) newGossip(ctx context.Context, seeds []string) (*membership.Cluster, error) {
+func (n *daemon_) newGossip(ctx context.Context, seeds []string) (*membership.Cluster, error) {
 	s := n.s
 	u := n.getUnderlay()
 	reap := max(24*time.Hour, s.SubnetReclaim)
@@ -428,7 +428,7 @@ func (n *node) newGossip(ctx context.Context, seeds []string) (*membership.Clust
 	return c, nil
 }
 
-func (n *node) meta() membership.Meta {
+func (n *daemon_) meta() membership.Meta {
 	enc := membership.EncapUDP
 	switch n.s.Encap {
 	case encap.VXLAN:
@@ -452,7 +452,7 @@ func (n *node) meta() membership.Meta {
 }
 
 // watchMembers rebuilds the route table whenever the membership changes.
-func (n *node) watchMembers(ctx context.Context) {
+func (n *daemon_) watchMembers(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -465,7 +465,7 @@ func (n *node) watchMembers(ctx context.Context) {
 	}
 }
 
-func (n *node) syncPeers() {
+func (n *daemon_) syncPeers() {
 	n.syncMu.Lock()
 	defer n.syncMu.Unlock()
 	n.mu.Lock()
@@ -482,7 +482,7 @@ func (n *node) syncPeers() {
 
 // moveSubnet takes another free subnet after we lost a conflict for ours:
 // new TUN address, new metadata, new lease, new subnet file.
-func (n *node) moveSubnet(c router.Conflict) {
+func (n *daemon_) moveSubnet(c router.Conflict) {
 	old := n.getLocal()
 	sub, err := n.s.Pool.Free(n.takenSubnets(), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	if err != nil {
@@ -535,7 +535,7 @@ func peersFrom(members []membership.Member, statics []StaticPeer, self membershi
 	return peers
 }
 
-func (n *node) serveMetrics() error {
+func (n *daemon_) serveMetrics() error {
 	ln, err := net.Listen("tcp", n.s.MetricsAddr)
 	if err != nil {
 		return fmt.Errorf("metrics listener --metrics-addr %s: %w", n.s.MetricsAddr, err)

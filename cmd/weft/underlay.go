@@ -16,7 +16,7 @@ import (
 // address we advertise goes away and the interface has another (DHCP
 // renumbering, a moved address), the new one is advertised without a
 // restart.
-func (n *node) watchUnderlay(ctx context.Context) {
+func (n *daemon_) watchUnderlay(ctx context.Context) {
 	updates := make(chan netlink.AddrUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
@@ -48,7 +48,7 @@ func (n *node) watchUnderlay(ctx context.Context) {
 }
 
 // checkUnderlay moves to a new underlay address if ours is gone.
-func (n *node) checkUnderlay(ctx context.Context) {
+func (n *daemon_) checkUnderlay(ctx context.Context) {
 	cur := n.getUnderlay()
 	u, err := tun.FindUnderlay(cur.Iface, netip.Addr{})
 	if err != nil {
@@ -74,7 +74,7 @@ func (n *node) checkUnderlay(ctx context.Context) {
 // one, through the members we know and the configured seeds. Peers see us
 // leave and come back at once (memberlist lets a new address replace a
 // member that left).
-func (n *node) restartGossip(ctx context.Context) {
+func (n *daemon_) restartGossip(ctx context.Context) {
 	old := n.gossip()
 	n.mu.Lock()
 	join := slices.Clone(n.s.Join)

@@ -1,0 +1,89 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/weftnet/weft/router"
+)
+
+// Status is what `weft status` shows and what the control socket serves as
+// JSON (GET /v1/status). It is the one status type: the CLI, the e2e tests
+// and the benchmarks decode this.
+type Status struct {
+	Node   NodeStatus          `json:"node"`
+	Peers  []router.PeerStatus `json:"peers"`
+	Drops  map[string]uint64   `json:"drops"`
+	Totals router.Totals       `json:"totals"`
+}
+
+// NodeStatus is this host's part of the status.
+type NodeStatus struct {
+	Name          string          `json:"name"`
+	Network       string          `json:"network"`
+	Subnet        string          `json:"subnet"`
+	AutoSubnet    bool            `json:"autoSubnet"`
+	Address       string          `json:"address"`
+	Underlay      string          `json:"underlay"`
+	Iface         string          `json:"iface"`
+	Encap         string          `json:"encap"`
+	VNI           uint32          `json:"vni,omitempty"`
+	VTEPMAC       string          `json:"vtepMac,omitempty"`
+	TUN           string          `json:"tun"`
+	MTU           int             `json:"mtu"`
+	Version       string          `json:"version"`
+	Ready         bool            `json:"ready"`
+	Started       time.Time       `json:"started"`
+	UptimeSeconds float64         `json:"uptimeSeconds"`
+	Offloads      map[string]bool `json:"offloads,omitempty"`
+	GossipHealth  int             `json:"gossipHealth"`
+}
+
+// Peer returns the named peer's status, or nil.
+func (s *Status) Peer(name string) *router.PeerStatus {
+	for i := range s.Peers {
+		if s.Peers[i].Name == name {
+			return &s.Peers[i]
+		}
+	}
+	return nil
+}
+
+// FetchStatus asks a running daemon for its status, over the control socket
+// or, with addr set, the metrics listener (host:port).
+func FetchStatus(ctx context.Context, socket, addr string) (Status, error) {
+	var st Status
+	client := &http.Client{Timeout: 5 * time.Second}
+	url := "http://" + addr + "/v1/status"
+	where := addr
+	if addr == "" {
+		client.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}}
+		url, where = "http://weft/v1/status", socket
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("is weft running? cannot reach %s: %w", where, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return st, fmt.Errorf("status from %s: %s: %s", where, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("decode status from %s: %w", where, err)
+	}
+	return st, nil
+}
