@@ -38,7 +38,7 @@ unit:
 	$(GO) test -count=1 -run 'Allocate' ./encap ./router
 
 # Each fuzz target for a short, bounded time (make fuzz: longer).
-FUZZ_TARGETS = ./encap:FuzzDecodeUDP ./encap:FuzzDecodeVXLAN ./membership:FuzzMetaUnmarshal ./cmd/weft:FuzzConfig
+FUZZ_TARGETS = ./encap:FuzzDecodeUDP ./encap:FuzzDecodeVXLAN ./membership:FuzzMetaUnmarshal ./config:FuzzConfig
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \

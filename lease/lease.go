@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"time"
 )
 
 // Pool is the set of subnets a host may take: every Bits-long subnet of
@@ -24,20 +23,42 @@ type Pool struct {
 	Max     netip.Addr
 }
 
-// Validate checks that the pool is well formed.
+// PoolField names the part of a Pool that a PoolError is about.
+type PoolField uint8
+
+// The parts of a Pool.
+const (
+	FieldBits PoolField = iota // the subnet length
+	FieldMin                   // the lowest subnet
+	FieldMax                   // the highest subnet
+)
+
+// PoolError is a malformed Pool; Field says which part is at fault.
+type PoolError struct {
+	Field PoolField
+	msg   string
+}
+
+func (e *PoolError) Error() string { return e.msg }
+
+func poolErrorf(f PoolField, format string, args ...any) error {
+	return &PoolError{Field: f, msg: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks that the pool is well formed. Its error is a *PoolError.
 func (p Pool) Validate() error {
 	if p.Bits <= p.Network.Bits() || p.Bits > p.Network.Addr().BitLen() {
-		return fmt.Errorf("subnet length /%d must be longer than the network's /%d and at most /%d", p.Bits, p.Network.Bits(), p.Network.Addr().BitLen())
+		return poolErrorf(FieldBits, "subnet length /%d must be longer than the network's /%d and at most /%d", p.Bits, p.Network.Bits(), p.Network.Addr().BitLen())
 	}
 	if p.Min.IsValid() && !p.Network.Contains(p.Min) {
-		return fmt.Errorf("subnet minimum %s is outside %s", p.Min, p.Network)
+		return poolErrorf(FieldMin, "subnet minimum %s is outside %s", p.Min, p.Network)
 	}
 	if p.Max.IsValid() && !p.Network.Contains(p.Max) {
-		return fmt.Errorf("subnet maximum %s is outside %s", p.Max, p.Network)
+		return poolErrorf(FieldMax, "subnet maximum %s is outside %s", p.Max, p.Network)
 	}
 	lo, hi := p.bounds()
 	if lo.Cmp(hi) > 0 {
-		return fmt.Errorf("subnet minimum %s is above the maximum %s", p.Min, p.Max)
+		return poolErrorf(FieldMax, "subnet minimum %s is above the maximum %s", p.Min, p.Max)
 	}
 	return nil
 }
@@ -191,6 +212,3 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	return nil
 }
-
-// Now is the claim time of a lease taken now.
-func Now() int64 { return time.Now().UnixMilli() }

@@ -46,7 +46,7 @@ type NodeStatus struct {
 }
 
 // Peer returns the named peer's status, or nil.
-func (s *Status) Peer(name string) *router.PeerStatus {
+func (s Status) Peer(name string) *router.PeerStatus {
 	for i := range s.Peers {
 		if s.Peers[i].Name == name {
 			return &s.Peers[i]

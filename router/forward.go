@@ -1,13 +1,11 @@
 package router
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,28 +18,37 @@ import (
 // TUN write can coalesce a whole GRO superpacket into the buffer.
 const bufSize = encap.Headroom + 65535
 
-// Run forwards packets in both directions until ctx ends or a loop fails.
-// It closes the device and the socket on the way out, which is what
-// unblocks the loops' reads.
-func (r *Router) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
+// Start starts the two forwarding loops. They run until the device and the
+// socket are closed, which their owner does (the router never closes
+// them); Wait then returns. If a loop fails first, Failed is closed and Err
+// says why.
+func (r *Router) Start() {
 	for _, loop := range []func() error{r.outbound, r.inbound} {
-		wg.Go(func() {
+		r.loops.Go(func() {
 			if err := loop(); err != nil {
-				cancel(err)
+				r.failOnce.Do(func() {
+					r.failErr = err
+					close(r.failed)
+				})
 			}
 		})
 	}
-	<-ctx.Done()
-	r.dev.Close()
-	r.conn.Close()
-	wg.Wait()
-	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
-		return err
+}
+
+// Wait waits for the forwarding loops to end.
+func (r *Router) Wait() { r.loops.Wait() }
+
+// Failed is closed when a forwarding loop has failed.
+func (r *Router) Failed() <-chan struct{} { return r.failed }
+
+// Err is why a forwarding loop failed, once Failed is closed.
+func (r *Router) Err() error {
+	select {
+	case <-r.failed:
+		return r.failErr
+	default:
+		return nil
 	}
-	return nil
 }
 
 func closedErr(err error) bool {

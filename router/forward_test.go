@@ -2,7 +2,6 @@ package router
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"net/netip"
 	"testing"
@@ -179,11 +178,9 @@ func TestForwardIPv6(t *testing.T) {
 	}
 }
 
-func TestRunForwardsAndStopsWithContext(t *testing.T) {
+func TestLoopsForwardAndStopWhenClosed(t *testing.T) {
 	r, dev, conn := newTestRouter(encap.UDP, true)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	r.Start()
 
 	dev.in <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 80)}
 	conn.in <- []datagram{{addrC, ipv4("10.244.3.1", "10.244.1.0", 90)}}
@@ -194,14 +191,17 @@ func TestRunForwardsAndStopsWithContext(t *testing.T) {
 	if len(conn.groups()) != 1 || len(dev.packets()) != 1 {
 		t.Fatalf("forwarded %d out, %d in; want 1 each", len(conn.groups()), len(dev.packets()))
 	}
-	cancel()
+	dev.Close()
+	conn.Close()
+	stopped := make(chan struct{})
+	go func() { r.Wait(); close(stopped) }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run returned %v after cancel", err)
+	case <-stopped:
+		if err := r.Err(); err != nil {
+			t.Fatalf("a loop failed: %v", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not stop after its context ended")
+		t.Fatal("the loops did not stop after the device and socket closed")
 	}
 }
 
@@ -212,10 +212,8 @@ func TestOutboundSendsQueuedReadsAsOneBatch(t *testing.T) {
 	for i := range 5 {
 		dev.in <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 100+i)}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	r.Start()
+	defer func() { dev.Close(); conn.Close(); r.Wait() }()
 	deadline := time.Now().Add(5 * time.Second)
 	for len(conn.groups()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -237,8 +235,7 @@ func TestOutboundSendsQueuedReadsAsOneBatch(t *testing.T) {
 	if g := conn.groups(); len(g) != 2 || len(g[1].pkts) != 1 {
 		t.Fatalf("after a lone packet: %d groups, want 2 with the last holding 1", len(g))
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}
 }

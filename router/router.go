@@ -77,6 +77,11 @@ type Router struct {
 	conflCnt atomic.Uint64
 	probeOut atomic.Uint64 // nonce of the last watchdog probe the outbound loop saw
 	probeIn  atomic.Uint64 // ... and the inbound loop
+
+	loops    sync.WaitGroup
+	failOnce sync.Once
+	failed   chan struct{}
+	failErr  error
 }
 
 // counters are the data path's totals, updated once per batch.
@@ -107,6 +112,7 @@ func New(cfg Config, dev Device, conn Conn) *Router {
 		viaOf:   map[string]Via{},
 		stats:   map[string]*peerStats{},
 		direct:  map[netip.Prefix]netip.Addr{},
+		failed:  make(chan struct{}),
 		txBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "weft_batch_size_packets", Help: "Packets handled per batch, by direction.",
 			ConstLabels: prometheus.Labels{"direction": "tx"}, Buckets: prometheus.ExponentialBuckets(1, 2, 8),

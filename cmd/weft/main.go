@@ -19,12 +19,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"runtime"
 
+	"github.com/weftnet/weft/config"
 	"github.com/weftnet/weft/node"
-	"github.com/weftnet/weft/tun"
 )
 
 // Exit codes.
@@ -61,40 +60,6 @@ func weft(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
-func cmdRun(ctx context.Context, args []string, stderr io.Writer) int {
-	s, check, cleanup, err := parseRun(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "weft: %v\n", err)
-		return exitUsage
-	}
-	if check {
-		fmt.Fprintln(stderr, "weft: configuration is valid")
-		return exitOK
-	}
-	logs := newSwitchHandler(stderr, s.LogFormat, s.LogLevel)
-	log := slog.New(logs)
-	if cleanup {
-		if err := tun.Cleanup(s.TUN, log); err != nil {
-			log.Error("cleanup", "err", err)
-			return exitFailure
-		}
-		return exitOK
-	}
-	if err := run(ctx, s, args, logs, log); err != nil {
-		var ue *usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "weft: %v\n", err)
-			return exitUsage
-		}
-		log.Error("weft failed", "err", err)
-		return exitFailure
-	}
-	return exitOK
-}
-
 // cmdKeygen prints a new random 32-byte gossip key, base64, for
 // --gossip-key-file.
 func cmdKeygen(stdout, stderr io.Writer) int {
@@ -110,7 +75,7 @@ func cmdKeygen(stdout, stderr io.Writer) int {
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("weft status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	socket := fs.String("socket", defaultSocket, "the daemon's control socket")
+	socket := fs.String("socket", config.DefaultSocket, "the daemon's control socket")
 	addr := fs.String("addr", "", "ask the daemon's metrics listener (host:port) instead of the socket")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {

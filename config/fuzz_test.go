@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -20,7 +20,7 @@ func FuzzConfig(f *testing.F) {
 			}
 			_, err = validate(c, source{file: "fuzz.yaml"})
 		}
-		var ue *usageError
+		var ue *UsageError
 		if err != nil && !errors.As(err, &ue) {
 			t.Fatalf("non-usage error %T: %v", err, err)
 		}

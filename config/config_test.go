@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -16,7 +16,7 @@ import (
 var base = []string{"--name", "a", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24"}
 
 func TestParseRunDefaults(t *testing.T) {
-	s, _, _, err := parseRun(base, io.Discard)
+	s, _, _, err := Parse(base, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestParseRunDefaults(t *testing.T) {
 		s.StateDir != "/var/lib/weft" || s.SubnetFile != "/run/weft/subnet.env" || s.AutoSubnet || s.SubnetReclaim != 24*time.Hour {
 		t.Errorf("defaults: %+v", s)
 	}
-	s, _, _, err = parseRun(append(base, "--encap", "vxlan"), io.Discard)
+	s, _, _, err = Parse(append(base, "--encap", "vxlan"), io.Discard)
 	if err != nil || s.Port != 8472 {
 		t.Errorf("vxlan default port %d, %v", s.Port, err)
 	}
@@ -72,8 +72,8 @@ func TestParseRunErrors(t *testing.T) {
 		{append(base, "extra"), `unexpected argument "extra"`},
 		{[]string{"--config", "/nonexistent/weft.yaml"}, `--config "/nonexistent/weft.yaml": open /nonexistent/weft.yaml: no such file or directory`},
 	} {
-		_, _, _, err := parseRun(tc.args, io.Discard)
-		var ue *usageError
+		_, _, _, err := Parse(tc.args, io.Discard)
+		var ue *UsageError
 		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v:\n got %v\nwant usage error containing %q", tc.args, err, tc.want)
 		}
@@ -102,15 +102,15 @@ offload: false
 peers:
   - {name: k, subnet: 10.244.9.0/24, ip: 192.0.2.9, mac: "02:00:00:00:00:09"}
 `)
-	s, _, _, err := parseRun([]string{"--config", p, "--port", "9001"}, io.Discard)
+	s, _, _, err := Parse([]string{"--config", p, "--port", "9001"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Port != 9001 || s.LogLevel.String() != "DEBUG" || !s.DirectRouting || s.Offload || len(s.Join) != 2 || s.Join[1] != "192.0.2.3:7000" {
+	if s.Port != 9001 || s.Live.LogLevel.String() != "DEBUG" || !s.DirectRouting || s.Offload || len(s.Live.Join) != 2 || s.Live.Join[1] != "192.0.2.3:7000" {
 		t.Errorf("settings %+v", s)
 	}
-	if len(s.Peers) != 1 || s.Peers[0].Subnet != netip.MustParsePrefix("10.244.9.0/24") || s.Peers[0].Port != 9001 {
-		t.Errorf("peers %+v", s.Peers)
+	if len(s.Live.Peers) != 1 || s.Live.Peers[0].Subnet != netip.MustParsePrefix("10.244.9.0/24") || s.Live.Peers[0].Port != 9001 {
+		t.Errorf("peers %+v", s.Live.Peers)
 	}
 }
 
@@ -123,7 +123,7 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		{"network: [\n", "config file"},
 	} {
 		p := writeConfig(t, "name: a\n"+tc.text)
-		_, _, _, err := parseRun([]string{"--config", p}, io.Discard)
+		_, _, _, err := Parse([]string{"--config", p}, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q:\n got %v\nwant %q", tc.text, err, tc.want)
 		}
@@ -131,44 +131,25 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 }
 
 func TestCheckAndCleanupFlags(t *testing.T) {
-	_, check, _, err := parseRun(append(base, "--check"), io.Discard)
+	_, check, _, err := Parse(append(base, "--check"), io.Discard)
 	if err != nil || !check {
 		t.Errorf("--check: %v %v", check, err)
 	}
-	s, _, cleanup, err := parseRun([]string{"--cleanup", "--tun", "weft9"}, io.Discard)
+	s, _, cleanup, err := Parse([]string{"--cleanup", "--tun", "weft9"}, io.Discard)
 	if err != nil || !cleanup || s.TUN != "weft9" {
 		t.Errorf("--cleanup: %v %+v %v", cleanup, s, err)
 	}
 }
 
-func TestExitCodes(t *testing.T) {
-	var stderr strings.Builder
-	if code := weft(t.Context(), []string{"run", "--network", "10.244.0.0/33"}, io.Discard, &stderr); code != exitUsage {
-		t.Errorf("bad flag exit %d, want %d", code, exitUsage)
-	}
-	if got := stderr.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "--network") {
-		t.Errorf("stderr %q, want one line naming --network", got)
-	}
-	if code := weft(t.Context(), []string{"frobnicate"}, io.Discard, io.Discard); code != exitUsage {
-		t.Errorf("unknown command exit %d", code)
-	}
-	if code := weft(t.Context(), []string{"run", "--check", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24"}, io.Discard, io.Discard); code != exitOK {
-		t.Errorf("--check of a valid config exit %d", code)
-	}
-	if code := weft(t.Context(), []string{"status", "--socket", filepath.Join(t.TempDir(), "none.sock")}, io.Discard, io.Discard); code != exitFailure {
-		t.Errorf("status without a daemon exit %d, want %d", code, exitFailure)
-	}
-}
-
 func TestAutoSubnetSettings(t *testing.T) {
-	s, _, _, err := parseRun([]string{"--network", "10.244.0.0/16", "--subnet-min", "10.244.10.0/24", "--subnet-max", "10.244.20.0"}, io.Discard)
+	s, _, _, err := Parse([]string{"--network", "10.244.0.0/16", "--subnet-min", "10.244.10.0/24", "--subnet-max", "10.244.20.0"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !s.AutoSubnet || s.Pool.Bits != 24 || s.Pool.Min.String() != "10.244.10.0" || s.Pool.Max.String() != "10.244.20.0" {
 		t.Errorf("pool %+v auto %v", s.Pool, s.AutoSubnet)
 	}
-	s, _, _, err = parseRun([]string{"--network", "fd00:10::/48"}, io.Discard)
+	s, _, _, err = Parse([]string{"--network", "fd00:10::/48"}, io.Discard)
 	if err != nil || s.Pool.Bits != 64 {
 		t.Errorf("IPv6 default subnet length: %+v %v", s.Pool, err)
 	}
@@ -186,9 +167,9 @@ func TestGossipKeyFile(t *testing.T) {
 	k32 := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 	k16 := "AAECAwQFBgcICQoLDA0ODw=="
 	good := write("good", "# primary first\n"+k32+"\n\n"+k16+"\n")
-	s, _, _, err := parseRun(append(base, "--gossip-key-file", good), io.Discard)
-	if err != nil || len(s.GossipKeys) != 2 || len(s.GossipKeys[0]) != 32 || len(s.GossipKeys[1]) != 16 {
-		t.Fatalf("keys %d %v", len(s.GossipKeys), err)
+	s, _, _, err := Parse(append(base, "--gossip-key-file", good), io.Discard)
+	if err != nil || len(s.Live.GossipKeys) != 2 || len(s.Live.GossipKeys[0]) != 32 || len(s.Live.GossipKeys[1]) != 16 {
+		t.Fatalf("keys %d %v", len(s.Live.GossipKeys), err)
 	}
 	for name, tc := range map[string]struct{ text, want string }{
 		"empty":  {"# nothing\n", "no key in the file"},
@@ -196,7 +177,7 @@ func TestGossipKeyFile(t *testing.T) {
 		"base64": {k32 + "\n!!!\n", "line 2 is not base64"},
 	} {
 		p := write(name, tc.text)
-		_, _, _, err := parseRun(append(base, "--gossip-key-file", p), io.Discard)
+		_, _, _, err := Parse(append(base, "--gossip-key-file", p), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "invalid --gossip-key-file") || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", name, err, tc.want)
 		}
@@ -205,23 +186,8 @@ func TestGossipKeyFile(t *testing.T) {
 
 func TestCleanupToleratesBrokenConfig(t *testing.T) {
 	p := writeConfig(t, "tun: weft7\nsubnt: typo\n")
-	s, _, cleanup, err := parseRun([]string{"--cleanup", "--config", p}, io.Discard)
+	s, _, cleanup, err := Parse([]string{"--cleanup", "--config", p}, io.Discard)
 	if err != nil || !cleanup || s.TUN != "weft7" {
 		t.Errorf("--cleanup with a broken config: %+v %v", s, err)
-	}
-}
-
-func TestRestartOnly(t *testing.T) {
-	a, _, _, err := parseRun(base, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _, _, _ := parseRun(append(base, "--log-level", "debug", "--join", "192.0.2.1", "--peer", "name=k,subnet=10.244.9.0/24,ip=192.0.2.9"), io.Discard)
-	if got := restartOnly(a, b); len(got) != 0 {
-		t.Errorf("log level, join and peers need no restart, got %v", got)
-	}
-	c, _, _, _ := parseRun([]string{"--name", "a", "--network", "10.244.0.0/16", "--subnet", "10.244.2.0/24", "--port", "9000"}, io.Discard)
-	if got := restartOnly(a, c); strings.Join(got, ",") != "subnet,port" {
-		t.Errorf("restartOnly = %v, want subnet and port", got)
 	}
 }

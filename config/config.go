@@ -1,7 +1,11 @@
-package main
+// Package config reads weft run's configuration, the YAML file and the
+// flags over it, and validates it into node.Settings. Every error names the
+// flag or key at fault and its value.
+package config
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -20,6 +24,7 @@ import (
 
 	"github.com/weftnet/weft/encap"
 	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/node"
 )
 
 // Config is weft run's configuration as written: the YAML file's keys and
@@ -67,69 +72,24 @@ type PeerConfig struct {
 	Port   int    `yaml:"port"`
 }
 
-// Settings is a validated Config, in the types the daemon uses.
-type Settings struct {
-	Name           string
-	Network        netip.Prefix
-	Subnet         netip.Prefix
-	PublicIP       netip.Addr // invalid: discover
-	Iface          string
-	Port           uint16
-	Encap          encap.Kind
-	VNI            uint32
-	VTEPMAC        encap.MAC
-	GossipPort     int
-	Join           []string
-	TUN            string
-	MTU            int // 0: underlay MTU minus overhead
-	MetricsAddr    string
-	Socket         string
-	LogLevel       slog.Level
-	LogFormat      string
-	DirectRouting  bool
-	Peers          []StaticPeer
-	PerPeerMetrics bool
-	Offload        bool
-	PProf          bool
-	ConfigFile     string
-
-	AutoSubnet    bool       // no --subnet: lease one from Pool
-	Pool          lease.Pool // where an automatic subnet comes from
-	SubnetReclaim time.Duration
-	StateDir      string
-	SubnetFile    string
-	FlannelCompat bool
-	GossipKeyFile string
-	GossipKeys    [][]byte // primary first
-}
-
-// StaticPeer is a validated PeerConfig.
-type StaticPeer struct {
-	Name   string
-	Subnet netip.Prefix
-	IP     netip.Addr
-	MAC    encap.MAC
-	Port   uint16
-}
-
 // Defaults.
 const (
 	defaultTUN         = "weft0"
 	defaultGossipPort  = 7946
 	defaultMetricsAddr = "127.0.0.1:9586"
-	defaultSocket      = "/run/weft/weft.sock"
+	DefaultSocket      = "/run/weft/weft.sock"
 	defaultStateDir    = "/var/lib/weft"
 	defaultSubnetFile  = "/run/weft/subnet.env"
 	defaultReclaim     = 24 * time.Hour
 )
 
-// usageError is a problem with the command line or the config file; weft
+// UsageError is a problem with the command line or the config file; weft
 // exits 2 for it, before touching the kernel.
-type usageError struct{ msg string }
+type UsageError struct{ msg string }
 
-func (e *usageError) Error() string { return e.msg }
+func (e *UsageError) Error() string { return e.msg }
 
-func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+func usagef(format string, args ...any) error { return &UsageError{fmt.Sprintf(format, args...)} }
 
 // source names where a setting came from, for error messages: the flag if
 // it was given on the command line, else the key in the config file.
@@ -271,9 +231,11 @@ func mergeFlags(c *Config, flags *Config, set map[string]bool) {
 	}
 }
 
-// parseRun parses weft run's arguments: the config file, then the flags
-// over it, validated. It never touches the kernel.
-func parseRun(args []string, stderr io.Writer) (s Settings, check, cleanup bool, err error) {
+// Parse parses weft run's arguments: the config file, then the flags over
+// it, validated. With -h it prints the flags to stderr and returns
+// flag.ErrHelp. check and cleanup report --check and --cleanup (with
+// --cleanup only TUN is set). It never touches the kernel.
+func Parse(args []string, stderr io.Writer) (s node.Settings, check, cleanup bool, err error) {
 	fs := flag.NewFlagSet("weft run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var flags Config
@@ -305,25 +267,17 @@ func parseRun(args []string, stderr io.Writer) (s Settings, check, cleanup bool,
 	src := source{file: configFile, fromArg: set}
 	if cleanup {
 		// --cleanup needs only the device name.
-		s.TUN = cmpOr(c.TUN, defaultTUN)
+		s.TUN = cmp.Or(c.TUN, defaultTUN)
 		return s, check, cleanup, validIfName(src.name("tun", "tun"), s.TUN)
 	}
 	s, err = validate(c, src)
-	s.ConfigFile = configFile
 	return s, check, cleanup, err
-}
-
-func cmpOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // validate checks every setting and converts it. Each error names the flag
 // (or the config key) and the value.
-func validate(c Config, src source) (Settings, error) {
-	var s Settings
+func validate(c Config, src source) (node.Settings, error) {
+	var s node.Settings
 	bad := func(flagName, key string, value any, why string) error {
 		return usagef("invalid %s %q: %s", src.name(flagName, key), fmt.Sprint(value), why)
 	}
@@ -371,7 +325,7 @@ func validate(c Config, src source) (Settings, error) {
 	}
 	s.Iface = c.Iface
 
-	encapName := cmpOr(c.Encap, "udp")
+	encapName := cmp.Or(c.Encap, "udp")
 	if s.Encap, err = encap.ParseKind(encapName); err != nil {
 		return s, bad("encap", "encap", c.Encap, "want udp, vxlan or none")
 	}
@@ -413,9 +367,9 @@ func validate(c Config, src source) (Settings, error) {
 			return s, bad("join", "join", j, err.Error())
 		}
 	}
-	s.Join = c.Join
+	s.Live.Join = c.Join
 
-	s.TUN = cmpOr(c.TUN, defaultTUN)
+	s.TUN = cmp.Or(c.TUN, defaultTUN)
 	if err := validIfName(src.name("tun", "tun"), s.TUN); err != nil {
 		return s, err
 	}
@@ -428,25 +382,25 @@ func validate(c Config, src source) (Settings, error) {
 	}
 	s.MTU = c.MTU
 
-	s.MetricsAddr = cmpOr(c.MetricsAddr, defaultMetricsAddr)
+	s.MetricsAddr = cmp.Or(c.MetricsAddr, defaultMetricsAddr)
 	if err := validHostPort(s.MetricsAddr); err != nil || !strings.Contains(s.MetricsAddr, ":") {
 		return s, bad("metrics-addr", "metricsAddr", s.MetricsAddr, "want host:port, e.g. 127.0.0.1:9586")
 	}
-	s.Socket = cmpOr(c.Socket, defaultSocket)
+	s.Socket = cmp.Or(c.Socket, DefaultSocket)
 
-	if s.LogLevel, err = parseLevel(cmpOr(c.LogLevel, "info")); err != nil {
+	if s.Live.LogLevel, err = parseLevel(cmp.Or(c.LogLevel, "info")); err != nil {
 		return s, bad("log-level", "logLevel", c.LogLevel, "want debug, info, warn or error")
 	}
-	s.LogFormat = cmpOr(c.LogFormat, "text")
-	if s.LogFormat != "text" && s.LogFormat != "json" {
+	s.Live.LogFormat = cmp.Or(c.LogFormat, "text")
+	if s.Live.LogFormat != "text" && s.Live.LogFormat != "json" {
 		return s, bad("log-format", "logFormat", c.LogFormat, "want text or json")
 	}
 	s.DirectRouting = c.DirectRouting
 	s.PerPeerMetrics = c.PerPeerMetrics
 	s.Offload = c.Offload == nil || *c.Offload
 	s.PProf = c.PProf
-	s.StateDir = cmpOr(c.StateDir, defaultStateDir)
-	s.SubnetFile = cmpOr(c.SubnetFile, defaultSubnetFile)
+	s.StateDir = cmp.Or(c.StateDir, defaultStateDir)
+	s.SubnetFile = cmp.Or(c.SubnetFile, defaultSubnetFile)
 	s.FlannelCompat = c.FlannelCompat
 	s.SubnetReclaim = defaultReclaim
 	if c.SubnetReclaim != "" {
@@ -455,8 +409,7 @@ func validate(c Config, src source) (Settings, error) {
 		}
 	}
 	if c.GossipKeyFile != "" {
-		s.GossipKeyFile = c.GossipKeyFile
-		if s.GossipKeys, err = readKeyFile(c.GossipKeyFile); err != nil {
+		if s.Live.GossipKeys, err = readKeyFile(c.GossipKeyFile); err != nil {
 			return s, bad("gossip-key-file", "gossipKeyFile", c.GossipKeyFile, err.Error())
 		}
 	}
@@ -472,14 +425,14 @@ func validate(c Config, src source) (Settings, error) {
 			return s, usagef("invalid %s: name %q is used twice", src.name("peer", fmt.Sprintf("peers[%d]", i)), p.Name)
 		}
 		names[p.Name] = true
-		s.Peers = append(s.Peers, p)
+		s.Live.Peers = append(s.Live.Peers, p)
 	}
 	return s, nil
 }
 
 // validatePool checks subnetLen, subnetMin and subnetMax (used when no
 // subnet is given).
-func validatePool(c Config, s *Settings, src source) error {
+func validatePool(c Config, s *node.Settings, src source) error {
 	bits := c.SubnetLen
 	if bits == 0 {
 		bits = 24
@@ -509,13 +462,15 @@ func validatePool(c Config, s *Settings, src source) error {
 		*b.dst = a
 	}
 	if err := s.Pool.Validate(); err != nil {
-		what := src.name("subnet-len", "subnetLen")
-		val := fmt.Sprint(c.SubnetLen)
-		switch {
-		case strings.Contains(err.Error(), "minimum") && !strings.Contains(err.Error(), "above"):
-			what, val = src.name("subnet-min", "subnetMin"), c.SubnetMin
-		case strings.Contains(err.Error(), "maximum"):
-			what, val = src.name("subnet-max", "subnetMax"), c.SubnetMax
+		var pe *lease.PoolError
+		what, val := src.name("subnet-len", "subnetLen"), fmt.Sprint(c.SubnetLen)
+		if errors.As(err, &pe) {
+			switch pe.Field {
+			case lease.FieldMin:
+				what, val = src.name("subnet-min", "subnetMin"), c.SubnetMin
+			case lease.FieldMax:
+				what, val = src.name("subnet-max", "subnetMax"), c.SubnetMax
+			}
 		}
 		return usagef("invalid %s %q: %v", what, val, err)
 	}
@@ -554,8 +509,8 @@ func describePeer(pc PeerConfig) string {
 	return fmt.Sprintf("%q", fmt.Sprintf("name=%s,subnet=%s,ip=%s,mac=%s", pc.Name, pc.Subnet, pc.IP, pc.MAC))
 }
 
-func validatePeer(pc PeerConfig, s Settings) (StaticPeer, error) {
-	var p StaticPeer
+func validatePeer(pc PeerConfig, s node.Settings) (node.StaticPeer, error) {
+	var p node.StaticPeer
 	var err error
 	if p.Name = pc.Name; p.Name == "" {
 		return p, errors.New("name is missing")

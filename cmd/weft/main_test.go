@@ -1,0 +1,27 @@
+package main
+
+import (
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExitCodes(t *testing.T) {
+	var stderr strings.Builder
+	if code := weft(t.Context(), []string{"run", "--network", "10.244.0.0/33"}, io.Discard, &stderr); code != exitUsage {
+		t.Errorf("bad flag exit %d, want %d", code, exitUsage)
+	}
+	if got := stderr.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "--network") {
+		t.Errorf("stderr %q, want one line naming --network", got)
+	}
+	if code := weft(t.Context(), []string{"frobnicate"}, io.Discard, io.Discard); code != exitUsage {
+		t.Errorf("unknown command exit %d", code)
+	}
+	if code := weft(t.Context(), []string{"run", "--check", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24"}, io.Discard, io.Discard); code != exitOK {
+		t.Errorf("--check of a valid config exit %d", code)
+	}
+	if code := weft(t.Context(), []string{"status", "--socket", filepath.Join(t.TempDir(), "none.sock")}, io.Discard, io.Discard); code != exitFailure {
+		t.Errorf("status without a daemon exit %d, want %d", code, exitFailure)
+	}
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/weftnet/weft/node"
+)
+
+// printStatus writes the report as a readable table.
+func printStatus(w io.Writer, r node.Status) {
+	n := r.Node
+	fmt.Fprintf(w, "node      %s (%s)\n", n.Name, readyWord(n.Ready))
+	fmt.Fprintf(w, "subnet    %s of %s, address %s on %s, MTU %d\n", n.Subnet, n.Network, n.Address, n.TUN, n.MTU)
+	fmt.Fprintf(w, "underlay  %s on %s, encap %s", n.Underlay, n.Iface, n.Encap)
+	if n.VTEPMAC != "" {
+		fmt.Fprintf(w, " (VNI %d, VTEP MAC %s)", n.VNI, n.VTEPMAC)
+	}
+	fmt.Fprintf(w, "\nuptime    %s, version %s\n", time.Duration(n.UptimeSeconds*float64(time.Second)), n.Version)
+	if len(n.Offloads) > 0 {
+		var on []string
+		for k, v := range n.Offloads {
+			if v {
+				on = append(on, k)
+			}
+		}
+		sort.Strings(on)
+		fmt.Fprintf(w, "offloads  %s\n", strings.Join(on, " "))
+	}
+	fmt.Fprintf(w, "traffic   tx %d packets %s, rx %d packets %s\n\n", r.Totals.TxPackets, bytesHuman(r.Totals.TxBytes), r.Totals.RxPackets, bytesHuman(r.Totals.RxBytes))
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tSUBNET\tUNDERLAY\tSTATE\tVIA\tLAST SEEN\tTX\tRX\tNOTE")
+	for _, p := range r.Peers {
+		seen := "-"
+		if !p.LastSeen.IsZero() {
+			seen = time.Since(p.LastSeen).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Subnet, p.Underlay, p.State, p.Via, seen,
+			bytesHuman(p.TxBytes), bytesHuman(p.RxBytes), p.Reason)
+	}
+	tw.Flush()
+	if len(r.Peers) == 0 {
+		fmt.Fprintln(w, "(no peers yet)")
+	}
+	var drops []string
+	for k, v := range r.Drops {
+		if v > 0 {
+			drops = append(drops, fmt.Sprintf("%s=%d", k, v))
+		}
+	}
+	sort.Strings(drops)
+	if len(drops) == 0 {
+		drops = []string{"none"}
+	}
+	fmt.Fprintf(w, "\ndrops     %s\n", strings.Join(drops, " "))
+}
+
+func readyWord(ok bool) string {
+	if ok {
+		return "ready"
+	}
+	return "starting"
+}
+
+func bytesHuman(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}

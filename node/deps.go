@@ -1,0 +1,127 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/router"
+	"github.com/weftnet/weft/tun"
+)
+
+// Deps is everything a node takes from the operating system. SystemDeps
+// returns the real ones; tests pass fakes.
+type Deps struct {
+	// OpenTUN creates the TUN device with its address and MTU, up.
+	OpenTUN func(cfg tun.Config, log *slog.Logger) (TUN, error)
+	// Listen opens the data-plane UDP socket.
+	Listen func(addr netip.AddrPort, batch int, offload bool) (Socket, error)
+	// Kernel finds the underlay and installs routes.
+	Kernel Kernel
+	// Now is the clock (subnet claims, reclaim times).
+	Now func() time.Time
+	// Logger receives the node's logs.
+	Logger *slog.Logger
+	// SetLogging applies a reloaded log format and level (nil: ignored).
+	SetLogging func(format string, level slog.Level)
+	// Notify tells the service manager about the node's state (sd_notify:
+	// "READY=1", "RELOADING=1", "STOPPING=1", "WATCHDOG=1"); nil: nobody.
+	Notify func(state string)
+	// Watchdog is how often the service manager wants WATCHDOG=1 (0: off).
+	Watchdog time.Duration
+	// Version and Revision identify the build in status and metrics.
+	Version, Revision string
+}
+
+// TUN is the node's TUN device.
+type TUN interface {
+	router.Device
+	// SetAddress replaces the device's address old with next.
+	SetAddress(next, old netip.Prefix) error
+	// VNetHdr reports whether the device runs with virtio-net offloads.
+	VNetHdr() bool
+	// CoalescedWritesWork probes whether the kernel accepts coalesced writes.
+	CoalescedWritesWork() (bool, error)
+}
+
+// Socket is the node's data-plane socket.
+type Socket interface {
+	router.Conn
+	GSO() bool
+	GRO() bool
+	// Syscalls counts the sendmmsg and recvmmsg calls made.
+	Syscalls() (sendmmsg, recvmmsg uint64)
+}
+
+// Kernel is the node's view of the kernel's interfaces and routes.
+type Kernel interface {
+	// FindUnderlay finds the underlay interface and address (see tun.FindUnderlay).
+	FindUnderlay(iface string, want netip.Addr) (tun.Underlay, error)
+	// WatchAddrs calls changed whenever an address of the link with index
+	// ifindex comes or goes, until ctx ends. It returns at once, with an
+	// error, if it cannot watch.
+	WatchAddrs(ctx context.Context, ifindex int, changed func()) error
+	ReplaceRoute(tun.Route) error
+	DeleteRoute(tun.Route) error
+	// OurRoutes lists the routes carrying weft's protocol number.
+	OurRoutes() ([]tun.Route, error)
+}
+
+// SystemDeps are the real operating system's: a TUN device with offloads,
+// a batched UDP socket, netlink.
+func SystemDeps(log *slog.Logger) Deps {
+	return Deps{
+		OpenTUN: func(cfg tun.Config, log *slog.Logger) (TUN, error) { return tun.Open(cfg, log) },
+		Listen: func(addr netip.AddrPort, batch int, offload bool) (Socket, error) {
+			c, err := encap.Listen(addr, batch, offload)
+			if err != nil {
+				return nil, err
+			}
+			return udpSocket{c}, nil
+		},
+		Kernel: netlinkKernel{},
+		Now:    time.Now,
+		Logger: log,
+	}
+}
+
+type udpSocket struct{ *encap.Conn }
+
+func (s udpSocket) Syscalls() (uint64, uint64) {
+	return s.Stats.Sendmmsg.Load(), s.Stats.Recvmmsg.Load()
+}
+
+type netlinkKernel struct{}
+
+func (netlinkKernel) FindUnderlay(iface string, want netip.Addr) (tun.Underlay, error) {
+	return tun.FindUnderlay(iface, want)
+}
+func (netlinkKernel) ReplaceRoute(r tun.Route) error  { return tun.ReplaceRoute(r) }
+func (netlinkKernel) DeleteRoute(r tun.Route) error   { return tun.DeleteRoute(r) }
+func (netlinkKernel) OurRoutes() ([]tun.Route, error) { return tun.OurRoutes() }
+
+func (netlinkKernel) WatchAddrs(ctx context.Context, ifindex int, changed func()) error {
+	updates := make(chan netlink.AddrUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case u, ok := <-updates:
+			if !ok {
+				return nil
+			}
+			if u.LinkIndex == ifindex {
+				changed()
+			}
+		}
+	}
+}

@@ -1,0 +1,236 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/membership"
+	"github.com/weftnet/weft/router"
+)
+
+func (n *Node) startGossip(ctx context.Context) error {
+	n.gossipMetrics = membership.NewMetrics(n.reg)
+	c, err := n.newGossip(ctx, n.live.Load().Join)
+	if err != nil {
+		return err
+	}
+	n.cluster.Store(c)
+	n.onStop(func() {
+		c := n.gossip()
+		if err := c.Leave(2 * time.Second); err != nil {
+			n.log.Warn("leaving the cluster", "err", err)
+		}
+		_ = c.Shutdown()
+	})
+	return nil
+}
+
+// newGossip starts a gossip member advertising our current underlay address.
+func (n *Node) newGossip(ctx context.Context, seeds []string) (*membership.Cluster, error) {
+	s := n.s
+	live := n.live.Load()
+	u := n.getUnderlay()
+	var key []byte
+	var extra [][]byte
+	if len(live.GossipKeys) > 0 {
+		key, extra = live.GossipKeys[0], live.GossipKeys[1:]
+	}
+	c, err := membership.Start(ctx, membership.Config{
+		Name:          s.Name,
+		BindAddr:      unspecifiedLike(u.Addr),
+		BindPort:      s.GossipPort,
+		AdvertiseAddr: u.Addr,
+		Seeds:         seeds,
+		Meta:          n.meta(),
+		SecretKey:     key,
+		ExtraKeys:     extra,
+		Logger:        n.log.With("component", "gossip"),
+		Metrics:       n.gossipMetrics,
+		ReapAfter:     max(24*time.Hour, s.SubnetReclaim),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on port %d: %w", s.GossipPort, err)
+	}
+	return c, nil
+}
+
+func (n *Node) meta() membership.Meta {
+	enc := membership.EncapUDP
+	switch n.s.Encap {
+	case encap.VXLAN:
+		enc = membership.EncapVXLAN
+	case encap.None:
+		enc = membership.EncapNone
+	}
+	l := n.getLocal()
+	m := membership.Meta{
+		Subnet:   l.Subnet,
+		Underlay: n.getUnderlay().Addr,
+		Port:     n.s.Port,
+		Encap:    enc,
+		Claimed:  l.Claimed,
+	}
+	if n.s.Encap == encap.VXLAN {
+		m.VNI = n.s.VNI
+		m.VTEPMAC = l.MAC
+	}
+	return m
+}
+
+// watchMembers rebuilds the route table whenever the membership changes.
+func (n *Node) watchMembers(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.gossip().Changes():
+			n.syncPeers()
+		case <-n.swapped:
+			n.syncPeers()
+		}
+	}
+}
+
+// syncPeers gives the router the current peer set, and moves our subnet if
+// it lost a conflict.
+func (n *Node) syncPeers() {
+	n.syncMu.Lock()
+	defer n.syncMu.Unlock()
+	conflicts := n.rt.SetPeers(peersFrom(n.gossip().Members(), n.live.Load().Peers, n.meta()))
+	for _, c := range conflicts {
+		if c.Loser == "" && n.s.AutoSubnet {
+			n.moveSubnet(c)
+			return
+		}
+	}
+}
+
+// peersFrom converts gossip members and static peers into router peers.
+func peersFrom(members []membership.Member, statics []StaticPeer, self membership.Meta) []router.Peer {
+	peers := make([]router.Peer, 0, len(members)+len(statics))
+	for _, m := range members {
+		p := router.Peer{Name: m.Name, State: m.State.String()}
+		switch {
+		case m.MetaErr != nil:
+			p.Incompatible = "invalid metadata: " + m.MetaErr.Error()
+		case m.Meta.Encap != self.Encap:
+			p.Incompatible = fmt.Sprintf("runs encap %s, we run %s", m.Meta.Encap, self.Encap)
+		case self.Encap == membership.EncapVXLAN && m.Meta.VNI != self.VNI:
+			p.Incompatible = fmt.Sprintf("VNI %d, ours is %d", m.Meta.VNI, self.VNI)
+		}
+		if m.MetaErr == nil {
+			p.Subnet = m.Meta.Subnet
+			p.Underlay = netip.AddrPortFrom(m.Meta.Underlay, m.Meta.Port)
+			p.MAC = encap.MAC(m.Meta.VTEPMAC)
+			p.Claimed = m.Meta.Claimed
+		}
+		peers = append(peers, p)
+	}
+	for _, sp := range statics {
+		peers = append(peers, router.Peer{
+			Name: sp.Name, Subnet: sp.Subnet, Underlay: netip.AddrPortFrom(sp.IP, sp.Port),
+			MAC: sp.MAC, State: "static", Static: true,
+		})
+	}
+	return peers
+}
+
+// watchUnderlay follows the addresses of the underlay interface. When the
+// address we advertise goes away and the interface has another (DHCP
+// renumbering, a moved address), the new one is advertised without a
+// restart.
+func (n *Node) watchUnderlay(ctx context.Context) {
+	changed := make(chan struct{}, 1)
+	var watch sync.WaitGroup
+	defer watch.Wait()
+	watchCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	watch.Go(func() {
+		err := n.d.Kernel.WatchAddrs(watchCtx, n.getUnderlay().Index, func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			n.log.Warn("cannot watch underlay addresses: an address change will need a restart", "err", err)
+		}
+	})
+	var settle <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+			// An address change comes as a remove and an add: look once
+			// both have landed.
+			settle = time.After(500 * time.Millisecond)
+		case <-settle:
+			n.checkUnderlay(ctx)
+		}
+	}
+}
+
+// checkUnderlay moves to a new underlay address if ours is gone.
+func (n *Node) checkUnderlay(ctx context.Context) {
+	cur := n.getUnderlay()
+	u, err := n.d.Kernel.FindUnderlay(cur.Iface, netip.Addr{})
+	if err != nil {
+		n.log.Warn("underlay interface has no usable address; keeping the old one until it gets one", "iface", cur.Iface, "err", err)
+		return
+	}
+	if slices.Contains(u.Addrs, cur.Addr) {
+		n.mu.Lock()
+		n.underlay.OnLink = u.OnLink // a secondary address may have come or gone
+		n.underlay.Addrs = u.Addrs
+		n.mu.Unlock()
+		return
+	}
+	n.log.Warn("underlay address changed: advertising the new one", "old", cur.Addr, "new", u.Addr, "iface", u.Iface)
+	n.mu.Lock()
+	n.underlay = u
+	n.mu.Unlock()
+	n.restartGossip(ctx)
+	n.syncPeers()
+}
+
+// restartGossip leaves with the old address and joins again with the new
+// one, through the members we know and the configured seeds. Peers see us
+// leave and come back at once (memberlist lets a new address replace a
+// member that left).
+func (n *Node) restartGossip(ctx context.Context) {
+	n.reloadMu.Lock() // a reload changes the seeds and keys of the gossip it sees
+	defer n.reloadMu.Unlock()
+	old := n.gossip()
+	join := n.live.Load().Join
+	seeds := slices.Clone(join)
+	for _, m := range old.Members() {
+		if m.State == membership.StateAlive || m.State == membership.StateSuspect {
+			seeds = append(seeds, m.Gossip.String())
+		}
+	}
+	if err := old.Leave(2 * time.Second); err != nil {
+		n.log.Warn("leaving with the old address", "err", err)
+	}
+	_ = old.Shutdown()
+	c, err := n.newGossip(ctx, seeds)
+	if err != nil {
+		// Keep the stopped member in place: the watchdog stops pinging
+		// and systemd restarts us.
+		n.log.Error("rejoining the gossip with the new address", "err", err)
+		return
+	}
+	n.cluster.Store(c)
+	if len(join) > 0 {
+		_ = c.SetSeeds(join) // keep only the configured seeds for later rejoins
+	}
+	select {
+	case n.swapped <- struct{}{}:
+	default:
+	}
+}

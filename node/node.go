@@ -1,0 +1,379 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/membership"
+	"github.com/weftnet/weft/router"
+	"github.com/weftnet/weft/tun"
+)
+
+// Node is a running weft host.
+//
+// Ownership: the node owns every goroutine it starts (it waits for each
+// before Wait returns), and it is the one closer of every descriptor it
+// opens (the TUN device, the data socket, the listeners).
+type Node struct {
+	s           Settings // fixed; s.Live is unused (see live)
+	d           Deps
+	log         *slog.Logger
+	live        atomic.Pointer[Live]
+	reg         *prometheus.Registry
+	mtu         int
+	started     time.Time
+	ready       atomic.Bool
+	metricsAddr net.Addr
+
+	mu       sync.Mutex // guards underlay and local
+	underlay tun.Underlay
+	local    router.Local
+
+	dev  TUN
+	conn Socket // nil with encap none
+	rt   *router.Router
+
+	// The gossip is replaced when our underlay address changes (memberlist
+	// cannot change the address it advertises); swapped tells watchMembers.
+	cluster       atomic.Pointer[membership.Cluster]
+	swapped       chan struct{}
+	gossipMetrics *membership.Metrics
+
+	syncMu   sync.Mutex // serializes syncPeers and reloads
+	reloadMu sync.Mutex
+
+	// bg runs the background goroutines (member and underlay watchers,
+	// drop reports, watchdog); shutdown stops them first.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+	// serving runs the listeners' goroutines.
+	serving sync.WaitGroup
+	// undo takes back what start-up did, last first: the steps of the
+	// documented shutdown order register themselves here as they are made.
+	undo []func()
+
+	done chan struct{}
+	err  error
+}
+
+// Start brings the node up: the control socket is claimed, the underlay
+// found, stale routes removed, the subnet chosen, metrics served, gossip
+// joined, the TUN and the socket opened, the forwarding loops started,
+// routes installed, the control socket served and the subnet file written.
+// If a step fails, what the earlier steps made is taken back before Start
+// returns the error.
+//
+// The node runs until ctx ends or the data path fails; Wait then returns
+// once everything is shut down.
+func Start(ctx context.Context, s Settings, d Deps) (*Node, error) {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Notify == nil {
+		d.Notify = func(string) {}
+	}
+	live := s.Live
+	s.Live = Live{}
+	n := &Node{s: s, d: d, log: d.Logger, started: d.Now(), swapped: make(chan struct{}, 1), done: make(chan struct{})}
+	n.live.Store(&live)
+	n.bgCtx, n.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+	if err := n.start(ctx); err != nil {
+		n.shutdown()
+		return nil, err
+	}
+	n.ready.Store(true)
+	d.Notify("READY=1")
+	l := n.getLocal()
+	n.log.Info("weft is up", "name", s.Name, "subnet", l.Subnet, "address", l.Addr, "underlay", netip.AddrPortFrom(n.getUnderlay().Addr, s.Port),
+		"encap", s.Encap, "mtu", n.mtu, "tun", s.TUN)
+	n.startBackground()
+	go n.supervise(ctx)
+	return n, nil
+}
+
+// Wait blocks until the node has stopped and everything it made is taken
+// back. It returns the data path's error if that is why it stopped.
+func (n *Node) Wait() error {
+	<-n.done
+	return n.err
+}
+
+// Done is closed once the node has stopped.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// supervise stops the node when ctx ends or the data path fails.
+func (n *Node) supervise(ctx context.Context) {
+	defer close(n.done)
+	select {
+	case <-ctx.Done():
+		n.log.Info("shutting down")
+	case <-n.rt.Failed():
+		n.err = fmt.Errorf("data path stopped: %w", n.rt.Err())
+		n.log.Error("shutting down", "err", n.err)
+	}
+	n.d.Notify("STOPPING=1")
+	n.shutdown()
+}
+
+// shutdown takes back what start-up made. The order is fixed: stop
+// watching members (and every other background goroutine), leave the
+// gossip, remove the kernel routes, close the data path (socket, then TUN,
+// whose link goes with it), close the listeners.
+func (n *Node) shutdown() {
+	n.ready.Store(false)
+	n.bgCancel()
+	n.bg.Wait()
+	for i := len(n.undo) - 1; i >= 0; i-- {
+		n.undo[i]()
+	}
+	n.undo = nil
+	n.serving.Wait()
+}
+
+func (n *Node) onStop(f func()) { n.undo = append(n.undo, f) }
+
+func (n *Node) startBackground() {
+	ctx := n.bgCtx
+	n.bg.Go(func() { n.watchMembers(ctx) })
+	n.bg.Go(func() { n.reportDrops(ctx, 30*time.Second) })
+	if n.d.Watchdog > 0 {
+		n.bg.Go(func() { n.watchdog(ctx, n.d.Watchdog/2) })
+	}
+	if !n.s.PublicIP.IsValid() {
+		// The operator did not pin the address: follow the interface's.
+		n.bg.Go(func() { n.watchUnderlay(ctx) })
+	}
+}
+
+func (n *Node) gossip() *membership.Cluster { return n.cluster.Load() }
+
+func (n *Node) getUnderlay() tun.Underlay {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.underlay
+}
+
+func (n *Node) getLocal() router.Local {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.local
+}
+
+// localFor is our identity when we own subnet, claimed at claimed.
+func (n *Node) localFor(subnet netip.Prefix, claimed int64) router.Local {
+	mac := n.s.VTEPMAC
+	if mac.IsZero() {
+		mac = encap.VTEPMAC(subnet)
+	}
+	return router.Local{Subnet: subnet, Addr: subnet.Addr(), MAC: mac, Claimed: claimed}
+}
+
+// tunPrefix is the TUN's address with the network's prefix length, so the
+// kernel routes the whole overlay network through the device.
+func (n *Node) tunPrefix(l router.Local) netip.Prefix {
+	return netip.PrefixFrom(l.Addr, n.s.Network.Bits())
+}
+
+func (n *Node) start(ctx context.Context) error {
+	s := n.s
+	if err := claimSocket(s.Socket); err != nil {
+		return err
+	}
+	u, err := n.d.Kernel.FindUnderlay(s.Iface, s.PublicIP)
+	if err != nil {
+		return &ConfigError{Key: "iface/publicIp", Err: fmt.Errorf("underlay (--iface %q, --public-ip %q): %w", s.Iface, addrString(s.PublicIP), err)}
+	}
+	n.underlay = u
+	n.mtu = s.MTU
+	if n.mtu == 0 {
+		n.mtu = u.MTU - s.Encap.Overhead(u.Addr.Is6())
+	}
+
+	// Routes a crashed run left behind go before anything new is made.
+	if routes, err := n.d.Kernel.OurRoutes(); err == nil {
+		for _, r := range routes {
+			n.log.Warn("removing stale route left by an earlier run", "route", r.String())
+			_ = n.d.Kernel.DeleteRoute(r)
+		}
+	}
+
+	fresh, err := n.chooseSubnet()
+	if err != nil {
+		return err
+	}
+
+	n.reg = prometheus.NewRegistry()
+	n.registerMetrics()
+	if err := n.serveMetrics(); err != nil {
+		return err
+	}
+
+	// Gossip first: a host taking a fresh subnet learns the cluster's
+	// subnets before it settles on one.
+	if err := n.startGossip(ctx); err != nil {
+		return err
+	}
+	if fresh {
+		n.settleSubnet(ctx)
+	}
+	if err := n.saveLease(); err != nil {
+		return err
+	}
+	if err := n.openDataPath(); err != nil {
+		return err
+	}
+	if err := n.serveControl(); err != nil {
+		return err
+	}
+	return n.writeSubnetFile()
+}
+
+// openDataPath opens the TUN and the socket and starts forwarding. The TUN
+// holds our overlay address and the route to the whole network; with
+// host-gw (encap none) it carries no tunnel: packets for peers without a
+// direct route end there and are dropped as no_route, rather than leaking
+// to the default gateway.
+func (n *Node) openDataPath() error {
+	s := n.s
+	l := n.getLocal()
+	dev, err := n.d.OpenTUN(tun.Config{Name: s.TUN, MTU: n.mtu, Addr: n.tunPrefix(l), NoOffload: !s.Offload}, n.log)
+	if err != nil {
+		return err
+	}
+	n.dev = dev
+	serialWrites := false
+	if dev.VNetHdr() {
+		ok, err := dev.CoalescedWritesWork()
+		switch {
+		case err != nil:
+			n.log.Warn("could not probe the TUN for coalesced writes; keeping them, with the fallback on first failure", "err", err)
+		case !ok:
+			serialWrites = true
+			n.log.Warn("this kernel refuses coalesced TUN writes (the Linux 6.6.44 / 6.1 LTS virtio-net regression): writing one packet per call")
+		}
+	}
+	var conn router.Conn = nopConn{}
+	if s.Encap != encap.None {
+		listen := netip.AddrPortFrom(netip.IPv4Unspecified(), s.Port)
+		if n.getUnderlay().Addr.Is6() {
+			listen = netip.AddrPortFrom(netip.IPv6Unspecified(), s.Port)
+		}
+		if n.conn, err = n.d.Listen(listen, dev.BatchSize(), s.Offload); err != nil {
+			n.closeTUN()
+			return err
+		}
+		conn = n.conn
+		n.log.Info("data path", "tun_offloads", dev.VNetHdr(), "udp_gso", n.conn.GSO(), "udp_gro", n.conn.GRO(), "batch", dev.BatchSize())
+	}
+
+	mode := router.DirectOff
+	switch {
+	case s.Encap == encap.None:
+		mode = router.DirectOnly
+	case s.DirectRouting:
+		mode = router.DirectOnLink
+	}
+	n.rt = router.New(router.Config{
+		Name:            s.Name,
+		Local:           l.Subnet,
+		LocalAddr:       l.Addr,
+		Claimed:         l.Claimed,
+		Encap:           s.Encap,
+		VNI:             s.VNI,
+		MAC:             l.MAC,
+		Direct:          mode,
+		OnLink:          func(a netip.Addr) bool { return n.getUnderlay().IsOnLink(a) },
+		Routes:          kernelRoutes{n},
+		PerPeerMetrics:  s.PerPeerMetrics,
+		SerialTUNWrites: serialWrites,
+		Logger:          n.log.With("component", "router"),
+	}, dev, conn)
+	n.reg.MustRegister(n.rt, dataPathCollector{n})
+	n.rt.Start()
+	// Shutdown order: the routes go before the data path closes.
+	n.onStop(func() {
+		// Closing the socket and the TUN is what ends the loops' reads;
+		// the kernel removes the TUN link with its last descriptor.
+		n.closeData()
+		n.closeTUN()
+		n.rt.Wait()
+	})
+	n.onStop(n.rt.RemoveRoutes)
+	n.syncPeers()
+	return nil
+}
+
+func (n *Node) closeData() {
+	if n.conn != nil {
+		if err := n.conn.Close(); err != nil {
+			n.log.Error("closing the data socket", "err", err)
+		}
+	}
+}
+
+func (n *Node) closeTUN() {
+	if err := n.dev.Close(); err != nil {
+		n.log.Error("closing the TUN device", "err", err)
+	}
+}
+
+// kernelRoutes installs direct routes to peers through the underlay
+// interface, with our overlay address as their preferred source.
+type kernelRoutes struct{ n *Node }
+
+func (k kernelRoutes) Replace(dst netip.Prefix, via netip.Addr) error {
+	return k.n.d.Kernel.ReplaceRoute(tun.Route{Dst: dst, Via: via, Src: k.n.getLocal().Addr, LinkIndex: k.n.getUnderlay().Index})
+}
+
+func (k kernelRoutes) Delete(dst netip.Prefix, via netip.Addr) error {
+	return k.n.d.Kernel.DeleteRoute(tun.Route{Dst: dst, Via: via, LinkIndex: k.n.getUnderlay().Index})
+}
+
+// nopConn stands in for the tunnel when there is none (host-gw): it reports
+// itself closed, so the inbound loop ends at once.
+type nopConn struct{}
+
+func (nopConn) ReadBatch([][]byte, int, []int, []netip.AddrPort) (int, error) {
+	return 0, os.ErrClosed
+}
+func (nopConn) WriteTo([][]byte, encap.Endpoint) (int, error) { return 0, os.ErrClosed }
+func (nopConn) WriteOne([]byte, netip.AddrPort) error         { return os.ErrClosed }
+func (nopConn) Close() error                                  { return nil }
+
+// ConfigError is a start-up failure caused by the configuration (not by
+// the system): weft exits 2 for it.
+type ConfigError struct {
+	Key string
+	Err error
+}
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func unspecifiedLike(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}

@@ -1,0 +1,421 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/router"
+	"github.com/weftnet/weft/tun"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var network = netip.MustParsePrefix("10.244.0.0/16")
+
+// host is one in-process weft host on fakes: its own kernel and TUN, a
+// socket on the shared hub, real gossip on loopback.
+type host struct {
+	t      *testing.T
+	name   string
+	ev     *events
+	kernel *fakeKernel
+	hub    *hub
+	dir    string
+	s      Settings
+	tun    chan *fakeTUN // the device of each start
+	mod    func(*Deps)   // changes the fakes' Deps, if set
+	dev    *fakeTUN
+	n      *Node
+	cancel context.CancelFunc
+}
+
+// newHost makes a host with underlay address 127.0.0.<i>; subnet "" means
+// an automatic one.
+func newHost(t *testing.T, h *hub, name string, i byte, subnet string) *host {
+	dir := t.TempDir()
+	s := Settings{
+		Name: name, Network: network, Port: 8285, Encap: encap.UDP, VNI: 1, TUN: "weft0",
+		MetricsAddr: "127.0.0.1:0", Socket: filepath.Join(dir, "weft.sock"), Offload: true,
+		StateDir: filepath.Join(dir, "state"), SubnetFile: filepath.Join(dir, "subnet.env"),
+		SubnetReclaim: time.Hour, Pool: lease.Pool{Network: network, Bits: 24},
+		Live: Live{LogLevel: slog.LevelDebug, LogFormat: "text"},
+	}
+	if subnet == "" {
+		s.AutoSubnet = true
+	} else {
+		s.Subnet = netip.MustParsePrefix(subnet)
+	}
+	ev := &events{}
+	return &host{t: t, name: name, ev: ev, kernel: newFakeKernel(ev, netip.AddrFrom4([4]byte{127, 0, 0, i})), hub: h, dir: dir, s: s, tun: make(chan *fakeTUN, 8)}
+}
+
+func (h *host) deps() Deps {
+	return Deps{
+		OpenTUN: func(cfg tun.Config, _ *slog.Logger) (TUN, error) {
+			d := newFakeTUN(h.ev, cfg.Addr)
+			h.tun <- d
+			return d, nil
+		},
+		Listen: func(addr netip.AddrPort, _ int, _ bool) (Socket, error) {
+			return h.hub.attach(func() netip.Addr { u, _ := h.kernel.FindUnderlay("", netip.Addr{}); return u.Addr }, addr.Port()), nil
+		},
+		Kernel:  h.kernel,
+		Logger:  slog.New(slog.NewTextHandler(testWriter{h.t, h.name}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Version: "test",
+	}
+}
+
+func (h *host) start(join ...*host) error {
+	h.t.Helper()
+	s := h.s
+	for _, j := range join {
+		s.Live.Join = append(s.Live.Join, j.n.GossipAddr().String())
+	}
+	h.s = s
+	ctx, cancel := context.WithCancel(context.Background())
+	d := h.deps()
+	if h.mod != nil {
+		h.mod(&d)
+	}
+	n, err := Start(ctx, s, d)
+	if err != nil {
+		cancel()
+		return err
+	}
+	h.n, h.cancel = n, cancel
+	h.dev = <-h.tun
+	h.t.Cleanup(h.stop)
+	return nil
+}
+
+func (h *host) mustStart(join ...*host) {
+	h.t.Helper()
+	if err := h.start(join...); err != nil {
+		h.t.Fatalf("start %s: %v", h.name, err)
+	}
+}
+
+func (h *host) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	if err := h.n.Wait(); err != nil {
+		h.t.Errorf("%s stopped with %v", h.name, err)
+	}
+	h.cancel = nil
+}
+
+type testWriter struct {
+	t    *testing.T
+	name string
+}
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Logf("%s: %s", w.name, strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// eventually polls cond until it returns nil or 10 s pass.
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func routedVia(h *host, peer string, via router.Via) func() error {
+	return func() error {
+		st := h.n.Status()
+		p := st.Peer(peer)
+		if p == nil || p.Via != via {
+			return fmt.Errorf("%s does not route %s via %s: %+v", h.name, peer, via, st.Peers)
+		}
+		return nil
+	}
+}
+
+// ipv4 is a UDP packet from src to dst.
+func ipv4(src, dst string) []byte {
+	p := make([]byte, 28+4)
+	p[0], p[8], p[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	copy(p[12:], s[:])
+	copy(p[16:], d[:])
+	return p
+}
+
+func recv(t *testing.T, d *fakeTUN) []byte {
+	t.Helper()
+	select {
+	case p := <-d.out:
+		return p
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing written to the TUN")
+		return nil
+	}
+}
+
+// Two hosts gossip, route each other through the tunnel and carry packets
+// both ways; a packet whose inner source is not the sender's subnet is
+// dropped as spoofed.
+func TestTwoHostsForward(t *testing.T) {
+	u := newHub()
+	a := newHost(t, u, "a", 1, "10.244.1.0/24")
+	b := newHost(t, u, "b", 2, "10.244.2.0/24")
+	a.mustStart()
+	b.mustStart(a)
+	eventually(t, "a routes b", routedVia(a, "b", router.ViaTunnel))
+	eventually(t, "b routes a", routedVia(b, "a", router.ViaTunnel))
+
+	out := ipv4("10.244.1.0", "10.244.2.7")
+	a.dev.in <- out
+	if got := recv(t, b.dev); !slices.Equal(got, out) {
+		t.Fatalf("b's TUN got %x, want %x", got, out)
+	}
+	b.dev.in <- ipv4("10.244.2.7", "10.244.1.0")
+	recv(t, a.dev)
+
+	b.dev.in <- ipv4("10.244.9.9", "10.244.1.0") // b forges a source outside its subnet
+	eventually(t, "spoofed drop counted", func() error {
+		if d := a.n.Status().Drops["spoofed"]; d != 1 {
+			return fmt.Errorf("spoofed drops %d, want 1", d)
+		}
+		return nil
+	})
+	st := a.n.Status()
+	if st.Node.Subnet != "10.244.1.0/24" || !st.Node.Ready || st.Totals.RxPackets != 1 || st.Totals.TxPackets != 1 {
+		t.Errorf("a's status: %+v totals %+v", st.Node, st.Totals)
+	}
+	env, err := os.ReadFile(a.s.SubnetFile)
+	if err != nil || !strings.Contains(string(env), "WEFT_SUBNET=10.244.1.0/24\n") || !strings.Contains(string(env), "WEFT_MTU=1472\n") {
+		t.Errorf("subnet file: %q %v", env, err)
+	}
+}
+
+// Automatic subnets: three hosts take three different subnets of the pool
+// and keep their leases; a restart keeps the subnet and the claim.
+func TestAutomaticSubnets(t *testing.T) {
+	u := newHub()
+	hosts := []*host{newHost(t, u, "a", 1, ""), newHost(t, u, "b", 2, ""), newHost(t, u, "c", 3, "")}
+	for i, h := range hosts {
+		h.s.Pool.Min, h.s.Pool.Max = netip.MustParseAddr("10.244.10.0"), netip.MustParseAddr("10.244.12.0")
+		if i == 0 {
+			h.mustStart()
+		} else {
+			h.mustStart(hosts[0])
+		}
+	}
+	seen := map[string]bool{}
+	for _, h := range hosts {
+		sub := h.n.Status().Node.Subnet
+		if seen[sub] || !h.s.Pool.Contains(netip.MustParsePrefix(sub)) {
+			t.Fatalf("%s took %s (taken: %v)", h.name, sub, seen)
+		}
+		seen[sub] = true
+		l, err := lease.Load(h.s.StateDir)
+		if err != nil || l.Subnet.String() != sub {
+			t.Errorf("%s's lease %+v %v, want %s", h.name, l, err, sub)
+		}
+	}
+	a := hosts[0]
+	before, _ := lease.Load(a.s.StateDir)
+	a.stop()
+	a.s.Live.Join = nil
+	a.mustStart(hosts[1])
+	after, _ := lease.Load(a.s.StateDir)
+	if after != before || a.n.Status().Node.Subnet != before.Subnet.String() {
+		t.Errorf("restart changed the lease: %+v, then %+v (status %s)", before, after, a.n.Status().Node.Subnet)
+	}
+}
+
+// Two hosts claim the same subnet: the later claim loses and moves to a
+// free subnet, with a new TUN address, lease, metadata and subnet file.
+func TestSubnetConflictMoves(t *testing.T) {
+	u := newHub()
+	a, b := newHost(t, u, "a", 1, ""), newHost(t, u, "b", 2, "")
+	same := netip.MustParsePrefix("10.244.5.0/24")
+	for i, h := range []*host{a, b} {
+		if err := lease.Save(h.s.StateDir, lease.Lease{Network: network, Subnet: same, Claimed: int64(1000 * (i + 1))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.mustStart()
+	b.mustStart(a)
+	eventually(t, "b moves", func() error {
+		if sub := b.n.Status().Node.Subnet; sub == same.String() {
+			return fmt.Errorf("b still holds %s", sub)
+		}
+		return nil
+	})
+	moved := netip.MustParsePrefix(b.n.Status().Node.Subnet)
+	if got := b.dev.address(); got != netip.PrefixFrom(moved.Addr(), 16) {
+		t.Errorf("b's TUN address %s, want %s/16", got, moved.Addr())
+	}
+	if l, _ := lease.Load(b.s.StateDir); l.Subnet != moved {
+		t.Errorf("b's lease %s, want %s", l.Subnet, moved)
+	}
+	if env, _ := os.ReadFile(b.s.SubnetFile); !strings.Contains(string(env), "WEFT_SUBNET="+moved.String()) {
+		t.Errorf("b's subnet file: %s", env)
+	}
+	if a.n.Status().Node.Subnet != same.String() {
+		t.Errorf("a (the earlier claim) moved too")
+	}
+	eventually(t, "a routes b's new subnet", func() error {
+		p := a.n.Status().Peer("b")
+		if p == nil || p.Subnet != moved.String() || p.Via != router.ViaTunnel {
+			return fmt.Errorf("a sees b as %+v", p)
+		}
+		return nil
+	})
+}
+
+// Reload changes the live settings and refuses, by name, what needs a
+// restart, keeping the running configuration.
+func TestReload(t *testing.T) {
+	u := newHub()
+	a := newHost(t, u, "a", 1, "10.244.1.0/24")
+	var logFormat string
+	a.mod = func(d *Deps) { d.SetLogging = func(format string, _ slog.Level) { logFormat = format } }
+	a.mustStart()
+
+	next := a.s
+	next.Live.LogFormat = "json"
+	next.Live.Peers = []StaticPeer{{Name: "k", Subnet: netip.MustParsePrefix("10.244.9.0/24"), IP: netip.MustParseAddr("127.0.0.9"), Port: 8285}}
+	changed, err := a.n.Reload(next)
+	if err != nil || !slices.Equal(changed, []string{"logLevel/logFormat", "peers"}) || logFormat != "json" {
+		t.Fatalf("reload: changed %v, err %v, log format %q", changed, err, logFormat)
+	}
+	if p := a.n.Status().Peer("k"); p == nil || p.State != "static" || p.Via != router.ViaTunnel {
+		t.Fatalf("static peer after reload: %+v", p)
+	}
+
+	bad := next
+	bad.Port, bad.MTU = 9999, 1400
+	bad.Live.Peers = nil
+	changed, err = a.n.Reload(bad)
+	if !errors.Is(err, ErrNeedsRestart) || !strings.Contains(err.Error(), "port, mtu") || changed != nil {
+		t.Fatalf("reload of port and mtu: changed %v, err %v", changed, err)
+	}
+	if a.n.Status().Peer("k") == nil {
+		t.Error("a refused reload still changed the peers")
+	}
+	if changed, err := a.n.Reload(next); err != nil || len(changed) != 0 {
+		t.Errorf("reload of the running settings: %v %v", changed, err)
+	}
+}
+
+// The underlay address changes while running: the host follows it and its
+// peer learns the new address.
+func TestUnderlayAddressChange(t *testing.T) {
+	u := newHub()
+	a := newHost(t, u, "a", 1, "10.244.1.0/24")
+	b := newHost(t, u, "b", 2, "10.244.2.0/24")
+	a.mustStart()
+	b.mustStart(a)
+	eventually(t, "a routes b", routedVia(a, "b", router.ViaTunnel))
+	eventually(t, "b watches its underlay", func() error {
+		b.kernel.mu.Lock()
+		defer b.kernel.mu.Unlock()
+		if b.kernel.changed == nil {
+			return errors.New("no watcher")
+		}
+		return nil
+	})
+	b.kernel.setAddr(netip.MustParseAddr("127.0.0.22"))
+	eventually(t, "a learns b's new address", func() error {
+		p := a.n.Status().Peer("b")
+		if p == nil || p.Underlay != "127.0.0.22:8285" || p.State != "alive" {
+			return fmt.Errorf("a sees b as %+v", p)
+		}
+		return nil
+	})
+	if got := b.n.Status().Node.Underlay; got != "127.0.0.22:8285" {
+		t.Errorf("b's own underlay %s", got)
+	}
+	out := ipv4("10.244.1.0", "10.244.2.7")
+	a.dev.in <- out
+	if got := recv(t, b.dev); !slices.Equal(got, out) {
+		t.Fatalf("after the move b's TUN got %x", got)
+	}
+}
+
+// Shutdown runs in its fixed order: the direct routes go before the data
+// path closes and the link goes; the TUN is closed once; the control socket
+// is removed; a stale route of an earlier run is removed at start.
+func TestShutdownOrder(t *testing.T) {
+	u := newHub()
+	a := newHost(t, u, "a", 1, "10.244.1.0/24")
+	b := newHost(t, u, "b", 2, "10.244.2.0/24")
+	a.s.DirectRouting = true
+	stale := netip.MustParsePrefix("10.244.77.0/24")
+	a.kernel.stale = []tun.Route{{Dst: stale}}
+	a.mustStart()
+	b.mustStart(a)
+	eventually(t, "a routes b directly", routedVia(a, "b", router.ViaDirect))
+	a.stop()
+	ev := a.ev.list()
+	want := []string{"route del " + stale.String(), "route add 10.244.2.0/24 via 127.0.0.2", "route del 10.244.2.0/24", "link gone"}
+	if !slices.Equal(ev, want) {
+		t.Errorf("events %q, want %q", ev, want)
+	}
+	if n := a.dev.closes(); n != 1 {
+		t.Errorf("TUN closed %d times, want once", n)
+	}
+	if _, err := os.Stat(a.s.Socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("control socket still there: %v", err)
+	}
+	if r := a.kernel.routeList(); len(r) != 0 {
+		t.Errorf("routes left: %v", r)
+	}
+}
+
+// A start that fails takes back what it made: here the data port's socket
+// cannot be opened, after the TUN was.
+func TestFailedStartCleansUp(t *testing.T) {
+	u := newHub()
+	a := newHost(t, u, "a", 1, "10.244.1.0/24")
+	d := a.deps()
+	d.Listen = func(netip.AddrPort, int, bool) (Socket, error) { return nil, errors.New("port taken") }
+	_, err := Start(context.Background(), a.s, d)
+	if err == nil || !strings.Contains(err.Error(), "port taken") {
+		t.Fatalf("Start: %v", err)
+	}
+	dev := <-a.tun
+	if dev.closes() != 1 {
+		t.Errorf("TUN closed %d times, want once", dev.closes())
+	}
+	if _, err := os.Stat(a.s.Socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("control socket left: %v", err)
+	}
+	// The metrics listener is gone too: its port can be bound again.
+	ln, err := net.Listen("unix", a.s.Socket)
+	if err != nil {
+		t.Fatalf("control socket path not free: %v", err)
+	}
+	ln.Close()
+}

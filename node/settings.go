@@ -1,0 +1,97 @@
+package node
+
+import (
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"time"
+
+	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/lease"
+)
+
+// Settings is a node's validated configuration. Everything outside Live is
+// fixed for the node's life; Live is what Reload may change while running.
+type Settings struct {
+	Name           string
+	Network        netip.Prefix
+	Subnet         netip.Prefix // invalid with AutoSubnet
+	PublicIP       netip.Addr   // invalid: discover, and follow the interface's address
+	Iface          string
+	Port           uint16
+	Encap          encap.Kind
+	VNI            uint32
+	VTEPMAC        encap.MAC // zero: derived from the subnet
+	GossipPort     int
+	TUN            string
+	MTU            int // 0: underlay MTU minus overhead
+	MetricsAddr    string
+	Socket         string
+	DirectRouting  bool
+	PerPeerMetrics bool
+	Offload        bool
+	PProf          bool
+
+	AutoSubnet    bool       // no Subnet: lease one from Pool
+	Pool          lease.Pool // where an automatic subnet comes from
+	SubnetReclaim time.Duration
+	StateDir      string
+	SubnetFile    string
+	FlannelCompat bool
+
+	Live Live
+}
+
+// Live is the part of the configuration that changes without a restart.
+type Live struct {
+	LogLevel   slog.Level
+	LogFormat  string
+	Join       []string
+	GossipKeys [][]byte // primary first
+	Peers      []StaticPeer
+}
+
+// StaticPeer is a host that does not gossip (a kernel VTEP, a router).
+type StaticPeer struct {
+	Name   string
+	Subnet netip.Prefix
+	IP     netip.Addr
+	MAC    encap.MAC
+	Port   uint16
+}
+
+// fixedChanges lists, by their config key, the settings that differ between
+// a and b outside Live: those need a restart.
+func fixedChanges(a, b Settings) []string {
+	var out []string
+	check := func(name string, x, y any) {
+		if !reflect.DeepEqual(x, y) {
+			out = append(out, name)
+		}
+	}
+	check("name", a.Name, b.Name)
+	check("network", a.Network, b.Network)
+	check("subnet", a.Subnet, b.Subnet)
+	check("subnetLen/subnetMin/subnetMax", a.Pool, b.Pool)
+	check("publicIp", a.PublicIP, b.PublicIP)
+	check("iface", a.Iface, b.Iface)
+	check("port", a.Port, b.Port)
+	check("encap", a.Encap, b.Encap)
+	check("vni", a.VNI, b.VNI)
+	check("vtepMac", a.VTEPMAC, b.VTEPMAC)
+	check("gossipPort", a.GossipPort, b.GossipPort)
+	check("tun", a.TUN, b.TUN)
+	check("mtu", a.MTU, b.MTU)
+	check("metricsAddr", a.MetricsAddr, b.MetricsAddr)
+	check("socket", a.Socket, b.Socket)
+	check("directRouting", a.DirectRouting, b.DirectRouting)
+	check("offload", a.Offload, b.Offload)
+	check("perPeerMetrics", a.PerPeerMetrics, b.PerPeerMetrics)
+	check("pprof", a.PProf, b.PProf)
+	check("stateDir", a.StateDir, b.StateDir)
+	check("subnetFile", a.SubnetFile, b.SubnetFile)
+	check("flannelCompat", a.FlannelCompat, b.FlannelCompat)
+	check("subnetReclaim", a.SubnetReclaim, b.SubnetReclaim)
+	check("gossipKeyFile (turning encryption on or off)", len(a.Live.GossipKeys) > 0, len(b.Live.GossipKeys) > 0)
+	return out
+}
