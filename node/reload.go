@@ -8,9 +8,19 @@ import (
 	"strings"
 )
 
-// ErrNeedsRestart is wrapped by Reload's error when a setting outside Live
-// changed.
+// ErrNeedsRestart matches (errors.Is) Reload's *RestartError.
 var ErrNeedsRestart = errors.New("these settings need a restart")
+
+// RestartError is Reload's refusal: Settings (config keys) differ from the
+// running ones outside Live.
+type RestartError struct{ Settings []string }
+
+func (e *RestartError) Error() string {
+	return "these settings need a restart: " + strings.Join(e.Settings, ", ")
+}
+
+// Is makes errors.Is(err, ErrNeedsRestart) hold.
+func (e *RestartError) Is(target error) bool { return target == ErrNeedsRestart }
 
 // Reload applies next's Live settings: log level and format, the join list,
 // the gossip keys and the static peers change without dropping traffic. If
@@ -22,7 +32,7 @@ func (n *Node) Reload(next Settings) ([]string, error) {
 	cur := n.s
 	cur.Live = *n.live.Load()
 	if fixed := fixedChanges(cur, next); len(fixed) > 0 {
-		return nil, fmt.Errorf("%w: %s", ErrNeedsRestart, strings.Join(fixed, ", "))
+		return nil, &RestartError{Settings: fixed}
 	}
 	old, nw := cur.Live, next.Live
 	var changed []string

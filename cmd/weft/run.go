@@ -115,9 +115,10 @@ func reload(n *node.Node, args []string, d node.Deps, log *slog.Logger) {
 		return
 	}
 	changed, err := n.Reload(next)
+	var re *node.RestartError
 	switch {
-	case errors.Is(err, node.ErrNeedsRestart):
-		log.Error("reload refused; keeping the running configuration", "err", err)
+	case errors.As(err, &re):
+		log.Error("reload refused: these settings need a restart; keeping the running configuration", "changed", strings.Join(re.Settings, ", "))
 		return
 	case err != nil:
 		log.Error("reload: some settings did not change", "err", err)
