@@ -23,6 +23,7 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/weftnet/weft/cni"
 	"github.com/weftnet/weft/node"
 	"github.com/weftnet/weft/tun"
 )
@@ -35,6 +36,9 @@ const (
 )
 
 func main() {
+	if os.Getenv("CNI_COMMAND") != "" { // run by a container runtime as its "weft" CNI plugin
+		os.Exit(cni.Main(version))
+	}
 	os.Exit(weft(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -50,6 +54,8 @@ func weft(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdStatus(ctx, args[1:], stdout, stderr)
 	case "keygen":
 		return cmdKeygen(stdout, stderr)
+	case "cni":
+		return cni.Command(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "weft %s (%s, %s)\n", version, revision(), runtime.Version())
 		return exitOK
