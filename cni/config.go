@@ -337,10 +337,14 @@ func BuildDelegate(n *NetConf, env SubnetEnv, cniVersion string) (map[string]any
 	if ipam["type"] == defaultIPAM {
 		_, hasSubnet := ipam["subnet"]
 		_, hasRanges := ipam["ranges"]
+		route := map[string]any{"dst": env.Network.String()}
 		if !hasSubnet && !hasRanges {
 			ipam["ranges"] = []any{env.ranges()}
+			// With the gateway named: the bridge plugin's CHECK (before
+			// v1.2) looks routes up by gateway and misses a route without.
+			route["gw"] = env.gateway().String()
 		}
-		setDefault(ipam, "routes", []any{map[string]any{"dst": env.Network.String()}})
+		setDefault(ipam, "routes", []any{route})
 	}
 	d["ipam"] = ipam
 	return d, nil

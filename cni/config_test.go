@@ -108,7 +108,7 @@ func TestBuildDelegateDefaults(t *testing.T) {
 				"subnet": "10.244.1.0/24", "gateway": "10.244.1.1",
 				"rangeStart": "10.244.1.1", "rangeEnd": "10.244.1.254",
 			}}},
-			"routes": []any{map[string]any{"dst": "10.244.0.0/16"}},
+			"routes": []any{map[string]any{"dst": "10.244.0.0/16", "gw": "10.244.1.1"}},
 		},
 	})
 	if got := asJSON(t, d); !reflect.DeepEqual(got, want) {

@@ -163,7 +163,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		return err
 	}
 	store := Store{Dir: n.DataDir}
-	st := &State{ContainerID: args.ContainerID, IfName: args.IfName,
+	st := &State{Name: n.Name, ContainerID: args.ContainerID, IfName: args.IfName,
 		Network: env.Network.String(), Subnet: env.Subnet.String(), Delegate: raw}
 	// Kept before the delegate runs, so that the DEL a runtime sends after
 	// a failed ADD undoes whatever the delegate did.
@@ -254,17 +254,14 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil || !ok {
 		return err
 	}
-	if err := p.release(st, func(typ string, raw []byte) error {
+	return p.release(store, st, func(typ string, raw []byte) error {
 		return invoke.DelegateDel(ctx, typ, raw, p.Exec)
-	}); err != nil {
-		return err
-	}
-	return store.Remove(args.ContainerID, args.IfName)
+	})
 }
 
 // release removes the masquerading and runs the delegate's DEL (del) of a
-// kept state.
-func (p *Plugin) release(st *State, del func(typ string, raw []byte) error) error {
+// kept state, then forgets the state.
+func (p *Plugin) release(store Store, st *State, del func(typ string, raw []byte) error) error {
 	var d delegateInfo
 	if err := json.Unmarshal(st.Delegate, &d); err != nil || d.Type == "" {
 		return fmt.Errorf("kept delegate config of %s/%s is unreadable: %v", st.ContainerID, st.IfName, err)
@@ -273,11 +270,18 @@ func (p *Plugin) release(st *State, del func(typ string, raw []byte) error) erro
 		if err := p.Masq.Teardown(prefixes(st.Masq), d.Name, st.IfName, st.ContainerID); err != nil {
 			return fmt.Errorf("ipMasq teardown: %w", err)
 		}
+		// Recorded before the delegate runs: if it fails, the DEL the
+		// runtime retries must not tear down again (iptables refuses to
+		// delete a rule whose chain is gone).
+		st.Masq = nil
+		if err := store.Save(st); err != nil {
+			return err
+		}
 	}
 	if err := del(d.Type, st.Delegate); err != nil {
 		return err
 	}
-	return nil
+	return store.Remove(st.ContainerID, st.IfName)
 }
 
 // Check verifies the container with the kept config and that the host's
@@ -356,8 +360,8 @@ func (p *Plugin) StatusCmd(args *skel.CmdArgs) error {
 	return nil
 }
 
-// GC (CNI 1.1) releases every kept attachment that is not among the valid
-// ones, with its kept config, then lets the masquerading helpers and, if it
+// GC (CNI 1.1) releases every kept attachment of this network that is not
+// among the valid ones, with its kept config, then lets the masquerading helpers and, if it
 // speaks 1.1.0, the delegate collect what they can.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
 	n, cerr := ParseConf(args.StdinData)
@@ -377,10 +381,10 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	}
 	var errs []error
 	for _, st := range states {
-		if valid[types.GCAttachment{ContainerID: st.ContainerID, IfName: st.IfName}] {
+		if st.Name != n.Name || valid[types.GCAttachment{ContainerID: st.ContainerID, IfName: st.IfName}] {
 			continue
 		}
-		err := p.release(st, func(typ string, raw []byte) error {
+		err := p.release(store, st, func(typ string, raw []byte) error {
 			path, err := p.Exec.FindInPath(typ, filepath.SplitList(args.Path))
 			if err != nil {
 				return err
@@ -389,9 +393,6 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 				Command: "DEL", ContainerID: st.ContainerID, IfName: st.IfName, Path: args.Path,
 			}, p.Exec)
 		})
-		if err == nil {
-			err = store.Remove(st.ContainerID, st.IfName)
-		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("gc %s/%s: %w", st.ContainerID, st.IfName, err))
 		}

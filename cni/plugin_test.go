@@ -38,6 +38,7 @@ type fakeExec struct {
 	calls    []call
 	versions []string // what the delegate says it supports
 	failAdd  error
+	failDel  error
 }
 
 func (f *fakeExec) ExecPlugin(_ context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
@@ -59,6 +60,8 @@ func (f *fakeExec) ExecPlugin(_ context.Context, path string, stdin []byte, envi
 	switch c.Command {
 	case "VERSION":
 		return json.Marshal(map[string]any{"cniVersion": "1.0.0", "supportedVersions": f.versions})
+	case "DEL":
+		return nil, f.failDel
 	case "ADD":
 		if f.failAdd != nil {
 			return nil, f.failAdd
@@ -377,6 +380,38 @@ func TestDelUsesKeptState(t *testing.T) {
 // before keep their addresses and their kept config; CHECK tells the
 // runtime to recreate them; new containers get the new subnet, and the
 // bridge is told to take the new gateway address.
+// A DEL whose delegate fails keeps the state for the runtime's retry, which
+// does not tear the masquerading down a second time.
+func TestDelRetry(t *testing.T) {
+	e := newEnv(t)
+	e.writeSubnet("10.244.1.0/24")
+	if err := e.p.Add(e.args("c1", e.conf("1.0.0", ""))); err != nil {
+		t.Fatal(err)
+	}
+	e.masq.calls = nil
+	e.exec.failDel = types.NewError(types.ErrInternal, "bridge busy", "")
+	if err := e.p.Del(e.args("c1", e.conf("1.0.0", ""))); err == nil {
+		t.Fatal("DEL succeeded although the delegate failed")
+	}
+	if files := e.stateFiles(); len(files) != 1 {
+		t.Fatalf("state after a failed DEL: %v", files)
+	}
+	e.exec.failDel = nil
+	e.exec.reset()
+	if err := e.p.Del(e.args("c1", e.conf("1.0.0", ""))); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.masq.calls) != 1 {
+		t.Errorf("masq calls over both DELs %+v, want one teardown", e.masq.calls)
+	}
+	if calls := e.exec.delegateCalls(); len(calls) != 1 || calls[0].Command != "DEL" {
+		t.Errorf("retried DEL: delegate calls %+v", calls)
+	}
+	if files := e.stateFiles(); len(files) != 0 {
+		t.Errorf("state after the retried DEL: %v", files)
+	}
+}
+
 func TestSubnetMoved(t *testing.T) {
 	e := newEnv(t)
 	e.writeSubnet("10.244.1.0/24")
@@ -477,6 +512,11 @@ func TestGC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// An attachment of another network in the same dataDir is not GC's.
+	other := []byte(strings.Replace(string(e.conf("1.1.0", "")), `"name":"weftnet"`, `"name":"other"`, 1))
+	if err := e.p.Add(e.args("othernet", other)); err != nil {
+		t.Fatal(err)
+	}
 	e.exec.reset()
 	e.masq.calls = nil
 	gc := e.conf("1.1.0", `,"cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}]`)
@@ -487,7 +527,7 @@ func TestGC(t *testing.T) {
 	if len(calls) != 1 || calls[0].Command != "DEL" || calls[0].Env["CNI_CONTAINERID"] != "stale" || calls[0].Env["CNI_IFNAME"] != "eth0" {
 		t.Fatalf("GC delegate calls %+v, want one DEL of stale/eth0 (the delegate speaks no 1.1.0: no GC)", calls)
 	}
-	if files := e.stateFiles(); !slices.Equal(files, []string{"keep_eth0.json"}) {
+	if files := e.stateFiles(); !slices.Equal(files, []string{"keep_eth0.json", "othernet_eth0.json"}) {
 		t.Errorf("state after GC: %v", files)
 	}
 	if len(e.masq.calls) != 2 || e.masq.calls[0].Op != "teardown" || e.masq.calls[0].ContainerID != "stale" || e.masq.calls[1].Op != "gc" {

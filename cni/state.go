@@ -13,6 +13,8 @@ import (
 // State is what the plugin keeps per attachment (container and interface)
 // from ADD to DEL: the delegate config it used and what it set up itself.
 type State struct {
+	// Name is the network's name (the config's name).
+	Name        string `json:"name"`
 	ContainerID string `json:"containerID"`
 	IfName      string `json:"ifName"`
 	// Network and Subnet are the cluster network and the host's subnet at

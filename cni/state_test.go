@@ -16,7 +16,7 @@ func TestStore(t *testing.T) {
 	if _, ok, err := s.Load("c1", "eth0"); ok || err != nil {
 		t.Fatalf("Load of nothing: %v %v", ok, err)
 	}
-	a := &State{ContainerID: "c1", IfName: "eth0", Network: "10.244.0.0/16", Subnet: "10.244.1.0/24",
+	a := &State{Name: "w", ContainerID: "c1", IfName: "eth0", Network: "10.244.0.0/16", Subnet: "10.244.1.0/24",
 		Masq: []string{"10.244.1.2/16"}, Delegate: json.RawMessage(`{"type":"bridge","name":"w"}`)}
 	b := &State{ContainerID: "c1", IfName: "net1", Subnet: "10.244.1.0/24", Delegate: json.RawMessage(`{"type":"bridge"}`)}
 	for _, st := range []*State{a, b} {
