@@ -194,11 +194,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 			st.Masq = append(st.Masq, ipn.String())
 		}
 		if err := p.Masq.Setup(prefixes(st.Masq), n.Name, args.IfName, args.ContainerID); err != nil {
-			return p.undoAdd(ctx, typ, raw, st, fmt.Errorf("ipMasq: %w", err))
+			return p.undoAdd(ctx, store, typ, raw, st, fmt.Errorf("ipMasq: %w", err))
 		}
 	}
 	if err := store.Save(st); err != nil {
-		return p.undoAdd(ctx, typ, raw, st, err)
+		return p.undoAdd(ctx, store, typ, raw, st, err)
 	}
 	out, err := r.GetAsVersion(n.CNIVersion)
 	if err != nil {
@@ -207,13 +207,20 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	return out.PrintTo(p.Stdout)
 }
 
-// undoAdd takes back a half-done ADD and returns cause.
-func (p *Plugin) undoAdd(ctx context.Context, typ string, raw []byte, st *State, cause error) error {
+// undoAdd takes back a half-done ADD and returns cause. The state goes
+// once the delegate has undone its part; until then the runtime's DEL
+// retries that.
+func (p *Plugin) undoAdd(ctx context.Context, store Store, typ string, raw []byte, st *State, cause error) error {
 	errs := []error{cause}
 	if len(st.Masq) > 0 {
 		errs = append(errs, p.Masq.Teardown(prefixes(st.Masq), nameOf(raw), st.IfName, st.ContainerID))
 	}
-	errs = append(errs, invoke.DelegateDel(ctx, typ, raw, p.Exec))
+	st.Masq = nil
+	if err := invoke.DelegateDel(ctx, typ, raw, p.Exec); err != nil {
+		errs = append(errs, err, store.Save(st))
+	} else {
+		errs = append(errs, store.Remove(st.ContainerID, st.IfName))
+	}
 	return errors.Join(errs...)
 }
 
@@ -271,8 +278,7 @@ func (p *Plugin) release(store Store, st *State, del func(typ string, raw []byte
 			return fmt.Errorf("ipMasq teardown: %w", err)
 		}
 		// Recorded before the delegate runs: if it fails, the DEL the
-		// runtime retries must not tear down again (iptables refuses to
-		// delete a rule whose chain is gone).
+		// runtime retries has only the delegate's part left to do.
 		st.Masq = nil
 		if err := store.Save(st); err != nil {
 			return err

@@ -332,6 +332,9 @@ func TestAddFailures(t *testing.T) {
 	if len(calls) != 2 || calls[1].Command != "DEL" {
 		t.Errorf("masq failure: delegate calls %+v, want ADD then DEL", calls)
 	}
+	if _, ok, _ := (Store{Dir: e.dataDir}).Load("c2", "eth0"); ok {
+		t.Error("state kept after an ADD that was fully undone")
+	}
 }
 
 func TestDelUsesKeptState(t *testing.T) {
