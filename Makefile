@@ -5,12 +5,15 @@ REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -X main.version=$(VERSION) -X main.buildRevision=$(REVISION)
 TOOLS       := $(CURDIR)/bin/tools
 STATICCHECK := $(TOOLS)/staticcheck
+# The CNI end-to-end test's container runtime, at a pinned release.
+CNITOOL_VERSION ?= v1.3.1
+CNITOOL     := $(TOOLS)/cnitool
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /e2e -e /bench/)
 # A count, not a duration: a -fuzztime duration can end a clean run with
 # "context deadline exceeded" (seen in CI on FuzzDecodeVXLAN).
 FUZZTIME    ?= 100000x
 
-.PHONY: all build test lint unit fuzz-short e2e fuzz bench bench-go bench-gossip demo clean
+.PHONY: all build test lint unit fuzz-short e2e fuzz bench bench-go bench-gossip demo clean FORCE
 
 all: build
 
@@ -47,8 +50,16 @@ fuzz-short:
 fuzz:
 	$(MAKE) fuzz-short FUZZTIME=5m
 
-e2e:
+e2e: $(CNITOOL)
 	$(GO) test -count=1 -v -timeout 15m ./e2e
+
+# Reinstalled unless that exact version is there.
+$(CNITOOL): FORCE
+	@if $(GO) version -m '$@' 2>/dev/null | grep -Eq '^[[:space:]]+mod[[:space:]]+github.com/containernetworking/cni[[:space:]]+$(CNITOOL_VERSION)[[:space:]]'; then :; else \
+		echo "GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/cni/cnitool@$(CNITOOL_VERSION)"; \
+		GOBIN='$(TOOLS)' GOFLAGS= $(GO) install github.com/containernetworking/cni/cnitool@$(CNITOOL_VERSION); fi
+
+FORCE:
 
 ## bench: iperf3 across namespace hosts, weft beside kernel VXLAN and raw veth (root).
 bench:

@@ -32,6 +32,9 @@ DATADIR ?= $(PREFIX)/share
 SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
 # The configuration stays in /etc for every PREFIX (the unit reads it there).
 SYSCONFDIR ?= /etc
+# weft is also a CNI plugin: a symlink "weft" in the upstream and Debian CNI
+# plugin directories, for every PREFIX (runtimes look there).
+CNI_BIN_DIRS ?= /opt/cni/bin /usr/lib/cni
 INSTALL ?= install
 
 .PHONY: install uninstall
@@ -40,6 +43,9 @@ install:
 	$(INSTALL) -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(SYSTEMD_UNIT_DIR)' '$(DESTDIR)$(SYSCONFDIR)/weft' \
 		'$(DESTDIR)$(DATADIR)/weft/grafana' '$(DESTDIR)$(DATADIR)/doc/weft/examples/weft.service.d'
 	$(INSTALL) -m 0755 '$(WEFT_BIN)' '$(DESTDIR)$(BINDIR)/weft'
+	for d in $(CNI_BIN_DIRS); do \
+		$(INSTALL) -d "$(DESTDIR)$$d" && ln -sfn '$(BINDIR)/weft' "$(DESTDIR)$$d/weft" || exit 1; \
+	done
 	sed -e 's#/usr/bin/weft#$(BINDIR)/weft#g' -e 's#/etc/weft/#$(SYSCONFDIR)/weft/#g' \
 		'$(WEFT_DEPLOY_DIR)/systemd/weft.service' > '$(DESTDIR)$(SYSTEMD_UNIT_DIR)/weft.service.tmp'
 	chmod 0644 '$(DESTDIR)$(SYSTEMD_UNIT_DIR)/weft.service.tmp'
@@ -58,10 +64,14 @@ install:
 	@if [ -z '$(DESTDIR)' ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 	@echo "deploy.mk: installed. Edit $(SYSCONFDIR)/weft/weft.yaml, then: systemctl enable --now weft"
 
-# Leaves $(SYSCONFDIR)/weft/weft.yaml and /var/lib/weft alone.
+# Leaves $(SYSCONFDIR)/weft/weft.yaml and /var/lib/weft alone, and a CNI
+# plugin "weft" that is not our symlink.
 uninstall:
 	rm -f '$(DESTDIR)$(BINDIR)/weft' '$(DESTDIR)$(SYSTEMD_UNIT_DIR)/weft.service' \
 		'$(DESTDIR)$(DATADIR)/weft/grafana/weft-dashboard.json'
+	for d in $(CNI_BIN_DIRS); do \
+		if [ "$$(readlink "$(DESTDIR)$$d/weft")" = '$(BINDIR)/weft' ]; then rm -f "$(DESTDIR)$$d/weft"; fi; \
+	done
 	rm -rf '$(DESTDIR)$(DATADIR)/doc/weft'
 	-rmdir '$(DESTDIR)$(DATADIR)/weft/grafana' '$(DESTDIR)$(DATADIR)/weft' 2>/dev/null
 	@if [ -z '$(DESTDIR)' ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi

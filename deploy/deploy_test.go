@@ -1047,6 +1047,8 @@ func TestDashboardAgainstLiveDaemon(t *testing.T) {
 // Files the Debian package must hold (directories aside).
 var debFiles = []string{
 	"/usr/bin/weft",
+	"/opt/cni/bin/weft",
+	"/usr/lib/cni/weft",
 	"/lib/systemd/system/weft.service",
 	"/etc/weft/weft.yaml",
 	"/usr/share/weft/grafana/weft-dashboard.json",
@@ -1084,6 +1086,13 @@ func TestNfpmConfig(t *testing.T) {
 			continue
 		}
 		dsts = append(dsts, c.Dst)
+		if c.Type == "symlink" {
+			// The CNI plugin: a symlink to the installed binary.
+			if c.Src != "/usr/bin/weft" {
+				t.Errorf("%s: symlink to %s, want /usr/bin/weft", c.Dst, c.Src)
+			}
+			continue
+		}
 		if c.Src != "./bin/weft" { // built by make build
 			if _, err := os.Stat(filepath.Join(root, c.Src)); err != nil {
 				t.Errorf("%s: src %s: %v", nfpmFile, c.Src, err)
@@ -1257,6 +1266,11 @@ func TestMakeFragment(t *testing.T) {
 				t.Errorf("%s: mode %v, want %v", path, st.Mode().Perm(), mode)
 			}
 		}
+		for _, p := range []string{"/opt/cni/bin/weft", "/usr/lib/cni/weft"} {
+			if target, err := os.Readlink(filepath.Join(dest, p)); err != nil || target != "/usr/local/bin/weft" {
+				t.Errorf("make install: %s -> %q (%v), want a symlink to /usr/local/bin/weft", p, target, err)
+			}
+		}
 		unitPath := filepath.Join(dest, "/usr/local/lib/systemd/system/weft.service")
 		unit := string(readFile(t, unitPath))
 		if strings.Contains(unit, "/usr/bin/weft") {
@@ -1291,13 +1305,25 @@ func TestMakeFragment(t *testing.T) {
 		if err != nil {
 			t.Fatalf("make uninstall: %v\n%s%s", err, out, stderr)
 		}
-		for _, p := range []string{"usr/local/bin/weft", "usr/local/lib/systemd/system/weft.service", "usr/local/share/weft", "usr/local/share/doc/weft"} {
-			if _, err := os.Stat(filepath.Join(dest, p)); err == nil {
+		for _, p := range []string{"usr/local/bin/weft", "usr/local/lib/systemd/system/weft.service", "usr/local/share/weft", "usr/local/share/doc/weft",
+			"opt/cni/bin/weft", "usr/lib/cni/weft"} {
+			if _, err := os.Lstat(filepath.Join(dest, p)); err == nil {
 				t.Errorf("make uninstall left %s", p)
 			}
 		}
 		if _, err := os.Stat(cfg); err != nil {
 			t.Errorf("make uninstall removed the config: %v", err)
+		}
+		// A CNI plugin "weft" that is not our symlink stays.
+		foreign := filepath.Join(dest, "usr/lib/cni/weft")
+		if err := os.WriteFile(foreign, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, stderr, err := run(t, root, nil, mk, "-f", mf, "uninstall", "DESTDIR="+dest, "PREFIX=/usr/local"); err != nil {
+			t.Fatalf("make uninstall: %v\n%s%s", err, out, stderr)
+		}
+		if _, err := os.Stat(foreign); err != nil {
+			t.Errorf("make uninstall removed a CNI plugin weft that was not its symlink: %v", err)
 		}
 	})
 
@@ -1332,6 +1358,7 @@ func TestDebPackage(t *testing.T) {
 		t.Fatalf("dpkg-deb -c: %v\n%s", err, stderr)
 	}
 	files := map[string]string{} // path -> "mode owner"
+	links := map[string]string{} // path -> symlink target
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 6 {
@@ -1339,6 +1366,15 @@ func TestDebPackage(t *testing.T) {
 		}
 		p := strings.TrimPrefix(strings.TrimSuffix(f[5], "/"), ".")
 		files[p] = f[0] + " " + f[1]
+		if len(f) == 8 && f[6] == "->" {
+			links[p] = f[7]
+		}
+	}
+	// The CNI plugin is the daemon's binary under the name runtimes look for.
+	for _, p := range []string{"/opt/cni/bin/weft", "/usr/lib/cni/weft"} {
+		if links[p] != "/usr/bin/weft" || !strings.HasPrefix(files[p], "l") {
+			t.Errorf("%s: %q -> %q, want a symlink to /usr/bin/weft", p, files[p], links[p])
+		}
 	}
 	for _, p := range debFiles {
 		if _, ok := files[p]; !ok {
@@ -1356,11 +1392,11 @@ func TestDebPackage(t *testing.T) {
 		}
 	}
 
-	fields, stderr, err := run(t, "", nil, dpkgDeb, "-f", deb, "Package", "Version", "Architecture", "Depends", "Maintainer")
+	fields, stderr, err := run(t, "", nil, dpkgDeb, "-f", deb, "Package", "Version", "Architecture", "Depends", "Suggests", "Maintainer")
 	if err != nil {
 		t.Fatalf("dpkg-deb -f: %v\n%s", err, stderr)
 	}
-	for _, want := range []string{"Package: weft", "Depends: procps", "Version: ", "Architecture: "} {
+	for _, want := range []string{"Package: weft", "Depends: procps", "Suggests: containernetworking-plugins", "Version: ", "Architecture: "} {
 		if !strings.Contains(fields, want) {
 			t.Errorf("control fields lack %q:\n%s", want, fields)
 		}

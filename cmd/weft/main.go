@@ -22,6 +22,7 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/weftnet/weft/cni"
 	"github.com/weftnet/weft/config"
 	"github.com/weftnet/weft/node"
 )
@@ -34,12 +35,15 @@ const (
 )
 
 func main() {
+	if os.Getenv("CNI_COMMAND") != "" { // run by a container runtime as its "weft" CNI plugin
+		os.Exit(cni.Main(version))
+	}
 	os.Exit(weft(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func weft(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: weft run|status|keygen|version [flags]")
+		fmt.Fprintln(stderr, "usage: weft run|status|cni|keygen|version [flags]")
 		return exitUsage
 	}
 	switch args[0] {
@@ -49,11 +53,13 @@ func weft(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdStatus(ctx, args[1:], stdout, stderr)
 	case "keygen":
 		return cmdKeygen(stdout, stderr)
+	case "cni":
+		return cni.Command(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "weft %s (%s, %s)\n", version, revision(), runtime.Version())
 		return exitOK
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: weft run|status|version [flags]; weft run -h lists the daemon's flags")
+		fmt.Fprintln(stdout, "usage: weft run|status|cni|keygen|version [flags]; weft run -h lists the daemon's flags; weft cni conflist prints a CNI network config")
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "weft: unknown command %q (want run, status, keygen or version)\n", args[0])
