@@ -6,6 +6,7 @@
 //
 //	weft run [flags]       run the daemon (weft run -h lists the flags)
 //	weft status [--json]   show a running daemon's node, peers and counters
+//	weft cni conflist      print a CNI network config (run by a runtime, weft is the "weft" CNI plugin)
 //	weft keygen            print a new gossip encryption key
 //	weft version           print the version
 package main
