@@ -63,7 +63,7 @@ bench-gossip:
 
 ## demo: three namespace hosts running weft; peer table, ping and iperf3 (root).
 demo: build
-	WEFT=bin/weft bash scripts/demo.sh
+	$(GO) run ./internal/cmd/demo -weft bin/weft
 
 clean:
 	rm -rf bin dist
