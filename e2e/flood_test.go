@@ -96,7 +96,7 @@ func TestGarbageFloodWhileTransferring(t *testing.T) {
 	// Counters before.
 	reasons := []string{"unknown_peer", "spoofed", "not_local", "malformed"}
 	readCounters := func() (map[string]float64, error) {
-		ms, err := metrics(ctx, b)
+		ms, _, err := metrics(ctx, b)
 		if err != nil {
 			return nil, err
 		}

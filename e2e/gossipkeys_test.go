@@ -58,7 +58,7 @@ func neverSeen(n *node, name string, d time.Duration) error {
 
 // gossipCounters returns n's gossip key-error and join-failure counters.
 func gossipCounters(ctx context.Context, n *node) (keyErrs, joinFails float64, err error) {
-	m, err := metrics(ctx, n)
+	m, _, err := metrics(ctx, n)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -527,29 +527,20 @@ func (m metricSet) value(name string, labels ...string) (float64, bool) {
 	return 0, false
 }
 
-// metricsPage is n's /metrics as served.
-func metricsPage(ctx context.Context, n *node) ([]byte, error) {
+// metrics is n's /metrics, parsed, and the page as served.
+func metrics(ctx context.Context, n *node) (metricSet, []byte, error) {
 	code, body, err := n.host.HTTPGet(ctx, n.metricsURL("/metrics"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if code != 200 {
-		return nil, fmt.Errorf("GET /metrics on %s: %d", n.name, code)
-	}
-	return body, nil
-}
-
-// metrics is n's /metrics, parsed.
-func metrics(ctx context.Context, n *node) (metricSet, error) {
-	body, err := metricsPage(ctx, n)
-	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("GET /metrics on %s: %d", n.name, code)
 	}
 	m, err := parseMetrics(body)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", n.name, err)
+		return nil, body, fmt.Errorf("%s: %w", n.name, err)
 	}
-	return m, nil
+	return m, body, nil
 }
 
 // ---------------------------------------------------------------------------

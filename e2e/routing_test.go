@@ -301,11 +301,7 @@ func TestHostGW(t *testing.T) {
 		t.Logf("a -> c (not on-link) fails as it should: %v %v", res, err)
 	}
 
-	body, err := metricsPage(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := parseMetrics(body)
+	m, body, err := metrics(ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,11 +94,7 @@ func TestClusterConnectivity(t *testing.T) {
 	t.Logf("weft status on a:\n%s", out)
 
 	// Prometheus metrics.
-	body, err := metricsPage(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := parseMetrics(body)
+	m, body, err := metrics(ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
