@@ -274,8 +274,12 @@ func TestGarbageFloodWhileTransferring(t *testing.T) {
 	}
 	rss, _ := procStatusKB(b.proc.PID(), "VmRSS")
 	t.Logf("b's weft: peak RSS (VmHWM) %.1f MiB, RSS now %.1f MiB", float64(hwm)/1024, float64(rss)/1024)
-	if hwm >= 64*1024 {
-		t.Errorf("b's weft peak RSS %.1f MiB, want < 64 MiB", float64(hwm)/1024)
+	limit := int64(64 * 1024)
+	if weftRace {
+		limit *= 8 // the race detector's shadow memory: 5-10x, says its documentation
+	}
+	if hwm >= limit {
+		t.Errorf("b's weft peak RSS %.1f MiB, want < %d MiB (race build: %v)", float64(hwm)/1024, limit/1024, weftRace)
 	}
 	floodRe := regexp.MustCompile(`(?i)unknown_peer|spoof|not_local|malformed|dropped|` + regexp.QuoteMeta(xAddr.String()) + `|` + regexp.QuoteMeta(a.underlay.String()) + `:` + strconv.Itoa(dataPort))
 	mentions := grepLines(floodLogs, floodRe, 100)

@@ -127,6 +127,14 @@ func newLab(t *testing.T, tools ...string) *cluster {
 		if err := lab.Close(); err != nil {
 			t.Errorf("lab cleanup: %v", err)
 		}
+		// A race-built daemon reports a data race on stderr when it
+		// happens, whether or not it then exits non-zero.
+		for _, p := range lab.Procs() {
+			if logs := p.Logs(); strings.Contains(logs, "WARNING: DATA RACE") {
+				i := strings.Index(logs, "WARNING: DATA RACE")
+				t.Errorf("%s: the race detector found a data race:\n%s", p.Describe(), logs[i:min(len(logs), i+6000)])
+			}
+		}
 		for _, ns := range nss {
 			if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
 				t.Errorf("namespace %s still exists after the lab was closed", ns)

@@ -13,6 +13,7 @@
 package e2e
 
 import (
+	"debug/buildinfo"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,6 +29,24 @@ import (
 
 // weftBin is the daemon binary every test uses, built once by TestMain.
 var weftBin string
+
+// weftRace is whether weftBin was built with the race detector, which
+// costs memory and speed: bounds on those are scaled by the tests.
+var weftRace bool
+
+// raceBuild reports whether the binary at path was built with -race.
+func raceBuild(path string) bool {
+	info, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, s := range info.Settings {
+		if s.Key == "-race" && s.Value == "true" {
+			return true
+		}
+	}
+	return false
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -67,6 +86,7 @@ func buildAndRun(m *testing.M) int {
 			return 1
 		}
 		weftBin = abs
+		weftRace = raceBuild(weftBin)
 		return m.Run()
 	}
 	root, err := repoRoot()
@@ -94,6 +114,7 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "e2e: go %s (%v)\n", strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
+	weftRace = raceBuild(weftBin)
 	return m.Run()
 }
 
