@@ -20,9 +20,11 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/router"
 )
 
 // "Run it like production": the systemd notify protocol and watchdog, a
@@ -31,18 +33,6 @@ import (
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-// startEnv starts (or restarts) the node's daemon with extra environment
-// variables, like cluster.start.
-func (c *cluster) startEnv(n *node, env []string) {
-	c.t.Helper()
-	p, err := n.host.StartEnv(env, weftBin, n.args...)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	n.proc = p
-	n.procs = append(n.procs, p)
-}
 
 // notifyMsg is one datagram the daemon sent to NOTIFY_SOCKET.
 type notifyMsg struct {
@@ -161,78 +151,26 @@ func waitLogLine(p *netlab.Proc, from int, deadline time.Time, subs ...string) (
 	return line, err
 }
 
-// fullStatus is "weft status --json" with every field these tests look at.
-type fullStatus struct {
-	Node struct {
-		Name          string  `json:"name"`
-		Network       string  `json:"network"`
-		Subnet        string  `json:"subnet"`
-		Address       string  `json:"address"`
-		Underlay      string  `json:"underlay"`
-		Encap         string  `json:"encap"`
-		MTU           int     `json:"mtu"`
-		TUN           string  `json:"tun"`
-		UptimeSeconds float64 `json:"uptimeSeconds"`
-		Ready         bool    `json:"ready"`
-	} `json:"node"`
-	Peers []fullPeer        `json:"peers"`
-	Drops map[string]uint64 `json:"drops"`
-	keys  map[string]any    // the document decoded generically, to see which keys exist
-	raw   []byte
-}
-
-type fullPeer struct {
-	Name     string    `json:"name"`
-	Subnet   string    `json:"subnet"`
-	Underlay string    `json:"underlay"`
-	State    string    `json:"state"`
-	Static   bool      `json:"static"`
-	Via      string    `json:"via"`
-	LastSeen time.Time `json:"lastSeen"`
-	TxBytes  uint64    `json:"txBytes"`
-	RxBytes  uint64    `json:"rxBytes"`
-}
-
-func statusOf(n *node) (*fullStatus, error) {
-	st, err := status(n)
-	if err != nil {
-		return nil, err
-	}
-	fs := &fullStatus{raw: st.raw}
-	if err := json.Unmarshal(st.raw, fs); err != nil {
-		return nil, fmt.Errorf("weft status --json on %s: %v", n.name, err)
-	}
-	if err := json.Unmarshal(st.raw, &fs.keys); err != nil {
-		return nil, fmt.Errorf("weft status --json on %s: %v", n.name, err)
-	}
-	return fs, nil
-}
-
-func (s *fullStatus) peer(name string) *fullPeer {
-	for i := range s.Peers {
-		if s.Peers[i].Name == name {
-			return &s.Peers[i]
-		}
-	}
-	return nil
-}
-
 // missingKeys lists the JSON keys of the status document that are absent:
 // the node's, the top level's and those of the named peers.
-func (s *fullStatus) missingKeys(nodeKeys, topKeys, peerKeys []string, peers ...string) []string {
+func missingKeys(st *statusDoc, nodeKeys, topKeys, peerKeys []string, peers ...string) []string {
+	var keys map[string]any
+	if err := json.Unmarshal(st.raw, &keys); err != nil {
+		return []string{"(not a JSON object: " + err.Error() + ")"}
+	}
 	var missing []string
-	node, _ := s.keys["node"].(map[string]any)
+	node, _ := keys["node"].(map[string]any)
 	for _, k := range nodeKeys {
 		if _, ok := node[k]; !ok {
 			missing = append(missing, ".node."+k)
 		}
 	}
 	for _, k := range topKeys {
-		if _, ok := s.keys[k]; !ok {
+		if _, ok := keys[k]; !ok {
 			missing = append(missing, "."+k)
 		}
 	}
-	list, _ := s.keys["peers"].([]any)
+	list, _ := keys["peers"].([]any)
 	for _, name := range peers {
 		var p map[string]any
 		for _, e := range list {
@@ -251,18 +189,6 @@ func (s *fullStatus) missingKeys(nodeKeys, topKeys, peerKeys []string, peers ...
 		}
 	}
 	return missing
-}
-
-// writeFileAtomic replaces path, so the daemon never reads half a file.
-func writeFileAtomic(t *testing.T, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // linkInfo returns "ip -o link show dev" and "ip -o -4 addr show dev" of ifname.
@@ -414,14 +340,12 @@ func TestSystemdNotify(t *testing.T) {
 // 2. SIGHUP reload under traffic
 
 // prodConfig is a weft YAML config file for n.
-func prodConfig(c *cluster, n *node, join []string, subnet, logLevel, peers string) string {
-	dir := c.lab.Dir()
+func prodConfig(n *node, join []string, subnet, logLevel, peers string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "name: %s\nnetwork: %s\nsubnet: %s\npublicIp: %s\n", n.name, overlayNetwork, subnet, n.underlay)
 	fmt.Fprintf(&b, "join: [%s]\n", strings.Join(join, ", "))
 	fmt.Fprintf(&b, "metricsAddr: %q\n", netip.AddrPortFrom(n.underlay, metricsPort).String())
-	fmt.Fprintf(&b, "socket: %q\nstateDir: %q\nsubnetFile: %q\n", n.sock,
-		filepath.Join(dir, n.name+"-state"), filepath.Join(dir, n.name+"-subnet.env"))
+	b.WriteString(n.files.YAML())
 	fmt.Fprintf(&b, "logLevel: %s\nlogFormat: text\n", logLevel)
 	if peers != "" {
 		b.WriteString(peers)
@@ -471,7 +395,7 @@ func TestReloadKeepsTraffic(t *testing.T) {
 			}
 		}
 		cfgPath[n.name] = filepath.Join(c.lab.Dir(), n.name+".yaml")
-		writeFileAtomic(t, cfgPath[n.name], prodConfig(c, n, join, n.subnet.String(), "info", ""))
+		writeFile(t, cfgPath[n.name], prodConfig(n, join, n.subnet.String(), "info", ""))
 		n.args = []string{"run", "--config", cfgPath[n.name]}
 	}
 	c.startAll()
@@ -502,7 +426,7 @@ func TestReloadKeepsTraffic(t *testing.T) {
 	const kPeers = "peers:\n  - name: k\n    subnet: 10.244.9.0/24\n    ip: 192.168.50.9\n"
 	aJoin := []string{b.underlay.String(), "192.168.50.9"}
 	logOff := len(a.proc.Logs())
-	writeFileAtomic(t, cfgPath["a"], prodConfig(c, a, aJoin, a.subnet.String(), "debug", kPeers))
+	writeFile(t, cfgPath["a"], prodConfig(a, aJoin, a.subnet.String(), "debug", kPeers))
 	hupAt := time.Now()
 	if err := a.proc.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -520,13 +444,13 @@ func TestReloadKeepsTraffic(t *testing.T) {
 	reloadOff := logOff + strings.Index(a.proc.Logs()[logOff:], line)
 
 	// The static peer is in a's status.
-	var k *fullPeer
+	var k *router.PeerStatus
 	err = pollUntil(time.Now().Add(5*time.Second), func() error {
-		st, err := statusOf(a)
+		st, err := status(a)
 		if err != nil {
 			return err
 		}
-		if k = st.peer("k"); k == nil {
+		if k = st.Peer("k"); k == nil {
 			return fmt.Errorf("a's status does not list k: %s", st.raw)
 		}
 		return nil
@@ -553,18 +477,18 @@ func TestReloadKeepsTraffic(t *testing.T) {
 	}
 
 	// Status fields, now that traffic has flowed.
-	st, err := statusOf(a)
+	st, err := status(a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if miss := st.missingKeys(
+	if miss := missingKeys(st,
 		[]string{"name", "subnet", "address", "underlay", "encap", "mtu", "tun", "uptimeSeconds", "ready"},
 		[]string{"drops"},
 		[]string{"name", "subnet", "underlay", "state", "static", "via", "txBytes", "rxBytes"}, "b", "k",
 	); len(miss) > 0 {
 		t.Errorf("a's status --json lacks %v:\n%s", miss, st.raw)
 	}
-	if pb := st.peer("b"); pb == nil || pb.TxBytes == 0 || pb.RxBytes == 0 || pb.LastSeen.IsZero() || pb.Static || pb.State != "alive" {
+	if pb := st.Peer("b"); pb == nil || pb.TxBytes == 0 || pb.RxBytes == 0 || pb.LastSeen.IsZero() || pb.Static || pb.State != "alive" {
 		t.Errorf("a's status: peer b = %+v, want alive, not static, traffic both ways and a lastSeen", pb)
 	}
 	if n := st.Node; n.Name != "a" || n.Subnet != a.subnet.String() || n.Address != a.overlay.String() ||
@@ -574,7 +498,7 @@ func TestReloadKeepsTraffic(t *testing.T) {
 
 	// A changed subnet needs a restart: refused, nothing changes.
 	logOff = len(a.proc.Logs())
-	writeFileAtomic(t, cfgPath["a"], prodConfig(c, a, aJoin, "10.244.7.0/24", "debug", kPeers))
+	writeFile(t, cfgPath["a"], prodConfig(a, aJoin, "10.244.7.0/24", "debug", kPeers))
 	if err := a.proc.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -589,10 +513,10 @@ func TestReloadKeepsTraffic(t *testing.T) {
 	if strings.Contains(a.proc.Logs()[logOff:], "configuration reloaded") {
 		t.Errorf("a refused reload still logged `configuration reloaded`:\n%s", tail(a.proc.Logs()[logOff:], 20))
 	}
-	if st, err := statusOf(a); err != nil {
+	if st, err := status(a); err != nil {
 		t.Error(err)
-	} else if st.Node.Subnet != a.subnet.String() || st.peer("k") == nil {
-		t.Errorf("after the refused reload a's status has subnet %q (want %s) and k %v", st.Node.Subnet, a.subnet, st.peer("k"))
+	} else if st.Node.Subnet != a.subnet.String() || st.Peer("k") == nil {
+		t.Errorf("after the refused reload a's status has subnet %q (want %s) and k %v", st.Node.Subnet, a.subnet, st.Peer("k"))
 	}
 	if _, addr, err := linkInfo(a.host, "weft0"); err != nil || !strings.Contains(addr, " "+a.overlay.String()+"/16 ") {
 		t.Errorf("after the refused reload weft0 lacks %s/16: %q %v", a.overlay, addr, err)
@@ -714,17 +638,6 @@ func dashboardQueries(t *testing.T) (map[string][]string, []string) {
 
 var promMetricRe = regexp.MustCompile(`\b((?:weft|process|go)_[A-Za-z0-9_]*)`)
 
-// metricFamilies returns the families of a /metrics page: name -> type.
-func metricFamilies(body []byte) map[string]string {
-	fam := map[string]string{}
-	for _, line := range strings.Split(string(body), "\n") {
-		if f := strings.Fields(line); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {
-			fam[f[2]] = f[3]
-		}
-	}
-	return fam
-}
-
 // TestPrometheusScrapesDashboardQuery: a real Prometheus (in a's namespace)
 // scrapes both daemons every second; the dashboard's overlay-throughput
 // queries show the iperf3 traffic; the live /metrics passes promtool's lint
@@ -741,7 +654,7 @@ func TestPrometheusScrapesDashboardQuery(t *testing.T) {
 	// Prometheus, meanwhile: 1 s scrapes of both daemons.
 	dir := c.lab.Dir()
 	promCfg := filepath.Join(dir, "prometheus.yml")
-	writeFileAtomic(t, promCfg, fmt.Sprintf(`global:
+	writeFile(t, promCfg, fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
@@ -890,7 +803,10 @@ scrape_configs:
 			t.Logf("promtool check metrics on %s's /metrics (%d bytes): clean", n.name, len(body))
 		}
 
-		fam := metricFamilies(body)
+		fam, err := parseMetrics(body)
+		if err != nil {
+			t.Fatalf("%s: %v", n.name, err)
+		}
 		var missing []string
 		for _, m := range dashMetrics {
 			if _, ok := fam[m]; ok {
@@ -898,9 +814,9 @@ scrape_configs:
 			}
 			found := false
 			for _, suf := range []string{"_bucket", "_sum", "_count"} {
-				if base, ok := strings.CutSuffix(m, suf); ok {
-					typ := fam[base]
-					if typ == "histogram" || (typ == "summary" && suf != "_bucket") {
+				if base, ok := strings.CutSuffix(m, suf); ok && fam[base] != nil {
+					typ := fam[base].GetType()
+					if typ == dto.MetricType_HISTOGRAM || (typ == dto.MetricType_SUMMARY && suf != "_bucket") {
 						found = true
 					}
 				}
@@ -925,7 +841,7 @@ func TestSubnetFile(t *testing.T) {
 	c := newCluster(t, "a", "b")
 	a := c.by["a"]
 	a.args = append(a.args, "--flannel-compat")
-	path := func(n *node) string { return filepath.Join(c.lab.Dir(), n.name+"-subnet.env") }
+	path := func(n *node) string { return n.files.SubnetFile }
 	for _, n := range c.nodes {
 		if _, err := os.Stat(path(n)); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("%s exists before the start (%v)", path(n), err)
@@ -965,14 +881,14 @@ func TestSubnetFile(t *testing.T) {
 
 	// The MTU in the file is the daemon's, and no temporary file is left.
 	for _, n := range c.nodes {
-		st, err := statusOf(n)
+		st, err := status(n)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if want := fmt.Sprintf("WEFT_MTU=%d\n", st.Node.MTU); !strings.Contains(content[n.name], want) {
 			t.Errorf("%s: status says mtu %d; subnet file:\n%s", n.name, st.Node.MTU, content[n.name])
 		}
-		left, _ := filepath.Glob(filepath.Join(c.lab.Dir(), "."+n.name+"-subnet.env*"))
+		left, _ := filepath.Glob(filepath.Join(n.files.Dir, "."+filepath.Base(n.files.SubnetFile)+"*"))
 		if len(left) > 0 {
 			t.Errorf("%s: temporary files left beside the subnet file: %v", n.name, left)
 		}
@@ -1021,9 +937,4 @@ func checkSubnetFile(t *testing.T, n *node, flannel bool, path string, data []by
 	} else if fi.Mode().Perm() != 0o644 {
 		t.Errorf("%s: subnet file mode %v, want 0644", n.name, fi.Mode())
 	}
-}
-
-// pollFast is pollUntil with a 10 ms interval, for catching a moment.
-func pollFast(deadline time.Time, f func() error) error {
-	return pollEvery(10*time.Millisecond, deadline, f)
 }

@@ -2,19 +2,14 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/router"
 )
 
 // Direct routing and host-gw: four weft hosts on two L2 segments joined by
@@ -29,131 +24,11 @@ import (
 // to the peer's own overlay address (local on its weft0), nothing is
 // forwarded on their behalf.
 
-// routeProto is the routing protocol number weft marks its kernel routes
-// with ("ip route show proto 87").
-const routeProto = "87"
-
-// topo is a lab whose weft nodes may sit on several segments, plus hosts
-// that run no weft (a router, a kernel VTEP). It reuses cluster for the weft
-// nodes (start, waitFormed, dump); extra hosts are dumped too on failure.
-type topo struct {
-	*cluster
-	segs  map[string]*netlab.Segment
-	extra []extraHost
-}
-
-type extraHost struct {
-	host *netlab.Host
-	// cmds are run in the host and logged on failure (argv).
-	cmds [][]string
-}
-
-// newTopo creates an empty lab torn down by t.Cleanup: on failure the
-// daemons' logs and every host's network state are dumped first; after
-// Close, no namespace of the lab may remain.
-func newTopo(t *testing.T, tools ...string) *topo {
-	t.Helper()
-	netlab.RequireRoot(t)
-	netlab.RequireTools(t, append([]string{"iperf3", "ip", "ping", "ss"}, tools...)...)
-	if weftBin == "" {
-		t.Fatal("weft binary was not built (TestMain)")
-	}
-	lab, err := netlab.New("e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := &topo{
-		cluster: &cluster{t: t, lab: lab, by: map[string]*node{}},
-		segs:    map[string]*netlab.Segment{},
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			tp.dump()
-			tp.dumpExtra()
-		}
-		nss := lab.Namespaces()
-		if err := lab.Close(); err != nil {
-			t.Errorf("lab cleanup: %v", err)
-		}
-		for _, ns := range nss {
-			if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
-				t.Errorf("namespace %s still exists after the lab was closed", ns)
-			}
-		}
-	})
-	return tp
-}
-
-func (tp *topo) segment(name, prefix string) *netlab.Segment {
-	tp.t.Helper()
-	s, err := tp.lab.Segment(name, netip.MustParsePrefix(prefix))
-	if err != nil {
-		tp.t.Fatal(err)
-	}
-	tp.segs[name] = s
-	return s
-}
-
-// addNode creates host name on seg with underlay address addr (a /24) and
-// subnet 10.244.<idx>.0/24. Its weft flags are runArgs(join) plus extra.
-func (tp *topo) addNode(name string, seg *netlab.Segment, addr string, idx int, join []string, extra ...string) *node {
-	tp.t.Helper()
-	h, err := tp.lab.Host(name)
-	if err != nil {
-		tp.t.Fatal(err)
-	}
-	n := &node{
-		name:     name,
-		idx:      idx,
-		host:     h,
-		underlay: netip.MustParseAddr(addr),
-		subnet:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(idx), 0}), 24),
-		overlay:  netip.AddrFrom4([4]byte{10, 244, byte(idx), 0}),
-		sock:     filepath.Join(tp.lab.Dir(), name+".sock"),
-	}
-	if _, err := h.Attach(seg, netip.PrefixFrom(n.underlay, 24)); err != nil {
-		tp.t.Fatal(err)
-	}
-	n.args = append(runArgs(n, join), extra...)
-	tp.nodes = append(tp.nodes, n)
-	tp.by[name] = n
-	return n
-}
-
-// addExtra records a host without weft whose state is dumped on failure.
-func (tp *topo) addExtra(h *netlab.Host, cmds ...[]string) {
-	tp.extra = append(tp.extra, extraHost{host: h, cmds: cmds})
-}
-
-func (tp *topo) dumpExtra() {
-	for _, e := range tp.extra {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		cmds := append([][]string{{"ip", "-br", "addr"}, {"ip", "route"}}, e.cmds...)
-		for _, c := range cmds {
-			out, err := e.host.Run(ctx, c[0], c[1:]...)
-			if err != nil {
-				tp.t.Logf("===== %s: %s: %v", e.host.Name(), strings.Join(c, " "), err)
-				continue
-			}
-			tp.t.Logf("===== %s: %s =====\n%s", e.host.Name(), strings.Join(c, " "), out)
-		}
-		cancel()
-	}
-	// The weft nodes' direct routes and neighbours, which dump() omits.
-	for _, n := range tp.nodes {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		r, _ := n.host.IP(ctx, "route", "show", "proto", routeProto)
-		nb, _ := n.host.IP(ctx, "neigh")
-		cancel()
-		tp.t.Logf("===== %s: ip route show proto %s =====\n%s===== %s: ip neigh =====\n%s", n.name, routeProto, r, n.name, nb)
-	}
-}
-
 // twoSegments builds the topology described at the top of this file. Each
 // weft node gets extra as additional flags. Daemons are not started.
-func twoSegments(t *testing.T, extra ...string) *topo {
+func twoSegments(t *testing.T, extra ...string) *cluster {
 	t.Helper()
-	tp := newTopo(t, "sysctl")
+	tp := newLab(t, "sysctl")
 	s1 := tp.segment("seg61", "192.168.61.0/24")
 	s2 := tp.segment("seg62", "192.168.62.0/24")
 
@@ -176,10 +51,15 @@ func twoSegments(t *testing.T, extra ...string) *topo {
 
 	seed := []string{"192.168.61.1"}
 	// a is the seed: it joins nobody.
-	tp.addNode("a", s1, "192.168.61.1", 1, nil, extra...)
-	tp.addNode("b", s1, "192.168.61.2", 2, seed, extra...)
-	tp.addNode("c", s2, "192.168.62.1", 3, seed, extra...)
-	tp.addNode("d", s2, "192.168.62.2", 4, seed, extra...)
+	for i, h := range []struct {
+		name string
+		seg  *netlab.Segment
+		addr string
+		join []string
+	}{{"a", s1, "192.168.61.1", nil}, {"b", s1, "192.168.61.2", seed}, {"c", s2, "192.168.62.1", seed}, {"d", s2, "192.168.62.2", seed}} {
+		n := tp.addNode(h.name, h.seg, netip.MustParseAddr(h.addr), i+1)
+		n.args = runArgs(n, h.join, extra...)
+	}
 	for _, n := range tp.nodes {
 		other, gw := "192.168.62.0/24", "192.168.61.254"
 		if strings.HasPrefix(n.underlay.String(), "192.168.62.") {
@@ -200,39 +80,6 @@ func twoSegments(t *testing.T, extra ...string) *topo {
 // onLink reports whether two nodes share a segment (192.168.6X.0/24).
 func onLink(x, y *node) bool {
 	return netip.PrefixFrom(x.underlay, 24).Masked() == netip.PrefixFrom(y.underlay, 24).Masked()
-}
-
-// peerRoute is a peer's routing as reported by "weft status --json".
-type peerRoute struct {
-	Name     string `json:"name"`
-	Subnet   string `json:"subnet"`
-	Underlay string `json:"underlay"`
-	State    string `json:"state"`
-	Static   bool   `json:"static"`
-	Via      string `json:"via"`
-	Reason   string `json:"reason"`
-}
-
-type routeDoc struct {
-	Peers []peerRoute       `json:"peers"`
-	Drops map[string]uint64 `json:"drops"`
-}
-
-// routesOf returns n's status with the routing fields (via, reason, static).
-func routesOf(n *node) (map[string]peerRoute, *routeDoc, *statusDoc, error) {
-	st, err := status(n)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	var doc routeDoc
-	if err := json.Unmarshal(st.raw, &doc); err != nil {
-		return nil, nil, st, fmt.Errorf("weft status --json on %s: %v", n.name, err)
-	}
-	m := map[string]peerRoute{}
-	for _, p := range doc.Peers {
-		m[p.Name] = p
-	}
-	return m, &doc, st, nil
 }
 
 // directRoutes returns n's routes of protocol 87 (weft's), keyed by
@@ -286,53 +133,6 @@ func checkDirectRoutes(n *node, peers []*node) error {
 	return nil
 }
 
-// metricValue returns the value of the sample "series" (name with its
-// labels exactly as exposed, e.g. `weft_routes{kind="direct"}`).
-func metricValue(body []byte, series string) (float64, bool) {
-	for _, line := range strings.Split(string(body), "\n") {
-		rest, ok := strings.CutPrefix(line, series+" ")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
-		if err != nil {
-			return 0, false
-		}
-		return v, true
-	}
-	return 0, false
-}
-
-func metrics(ctx context.Context, n *node) ([]byte, error) {
-	code, body, err := n.host.HTTPGet(ctx, n.metricsURL("/metrics"))
-	if err != nil {
-		return nil, err
-	}
-	if code != 200 {
-		return nil, fmt.Errorf("GET /metrics on %s: %d", n.name, code)
-	}
-	return body, nil
-}
-
-// stopNode sends SIGTERM and requires exit status 0 within 15 s; it returns
-// when the process exited.
-func stopNode(t *testing.T, n *node) time.Time {
-	t.Helper()
-	sigAt := time.Now()
-	if err := n.proc.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	err := n.proc.Wait(15 * time.Second)
-	if errors.Is(err, netlab.ErrNotExited) {
-		t.Fatalf("weft on %s still running 15 s after SIGTERM", n.name)
-	}
-	if err != nil {
-		t.Fatalf("weft on %s after SIGTERM: %v (want exit status 0)", n.name, err)
-	}
-	t.Logf("%s exited 0, %v after SIGTERM", n.name, time.Since(sigAt).Round(time.Millisecond))
-	return sigAt
-}
-
 // TestDirectRouting: with --direct-routing, peers on the same segment are
 // reached by kernel routes (proto 87) through the underlay, the others
 // through the tunnel; the routes follow membership and go at shutdown.
@@ -383,12 +183,13 @@ func TestDirectRouting(t *testing.T) {
 	}
 
 	// Status on a: b direct, c and d tunnel.
-	want := map[string]string{"b": "direct", "c": "tunnel", "d": "tunnel"}
+	want := map[string]router.Via{"b": router.ViaDirect, "c": router.ViaTunnel, "d": router.ViaTunnel}
 	if err := pollUntil(time.Now().Add(5*time.Second), func() error {
-		peers, _, st, err := routesOf(a)
+		st, err := status(a)
 		if err != nil {
 			return err
 		}
+		peers := st.peers()
 		for name, via := range want {
 			p, ok := peers[name]
 			if !ok || p.Via != via || p.State != "alive" {
@@ -469,11 +270,12 @@ func TestHostGW(t *testing.T) {
 
 	// a's status: b direct, c and d not routed, with a reason.
 	if err := pollUntil(time.Now().Add(5*time.Second), func() error {
-		peers, _, st, err := routesOf(a)
+		st, err := status(a)
 		if err != nil {
 			return err
 		}
-		if p := peers["b"]; p.Via != "direct" {
+		peers := st.peers()
+		if p := peers["b"]; p.Via != router.ViaDirect {
 			return fmt.Errorf("status of a: b is %+v, want via direct\n%s", p, st.raw)
 		}
 		for _, name := range []string{"c", "d"} {
@@ -499,14 +301,14 @@ func TestHostGW(t *testing.T) {
 		t.Logf("a -> c (not on-link) fails as it should: %v %v", res, err)
 	}
 
-	body, err := metrics(ctx, a)
+	m, body, err := metrics(ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, ok := metricValue(body, `weft_routes{kind="direct"}`); !ok || v != 1 {
+	if v, ok := m.value("weft_routes", "kind", "direct"); !ok || v != 1 {
 		t.Errorf(`/metrics on a: weft_routes{kind="direct"} = %v (present %v), want 1`, v, ok)
 	}
-	if v, ok := metricValue(body, `weft_dropped_packets_total{reason="no_route"}`); !ok || v < 1 {
+	if v, ok := m.value("weft_dropped_packets_total", "reason", "no_route"); !ok || v < 1 {
 		t.Errorf(`/metrics on a: weft_dropped_packets_total{reason="no_route"} = %v (present %v), want >= 1 after the ping to c`, v, ok)
 	}
 	for _, line := range strings.Split(string(body), "\n") {

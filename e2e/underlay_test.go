@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/weftrun"
 )
 
 // TestUnderlayAddressChangeWhileRunning renumbers a host's underlay
@@ -16,20 +18,12 @@ import (
 func TestUnderlayAddressChangeWhileRunning(t *testing.T) {
 	c := newCluster(t, "a", "b", "c")
 	a := c.by["a"]
-	var args []string
-	for i := 0; i < len(a.args); i++ {
-		switch a.args[i] {
-		case "--public-ip":
-			i++ // follow the interface instead
-			continue
-		case "--metrics-addr":
-			args = append(args, a.args[i], "0.0.0.0:9586")
-			i++
-			continue
-		}
-		args = append(args, a.args[i])
-	}
-	a.args = append(args, "--iface", "eth0")
+	// Follow the interface instead of a pinned --public-ip, with metrics on
+	// every address.
+	spec := a.spec(otherUnderlays(c.nodes, a))
+	spec.PublicIP = netip.Addr{}
+	spec.MetricsAddr = netip.MustParseAddrPort("0.0.0.0:9586")
+	a.args = weftrun.RunArgs(a.files, spec, "--iface", "eth0")
 	c.startAll()
 	c.waitFormed(formationTimeout)
 
@@ -52,11 +46,11 @@ func TestUnderlayAddressChangeWhileRunning(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		p := st.peer("a")
-		if p == nil || !p.alive() {
+		p := st.Peer("a")
+		if p == nil || !alive(p) {
 			return fmt.Errorf("b does not see a alive: %s", st.summary())
 		}
-		if u, err := p.underlayAddr(); err != nil || u != newAddr {
+		if u, err := underlayAddr(p); err != nil || u != newAddr {
 			return fmt.Errorf("b routes a via %s, want %s", p.Underlay, newAddr)
 		}
 		return pingOK(ctx, b, a.overlay, 1)

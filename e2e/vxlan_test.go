@@ -33,9 +33,10 @@ func TestVXLANKernelInterop(t *testing.T) {
 }
 
 func vxlanInterop(t *testing.T, arp bool) {
-	tp := newTopo(t, "bridge", "ethtool")
+	tp := newLab(t, "bridge", "ethtool")
 	seg := tp.segment("lan0", underlayNet)
-	a := tp.addNode("a", seg, "192.168.50.1", 1, nil,
+	a := tp.addNode("a", seg, netip.MustParseAddr("192.168.50.1"), 1)
+	a.args = runArgs(a, nil,
 		"--encap", "vxlan",
 		"--peer", "name=k,subnet=10.244.9.0/24,ip=192.168.50.9,mac="+kernelVTEPMAC)
 
@@ -104,18 +105,18 @@ func vxlanInterop(t *testing.T, arp bool) {
 		if err := readyz(a); err != nil {
 			return err
 		}
-		peers, _, st, err := routesOf(a)
+		st, err := status(a)
 		if err != nil {
 			return err
 		}
-		p, ok := peers["k"]
-		if !ok {
+		p := st.Peer("k")
+		if p == nil {
 			return fmt.Errorf("status of a does not list k: %s", st.raw)
 		}
 		if p.State != "static" || p.Subnet != "10.244.9.0/24" || p.Via != "tunnel" {
-			return fmt.Errorf("status of a: k is %+v, want state static, subnet 10.244.9.0/24, via tunnel\n%s", p, st.raw)
+			return fmt.Errorf("status of a: k is %+v, want state static, subnet 10.244.9.0/24, via tunnel\n%s", *p, st.raw)
 		}
-		if ip, err := (&peerStatus{Underlay: p.Underlay}).underlayAddr(); err != nil || ip != kAddr {
+		if ip, err := underlayAddr(p); err != nil || ip != kAddr {
 			return fmt.Errorf("status of a: k has underlay %q, want %s[:port]", p.Underlay, kAddr)
 		}
 		return nil
@@ -176,27 +177,19 @@ func vxlanInterop(t *testing.T, arp bool) {
 	iperfCheck(t, ctx, a.host, k, kOverlay, "a -> k (weft -> kernel VXLAN)")
 	iperfCheck(t, ctx, k, a.host, a.overlay, "k -> a (kernel VXLAN -> weft)")
 
-	_, doc, _, err := routesOf(a)
+	st, err := status(a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("drops on a: %v", doc.Drops)
+	t.Logf("drops on a: %v", st.Drops)
 }
 
 // TestVXLANCluster: three weft hosts with --encap vxlan on one bridge form
 // a cluster and reach each other through the VXLAN tunnel.
 func TestVXLANCluster(t *testing.T) {
-	c := newTopo(t)
-	seg := c.segment("lan0", underlayNet)
-	all := []string{"192.168.50.1", "192.168.50.2", "192.168.50.3"}
-	for i, name := range []string{"a", "b", "c"} {
-		var join []string
-		for j, addr := range all {
-			if j != i {
-				join = append(join, addr)
-			}
-		}
-		c.addNode(name, seg, all[i], i+1, join, "--encap", "vxlan")
+	c := newCluster(t, "a", "b", "c")
+	for _, n := range c.nodes {
+		n.args = runArgs(n, otherUnderlays(c.nodes, n), "--encap", "vxlan")
 	}
 	c.startAll()
 	c.waitFormed(formationTimeout)
@@ -207,10 +200,11 @@ func TestVXLANCluster(t *testing.T) {
 		t.Fatalf("pinged %d ordered pairs, want 6", n)
 	}
 	for _, n := range c.nodes {
-		peers, _, st, err := routesOf(n)
+		st, err := status(n)
 		if err != nil {
 			t.Fatal(err)
 		}
+		peers := st.peers()
 		for _, o := range c.nodes {
 			if o == n {
 				continue

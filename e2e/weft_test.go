@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -62,7 +60,7 @@ func TestClusterConnectivity(t *testing.T) {
 			if o == n {
 				continue
 			}
-			p := st.peer(o.name)
+			p := st.Peer(o.name)
 			if p == nil {
 				t.Errorf("status of %s does not list %s: %s", n.name, o.name, st.raw)
 				continue
@@ -70,14 +68,14 @@ func TestClusterConnectivity(t *testing.T) {
 			if p.Subnet != o.subnet.String() {
 				t.Errorf("status of %s: peer %s subnet = %q, want %s", n.name, o.name, p.Subnet, o.subnet)
 			}
-			if !p.alive() {
+			if !alive(p) {
 				t.Errorf("status of %s: peer %s state = %q, want alive", n.name, o.name, p.State)
 			}
-			if ip, err := p.underlayAddr(); err != nil || ip != o.underlay {
+			if ip, err := underlayAddr(p); err != nil || ip != o.underlay {
 				t.Errorf("status of %s: peer %s underlay = %q, want %s[:port]", n.name, o.name, p.Underlay, o.underlay)
 			}
 		}
-		if p := st.peer(n.name); p != nil {
+		if p := st.Peer(n.name); p != nil {
 			t.Errorf("status of %s lists itself as a peer: %s", n.name, st.raw)
 		}
 	}
@@ -96,14 +94,17 @@ func TestClusterConnectivity(t *testing.T) {
 	t.Logf("weft status on a:\n%s", out)
 
 	// Prometheus metrics.
-	code, body, err := a.host.HTTPGet(ctx, a.metricsURL("/metrics"))
-	if err != nil || code != 200 {
-		t.Fatalf("GET /metrics on a: %d %v", code, err)
+	m, body, err := metrics(ctx, a)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, m := range []string{"weft_peers", "weft_rx_packets_total", "weft_dropped_packets_total"} {
-		if !bytes.Contains(body, []byte(m)) {
-			t.Errorf("/metrics on a has no %s", m)
+	for _, name := range []string{"weft_peers", "weft_rx_packets_total", "weft_dropped_packets_total"} {
+		if m[name] == nil {
+			t.Errorf("/metrics on a has no %s", name)
 		}
+	}
+	if v, ok := m.value("weft_peers", "state", "alive"); !ok || v != 2 {
+		t.Errorf(`/metrics on a: weft_peers{state="alive"} = %v (present %v), want 2`, v, ok)
 	}
 	for _, line := range strings.Split(string(body), "\n") {
 		if strings.HasPrefix(line, "weft_peers") || strings.HasPrefix(line, "weft_rx_packets_total") {
@@ -159,7 +160,7 @@ func TestGracefulLeave(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if p := st.peer("c"); p != nil && p.alive() {
+			if p := st.Peer("c"); p != nil && alive(p) {
 				return fmt.Errorf("%s still lists c as alive: %s", n.name, st.summary())
 			}
 			return nil
@@ -208,13 +209,13 @@ func TestCrashAndRestart(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		p := st.peer("b")
+		p := st.Peer("b")
 		if p == nil {
 			lastState = "absent"
 			return nil
 		}
 		lastState = p.State
-		if !p.gone() {
+		if !gone(p) {
 			return fmt.Errorf("a lists b as %q: %s", p.State, st.summary())
 		}
 		return nil
@@ -251,7 +252,7 @@ func TestCrashAndRestart(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if p := st.peer("b"); p == nil || !p.alive() {
+		if p := st.Peer("b"); p == nil || !alive(p) {
 			return fmt.Errorf("a: %s", st.summary())
 		}
 		st, err = status(b)
@@ -259,7 +260,7 @@ func TestCrashAndRestart(t *testing.T) {
 			return err
 		}
 		for _, name := range []string{"a", "c"} {
-			if p := st.peer(name); p == nil || !p.alive() {
+			if p := st.Peer(name); p == nil || !alive(p) {
 				return fmt.Errorf("b: %s", st.summary())
 			}
 		}
@@ -326,7 +327,8 @@ func TestUsageErrors(t *testing.T) {
 		// A runtime failure, not a usage error: exit 1 per the CLI contract
 		// does not cover this case explicitly, so only require non-zero and
 		// no TUN link left behind.
-		code, _, stderr := runWeft(t, a, "run", "--config", filepath.Join(c.lab.Dir(), "does-not-exist.yaml"))
+		args := append([]string{"run", "--config", filepath.Join(c.lab.Dir(), "does-not-exist.yaml")}, a.files.Flags()...)
+		code, _, stderr := runWeft(t, a, args...)
 		if code == 0 {
 			t.Errorf("weft run --config <missing file> exited 0; stderr %q", stderr)
 		}
@@ -334,29 +336,4 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("TUN links %v left behind", links)
 		}
 	})
-}
-
-// runWeft runs the weft binary to completion (bounded to 10 s) in n's
-// namespace and returns its exit code, stdout and stderr.
-func runWeft(t *testing.T, n *node, args ...string) (int, string, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cmd := n.host.Command(ctx, weftBin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("weft %s did not exit within 10 s (it should have failed fast)\nstderr: %s", strings.Join(args, " "), tail(stderr.String(), 50))
-	}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, stdout.String(), stderr.String()
-	case errors.As(err, &ee):
-		return ee.ExitCode(), stdout.String(), stderr.String()
-	default:
-		t.Fatalf("running weft: %v", err)
-		return -1, "", ""
-	}
 }

@@ -311,7 +311,8 @@ func (r *recvState) recvmmsg(fd uintptr) bool {
 
 // ReadBatch reads up to len(bufs) datagrams. Datagram i is placed at
 // bufs[i][offset:offset+sizes[i]], and srcs[i] is the address it came from.
-// It blocks until at least one datagram is available.
+// It blocks until at least one datagram is available. A zero-length datagram
+// is returned too, with size 0: it is the caller's to count.
 func (c *Conn) ReadBatch(bufs [][]byte, offset int, sizes []int, srcs []netip.AddrPort) (int, error) {
 	r := &c.recv
 	if c.gro {
@@ -363,6 +364,14 @@ func (r *recvState) split(bufs [][]byte, offset int, sizes []int, srcs []netip.A
 	for r.pendMsg < r.pendMsgs && n < len(bufs) {
 		m := r.pendMsg
 		total := int(r.hdrs[m].Len)
+		if total == 0 {
+			// A zero-length datagram has no segments, but it is still a
+			// datagram: hand it on, empty, for the caller to count.
+			sizes[n], srcs[n] = 0, r.groSrc[m]
+			n++
+			r.pendMsg++
+			continue
+		}
 		seg := r.groSeg[m]
 		if seg <= 0 {
 			seg = total

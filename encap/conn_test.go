@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -133,4 +134,53 @@ func BenchmarkConnLoopback(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/packet")
+}
+
+// TestConnEmptyDatagrams: a zero-length datagram is a datagram: ReadBatch
+// returns it with size 0 (for the router to count as a drop), between the
+// others and in order, with UDP GRO and without.
+func TestConnEmptyDatagrams(t *testing.T) {
+	for _, offload := range []bool{true, false} {
+		t.Run(fmt.Sprintf("offload=%v", offload), func(t *testing.T) {
+			tx, rx := listenLoopback(t, 128, offload), listenLoopback(t, 128, offload)
+			if offload && !rx.GRO() {
+				t.Log("kernel has no UDP GRO: testing the plain path only")
+			}
+			// Four each of: empty, 1400 bytes (a GRO run), empty, 3 bytes.
+			var want []int
+			for range 4 {
+				want = append(want, 0, 1400, 1400, 0, 3)
+			}
+			ep := NewEndpoint(rx.LocalAddr())
+			for _, size := range want {
+				// One send each: WriteTo would gather equal sizes into a
+				// GSO send, and a zero-length segment is not a thing.
+				if n, err := tx.WriteTo([][]byte{make([]byte, size)}, ep); err != nil || n != 1 {
+					t.Fatalf("send %d bytes: %d sent, %v", size, n, err)
+				}
+			}
+			in, sizes, srcs := bufs(128), make([]int, 128), make([]netip.AddrPort, 128)
+			var got []int
+			// A lost datagram would block ReadBatch: closing the socket
+			// ends it.
+			stop := time.AfterFunc(5*time.Second, func() { rx.Close() })
+			defer stop.Stop()
+			for len(got) < len(want) {
+				// Small batches, so that a split resumes mid-datagram.
+				n, err := rx.ReadBatch(in[:3], Headroom, sizes, srcs)
+				if err != nil {
+					t.Fatalf("after %d of %d datagrams (sizes %v): %v", len(got), len(want), got, err)
+				}
+				for i := range n {
+					if srcs[i] != tx.LocalAddr() {
+						t.Fatalf("datagram from %v, want %v", srcs[i], tx.LocalAddr())
+					}
+					got = append(got, sizes[i])
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("received sizes %v, want %v", got, want)
+			}
+		})
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/netlab"
+	weftnode "github.com/weftnet/weft/node"
 )
 
 // bench is one run of the benchmark.
@@ -239,10 +240,14 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 		}
 	case kindWeft:
 		dst = overlayB
-		ds = b.newDaemons(p)
+		var err error
+		if ds, err = b.newDaemons(p); err != nil {
+			errf("%v", err)
+			return pr
+		}
 		pr.Command = "weft " + strings.Join(ds[0].args, " ")
 		ts := time.Now()
-		err := b.startWeft(ctx, p, ds)
+		err = b.startWeft(ctx, p, ds)
 		defer func() {
 			issues, mark := b.stopWeft(ds)
 			pr.DaemonIssues = append(pr.DaemonIssues, issues...)
@@ -283,7 +288,7 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 		pr.SetupSeconds = time.Since(ts).Seconds()
 		for i, d := range ds {
 			pr.Daemons[i].PID = d.proc.PID()
-			if st, err := d.status(ctx, b); err == nil {
+			if st, err := d.status(ctx); err == nil {
 				pr.Daemons[i].MTU = st.Node.MTU
 				pr.Daemons[i].Offloads = st.Node.Offloads
 			}
@@ -301,7 +306,7 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 	type snap struct {
 		cpu  float64
 		sys  map[string]float64
-		tots weftStatus
+		tots weftnode.Status
 	}
 	snaps := make([]snap, len(ds))
 	takeCPU := func() []float64 {
@@ -313,7 +318,7 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 	}
 	for i, d := range ds {
 		snaps[i].sys = d.syscalls(ctx)
-		snaps[i].tots, _ = d.status(ctx, b)
+		snaps[i].tots, _ = d.status(ctx)
 		snaps[i].cpu, _ = cpuSeconds(d.proc.PID())
 	}
 	lastCPU := takeCPU()
@@ -463,7 +468,7 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 				ds.Syscalls[k] = v - snaps[i].sys[k]
 			}
 		}
-		if st, err := d.status(ctx, b); err == nil {
+		if st, err := d.status(ctx); err == nil {
 			t0 := snaps[i].tots.Totals
 			ds.TxPackets = st.Totals.TxPackets - t0.TxPackets
 			ds.RxPackets = st.Totals.RxPackets - t0.RxPackets

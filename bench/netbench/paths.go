@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/internal/weftrun"
+	weftnode "github.com/weftnet/weft/node"
+	"github.com/weftnet/weft/router"
 )
 
 // The two hosts: underlay on a veth pair, overlay subnets as flannel would
@@ -54,8 +55,8 @@ type pathDef struct {
 	Name string
 	Desc string
 	Kind pathKind
-	Args []string // weft run flags that select the mode
-	Via  string   // the route weft must report for the peer before measuring
+	Args []string   // weft run flags that select the mode
+	Via  router.Via // the route weft must report for the peer before measuring
 }
 
 // pathDefs, in the order they run.
@@ -191,7 +192,7 @@ type daemon struct {
 	peer     string
 	underlay netip.Addr
 	subnet   string
-	sock     string
+	files    weftrun.Files
 	args     []string
 	proc     *netlab.Proc
 }
@@ -200,54 +201,40 @@ func (d *daemon) metricsAddr() string {
 	return netip.AddrPortFrom(d.underlay, metricsPort).String()
 }
 
-// weftStatus is the part of `weft status --json` the benchmark reads.
-type weftStatus struct {
-	Node struct {
-		Name     string          `json:"name"`
-		Encap    string          `json:"encap"`
-		MTU      int             `json:"mtu"`
-		Offloads map[string]bool `json:"offloads"`
-		Ready    bool            `json:"ready"`
-	} `json:"node"`
-	Peers []struct {
-		Name   string `json:"name"`
-		State  string `json:"state"`
-		Via    string `json:"via"`
-		Reason string `json:"reason"`
-	} `json:"peers"`
-	Totals struct {
-		TxPackets uint64 `json:"txPackets"`
-		TxBytes   uint64 `json:"txBytes"`
-		RxPackets uint64 `json:"rxPackets"`
-		RxBytes   uint64 `json:"rxBytes"`
-	} `json:"totals"`
-	Drops map[string]uint64 `json:"drops"`
-}
-
-func (b *bench) newDaemons(p pathDef) []*daemon {
-	mk := func(h *netlab.Host, name, peer string, underlay, peerUnderlay netip.Addr, subnet string) *daemon {
-		d := &daemon{host: h, name: name, peer: peer, underlay: underlay, subnet: subnet,
-			sock: filepath.Join(b.lab.Dir(), fmt.Sprintf("%s-%s.sock", p.Name, name))}
-		d.args = []string{"run",
-			"--name", name,
-			"--network", overlayNet,
-			"--subnet", subnet,
-			"--public-ip", underlay.String(),
-			"--join", peerUnderlay.String(),
-			"--metrics-addr", d.metricsAddr(),
-			"--socket", d.sock,
+// newDaemons returns the two daemons of path p, their files (socket,
+// subnet file, state) in the lab's directory: weftrun's command line, as
+// the e2e tests and the demo use it.
+func (b *bench) newDaemons(p pathDef) ([]*daemon, error) {
+	mk := func(h *netlab.Host, name, peer string, underlay, peerUnderlay netip.Addr, subnet string) (*daemon, error) {
+		files, err := weftrun.FilesIn(b.lab.Dir(), p.Name+"-"+name)
+		if err != nil {
+			return nil, err
 		}
-		d.args = append(d.args, p.Args...)
+		d := &daemon{host: h, name: name, peer: peer, underlay: underlay, subnet: subnet, files: files}
+		extra := append([]string(nil), p.Args...)
 		if b.opts.Profile {
-			d.args = append(d.args, "--pprof")
+			extra = append(extra, "--pprof")
 		}
-		d.args = append(d.args, "--log-level", "warn")
-		return d
+		d.args = weftrun.RunArgs(files, weftrun.Node{
+			Name:        name,
+			Network:     netip.MustParsePrefix(overlayNet),
+			Subnet:      netip.MustParsePrefix(subnet),
+			PublicIP:    underlay,
+			Join:        []string{peerUnderlay.String()},
+			MetricsAddr: netip.AddrPortFrom(underlay, metricsPort),
+			LogLevel:    "warn",
+		}, extra...)
+		return d, nil
 	}
-	return []*daemon{
-		mk(b.a, "a", "b", underlayA, underlayB, subnetA),
-		mk(b.b, "b", "a", underlayB, underlayA, subnetB),
+	a, err := mk(b.a, "a", "b", underlayA, underlayB, subnetA)
+	if err != nil {
+		return nil, err
 	}
+	bd, err := mk(b.b, "b", "a", underlayB, underlayA, subnetB)
+	if err != nil {
+		return nil, err
+	}
+	return []*daemon{a, bd}, nil
 }
 
 // startWeft starts both daemons and waits until each is ready and lists
@@ -270,7 +257,7 @@ func (b *bench) startWeft(ctx context.Context, p pathDef, ds []*daemon) error {
 			if d.proc.Exited() {
 				return daemonExitError(d)
 			}
-			last = d.formed(ctx, b, p.Via)
+			last = d.formed(ctx, p.Via)
 			if last == nil {
 				break
 			}
@@ -286,7 +273,7 @@ func (b *bench) startWeft(ctx context.Context, p pathDef, ds []*daemon) error {
 	return nil
 }
 
-func (d *daemon) formed(ctx context.Context, b *bench, via string) error {
+func (d *daemon) formed(ctx context.Context, via router.Via) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	code, _, err := httpGetWithin(cctx, d.host, "http://"+d.metricsAddr()+"/readyz", 2*time.Second)
@@ -296,7 +283,7 @@ func (d *daemon) formed(ctx context.Context, b *bench, via string) error {
 	if code != 200 {
 		return fmt.Errorf("GET /readyz: %d", code)
 	}
-	st, err := d.status(cctx, b)
+	st, err := d.status(cctx)
 	if err != nil {
 		return err
 	}
@@ -315,14 +302,12 @@ func (d *daemon) formed(ctx context.Context, b *bench, via string) error {
 	return fmt.Errorf("status does not list peer %s yet", d.peer)
 }
 
-func (d *daemon) status(ctx context.Context, b *bench) (weftStatus, error) {
-	var st weftStatus
-	out, err := d.host.Run(ctx, b.weftBin, "status", "--socket", d.sock, "--json")
+// status asks the daemon for its status over its control socket (a unix
+// socket in the lab's directory, reachable from any namespace).
+func (d *daemon) status(ctx context.Context) (weftnode.Status, error) {
+	st, err := weftnode.FetchStatus(ctx, d.files.Socket, "")
 	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(out, &st); err != nil {
-		return st, fmt.Errorf("weft status --json on %s: %v: %.200s", d.name, err, out)
+		return st, fmt.Errorf("weft status on %s: %w", d.name, err)
 	}
 	return st, nil
 }

@@ -1,0 +1,344 @@
+package e2e
+
+// Gossip encryption keys: a member with another key is refused, and a key
+// rotation by SIGHUP keeps the cluster joined.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// keygen runs "weft keygen" in n's namespace.
+func keygen(t *testing.T, n *node) string {
+	t.Helper()
+	code, stdout, stderr := runWeft(t, n, "keygen")
+	key := strings.TrimSpace(stdout)
+	if code != 0 || key == "" {
+		t.Fatalf("weft keygen: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	return key
+}
+
+func keyFile(n *node) string { return filepath.Join(n.files.Dir, "gossip.keys") }
+
+func writeKeys(t *testing.T, n *node, keys ...string) {
+	t.Helper()
+	if err := os.WriteFile(keyFile(n), []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// neverSeen watches n's status for d and fails if name appears in it.
+func neverSeen(n *node, name string, d time.Duration) error {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if n.proc.Exited() {
+			return errExited(n)
+		}
+		v, err := status(n)
+		if err != nil {
+			return err
+		}
+		if p := v.Peer(name); p != nil {
+			return fmt.Errorf("%s lists %s (%s): %s", n.name, name, p.State, v.summary())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return nil
+}
+
+// gossipCounters returns n's gossip key-error and join-failure counters.
+func gossipCounters(ctx context.Context, n *node) (keyErrs, joinFails float64, err error) {
+	m, _, err := metrics(ctx, n)
+	if err != nil {
+		return 0, 0, err
+	}
+	keyErrs, ok1 := m.value("weft_gossip_key_errors_total")
+	joinFails, ok2 := m.value("weft_gossip_join_failures_total")
+	if !ok1 || !ok2 {
+		return 0, 0, fmt.Errorf("%s's /metrics lacks weft_gossip_key_errors_total or weft_gossip_join_failures_total", n.name)
+	}
+	return keyErrs, joinFails, nil
+}
+
+// TestWrongGossipKeyRefused: a and b share a gossip key, c has another: a
+// and b form a cluster, c never becomes a member, and the refusal is
+// counted.
+func TestWrongGossipKeyRefused(t *testing.T) {
+	c := newCluster(t, "a", "b", "c")
+	a, b, cc := c.by["a"], c.by["b"], c.by["c"]
+	k1, k2 := keygen(t, a), keygen(t, a)
+	if k1 == k2 {
+		t.Fatal("weft keygen printed the same key twice")
+	}
+	writeKeys(t, a, k1)
+	writeKeys(t, b, k1)
+	writeKeys(t, cc, k2)
+	for _, n := range c.nodes {
+		n.args = append(n.args, "--gossip-key-file", keyFile(n))
+	}
+	c.startAll()
+
+	// a and b form a cluster of two; c, whose key differs, must not join.
+	if err := pollUntil(time.Now().Add(formationTimeout), func() error {
+		for _, pair := range [][2]*node{{a, b}, {b, a}} {
+			if pair[0].proc.Exited() {
+				return errExited(pair[0])
+			}
+			v, err := status(pair[0])
+			if err != nil {
+				return err
+			}
+			if err := seesAlive(v, pair[1].name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("a and b (same key) did not form a cluster: %v", err)
+	}
+	if err := waitReady(cc, formationTimeout); err != nil {
+		t.Fatal(err)
+	}
+	// Long enough for c's join retries (backoff from 2 s) and a's and b's
+	// reconnect to their missing seed c (every 10 s).
+	const watch = 12 * time.Second
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i, w := range []struct {
+		n    *node
+		name string
+	}{{a, "c"}, {b, "c"}, {cc, "a"}} {
+		wg.Go(func() { errs[i] = neverSeen(w.n, w.name, watch) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Errorf("a member with another gossip key was accepted: %v", err)
+		}
+	}
+	if v, err := status(cc); err == nil && len(v.Peers) > 0 {
+		t.Errorf("c, whose key differs, knows peers: %s", v.summary())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	counted := false
+	for _, n := range c.nodes {
+		ke, jf, err := gossipCounters(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: weft_gossip_key_errors_total %.0f, weft_gossip_join_failures_total %.0f", n.name, ke, jf)
+		if n == cc && (ke > 0 || jf > 0) {
+			counted = true
+		}
+		if n == a && ke > 0 {
+			t.Logf("a counts c's traffic as key errors")
+		}
+	}
+	if !counted {
+		t.Errorf("c counts neither key errors nor join failures")
+	}
+	ka, _, _ := gossipCounters(ctx, a)
+	kc, _, _ := gossipCounters(ctx, cc)
+	if ka == 0 && kc == 0 {
+		t.Errorf("neither a nor c counts a gossip key error")
+	}
+	re := regexp.MustCompile(`(?i)decrypt|encrypt|join failed`)
+	for _, n := range []*node{a, cc} {
+		t.Logf("%s's log about the refusal:\n%s", n.name, strings.Join(grepLines(n.proc.Logs(), re, 5), "\n"))
+	}
+}
+
+// TestGossipKeyRotation: a and b rotate their gossip key K1 -> K2 by
+// rewriting their key files and sending SIGHUP (install, use, remove) and
+// stay joined throughout; then d, with only K2, joins, and e, with only K1,
+// is refused.
+func TestGossipKeyRotation(t *testing.T) {
+	c := newCluster(t, "a", "b", "d", "e")
+	a, b, d, e := c.by["a"], c.by["b"], c.by["d"], c.by["e"]
+	k1, k2 := keygen(t, a), keygen(t, a)
+	writeKeys(t, a, k1)
+	writeKeys(t, b, k1)
+	writeKeys(t, d, k2)
+	writeKeys(t, e, k1)
+	for _, n := range c.nodes {
+		n.args = append(n.args, "--gossip-key-file", keyFile(n))
+	}
+	pair := []*node{a, b}
+	for _, n := range pair {
+		c.start(n)
+	}
+	joined := func(within time.Duration) error {
+		return pollUntil(time.Now().Add(within), func() error {
+			for _, n := range pair {
+				if n.proc.Exited() {
+					return errExited(n)
+				}
+				v, err := status(n)
+				if err != nil {
+					return err
+				}
+				if err := seesAlive(v, otherNames(pair, n)...); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := joined(formationTimeout); err != nil {
+		t.Fatalf("a and b did not form a cluster: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	keyErrs := func() map[string]float64 {
+		m := map[string]float64{}
+		for _, n := range pair {
+			ke, _, err := gossipCounters(ctx, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[n.name] = ke
+		}
+		return m
+	}
+	errsBefore := keyErrs()
+
+	// Watch a and b throughout the rotation: each must list the other as
+	// alive at every look.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var (
+		watchWG   sync.WaitGroup
+		watchMu   sync.Mutex
+		lapses    []string
+		lookCount int
+	)
+	for _, n := range []*node{a, b} {
+		other := otherNames([]*node{a, b}, n)
+		watchWG.Go(func() {
+			for watchCtx.Err() == nil {
+				v, err := status(n)
+				watchMu.Lock()
+				lookCount++
+				if err != nil {
+					lapses = append(lapses, err.Error())
+				} else if err := seesAlive(v, other...); err != nil {
+					lapses = append(lapses, time.Now().Format("15:04:05.000")+" "+err.Error())
+				}
+				watchMu.Unlock()
+				select {
+				case <-watchCtx.Done():
+				case <-time.After(300 * time.Millisecond):
+				}
+			}
+		})
+	}
+	defer func() { stopWatch(); watchWG.Wait() }()
+
+	const reloaded = `msg="configuration reloaded"`
+	steps := []struct {
+		what string
+		keys []string
+	}{
+		{"install K2", []string{k1, k2}},
+		{"use K2", []string{k2, k1}},
+		{"remove K1", []string{k2}},
+	}
+	for _, step := range steps {
+		for _, n := range pair {
+			writeKeys(t, n, step.keys...)
+		}
+		for _, n := range pair {
+			was := countLines(n.proc.Logs(), reloaded)
+			if err := n.proc.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			if err := pollUntil(time.Now().Add(10*time.Second), func() error {
+				if n.proc.Exited() {
+					return errExited(n)
+				}
+				if countLines(n.proc.Logs(), reloaded) <= was {
+					return errors.New("no reload logged yet")
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("%s: %s: SIGHUP: %v\n%s", step.what, n.name, err, tail(n.proc.Logs(), 20))
+			}
+			logs := n.proc.Logs()
+			if i := strings.LastIndex(logs, reloaded); !strings.Contains(logs[i:], "gossip keys") {
+				t.Errorf("%s: %s's reload did not change the gossip keys:\n%s", step.what, n.name, tail(logs, 10))
+			}
+			if strings.Contains(logs, "reload: gossip keys") || strings.Contains(logs, "reload refused") {
+				t.Fatalf("%s: %s refused the new keys:\n%s", step.what, n.name, tail(logs, 20))
+			}
+		}
+		// A few probe rounds under the new keys, then: still joined, the
+		// overlay works, and no gossip message was refused.
+		time.Sleep(3 * time.Second)
+		if err := joined(5 * time.Second); err != nil {
+			t.Fatalf("after %s: %v", step.what, err)
+		}
+		if err := pingOK(ctx, a, b.overlay, 1); err != nil {
+			t.Errorf("after %s: a -> b: %v", step.what, err)
+		}
+		if err := pingOK(ctx, b, a.overlay, 1); err != nil {
+			t.Errorf("after %s: b -> a: %v", step.what, err)
+		}
+		if now := keyErrs(); now["a"] != errsBefore["a"] || now["b"] != errsBefore["b"] {
+			t.Errorf("after %s: gossip key errors went from %v to %v", step.what, errsBefore, now)
+		}
+		t.Logf("%s: a and b still joined, overlay ok", step.what)
+	}
+	stopWatch()
+	watchWG.Wait()
+	if len(lapses) > 0 {
+		t.Errorf("a or b did not list the other as alive at %d of %d looks during the rotation:\n%s", len(lapses), lookCount, strings.Join(lapses[:min(len(lapses), 10)], "\n"))
+	} else {
+		t.Logf("a and b listed each other as alive at all %d looks during the rotation", lookCount)
+	}
+
+	// d (K2 only) joins the rotated cluster; e (K1 only) is refused.
+	c.start(d)
+	c.start(e)
+	startedAt := time.Now()
+	pair = []*node{a, b, d}
+	if err := joined(formationTimeout); err != nil {
+		t.Fatalf("d, with the new key, did not join: %v", err)
+	}
+	t.Logf("d (K2) joined %v after its start", time.Since(startedAt).Round(time.Millisecond))
+	if err := waitReady(e, formationTimeout); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i, w := range []struct {
+		n    *node
+		name string
+	}{{a, "e"}, {b, "e"}, {d, "e"}, {e, "a"}} {
+		wg.Go(func() { errs[i] = neverSeen(w.n, w.name, time.Until(startedAt.Add(15*time.Second))) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Errorf("e, with only the removed key, was accepted: %v", err)
+		}
+	}
+	ke, jf, err := gossipCounters(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("e: weft_gossip_key_errors_total %.0f, weft_gossip_join_failures_total %.0f", ke, jf)
+	if ke == 0 && jf == 0 {
+		t.Errorf("e counts neither key errors nor join failures")
+	}
+}
