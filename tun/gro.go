@@ -187,10 +187,10 @@ func sameFlow(a []byte, ha ip, b []byte, hb ip) bool {
 
 // candidate reports whether pkt (a TCP or UDP packet of its flow) may be
 // coalesced at all, and its transport header length and payload. Like the
-// kernel's GRO: no IPv4 options, TCP with ACK and at most PSH besides,
-// some payload.
+// kernel's GRO: a valid IPv4 header without options, TCP with ACK and at
+// most PSH besides, some payload.
 func candidate(pkt []byte, h ip, udp bool, fb Fallback) (l4Len, payload int, psh, ok bool) {
-	if fb == FallbackSerial || h.ipLen != 20 && !h.v6 {
+	if fb == FallbackSerial || !h.v6 && (h.ipLen != 20 || checksum(pkt[:20], 0) != 0xffff) {
 		return 0, 0, false, false
 	}
 	switch h.proto {
@@ -223,6 +223,9 @@ func (c *coalescer) appendTo(g *group, bufs [][]byte, offset, i int, h ip, l4Len
 	head, pkt := bufs[g.head][offset:], bufs[i][offset:]
 	if !sameHeaders(head, pkt, h, l4Len) {
 		return false
+	}
+	if !h.v6 && binary.BigEndian.Uint16(pkt[4:]) != binary.BigEndian.Uint16(head[4:])+uint16(g.n) {
+		return false // the IPv4 IDs must count up, as splitting makes them again
 	}
 	if h.proto == unix.IPPROTO_TCP && binary.BigEndian.Uint32(pkt[h.ipLen+4:]) != g.nextSeq {
 		return false
