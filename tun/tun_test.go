@@ -39,8 +39,7 @@ func inPrivateNetns(t *testing.T, f func()) {
 func withTestTUN(t *testing.T, f func(d *Device)) {
 	t.Helper()
 	inPrivateNetns(t, func() {
-		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		d, err := Open(Config{Name: "wefttest0", MTU: 1400, Addr: netip.MustParsePrefix("10.99.0.1/24")}, log)
+		d, err := Open(Config{Name: "wefttest0", MTU: 1400, Addr: netip.MustParsePrefix("10.99.0.1/24")}, discardLog())
 		if err != nil {
 			t.Errorf("open: %v", err)
 			return
@@ -49,6 +48,8 @@ func withTestTUN(t *testing.T, f func(d *Device)) {
 		f(d)
 	})
 }
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestReadableReportsAQueuedPacketWithoutAllocating(t *testing.T) {
 	withTestTUN(t, func(d *Device) {
