@@ -120,9 +120,13 @@ func (q *Queue) Fallback() Fallback { return q.state.level() }
 // the device coalesces less or not at all (weft_tun_gro_fallback).
 func (q *Queue) WriteFallback() bool { return q.state.level() != FallbackNone }
 
-// Close closes the queue's file descriptor, which ends a blocked Read.
+// Close closes the queue's file descriptor, which ends a blocked Read. A
+// second Close does nothing (the router closes its queues to stop, and
+// the device's owner closes the device afterwards).
 func (q *Queue) Close() error {
-	q.closed.Store(true)
+	if q.closed.Swap(true) {
+		return nil
+	}
 	return q.file.Close()
 }
 

@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -89,6 +90,23 @@ func TestReadableReportsAQueuedPacketWithoutAllocating(t *testing.T) {
 		}
 		if d.Readable() {
 			t.Errorf("Readable after the only packet was read")
+		}
+	})
+}
+
+func TestCloseTwice(t *testing.T) {
+	withTestTUN(t, func(d *Device) {
+		if err := d.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if err := d.Close(); err != nil {
+			t.Errorf("second close: %v", err)
+		}
+		if _, err := d.Read([][]byte{make([]byte, 65600)}, []int{0}, 32); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("read after close: %v, want os.ErrClosed", err)
+		}
+		if _, err := d.Write([][]byte{make([]byte, 60)}, 32, ChecksumFull); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("write after close: %v, want os.ErrClosed", err)
 		}
 	})
 }
