@@ -4,18 +4,27 @@ import (
 	"net/netip"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/tun"
 )
 
-// Device is the TUN side of the data path: wireguard's tun.Device shape.
-// Packets sit at bufs[i][offset:]; the bytes in front of offset are the
-// device's to use (the virtio-net header).
+// Device is the TUN side of the data path: one queue of a tun.Device (a
+// *tun.Queue, or the *tun.Device for its first queue). Packets sit at
+// bufs[i][offset:]; the bytes in front of offset are the device's to use
+// (the virtio-net header).
 type Device interface {
+	// Read returns a batch of packets; TCP and UDP checksums may be left
+	// partial (tun.CompleteChecksum finishes one).
 	Read(bufs [][]byte, sizes []int, offset int) (int, error)
-	Write(bufs [][]byte, offset int) (int, error)
+	// Write writes a batch whose checksums are complete or partial as mode
+	// says, and reports what the kernel took and refused.
+	Write(bufs [][]byte, offset int, mode tun.Checksum) (tun.WriteResult, error)
 	BatchSize() int
 	// Readable reports, without blocking, whether Read would return a
 	// packet now. Only the reading goroutine calls it.
 	Readable() bool
+	// WriteFallback reports whether the kernel refused coalesced writes
+	// and the device coalesces less (weft_tun_gro_fallback).
+	WriteFallback() bool
 	Close() error
 }
 

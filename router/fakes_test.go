@@ -2,7 +2,6 @@ package router
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/tun"
 )
 
 // fakeConn records what is sent and serves prepared datagrams.
@@ -95,8 +95,9 @@ type fakeDevice struct {
 	closed  chan struct{}
 	once    sync.Once
 	batch   int
-	calls   int  // Write calls
-	reject  bool // refuse multi-packet writes with EINVAL, like a 6.6.44 kernel
+	calls   int            // Write calls
+	modes   []tun.Checksum // mode of each Write call
+	refuse  int            // refuse this many packets at the end of each Write
 }
 
 func newFakeDevice(record bool) *fakeDevice {
@@ -115,24 +116,37 @@ func (d *fakeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 }
 
-func (d *fakeDevice) Write(bufs [][]byte, offset int) (int, error) {
+func (d *fakeDevice) Write(bufs [][]byte, offset int, mode tun.Checksum) (tun.WriteResult, error) {
+	var res tun.WriteResult
+	var err error
 	d.calls++
-	if d.reject && len(bufs) > 1 {
-		return 0, &lostError{errors.Join(fmt.Errorf("write /dev/net/tun: %w", unix.EINVAL)), len(bufs)}
+	res.Syscalls = 1
+	if d.refuse > 0 {
+		k := min(d.refuse, len(bufs))
+		res.Lost = k
+		bufs = bufs[:len(bufs)-k]
+		err = fmt.Errorf("tun write: %w", unix.EIO)
+	}
+	for _, b := range bufs {
+		res.Packets++
+		res.Bytes += len(b) - offset
 	}
 	if !d.record {
 		d.count += len(bufs)
-		return len(bufs), nil
+		return res, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.modes = append(d.modes, mode)
 	for _, b := range bufs {
 		d.written = append(d.written, append([]byte(nil), b[offset:]...))
 	}
-	return len(bufs), nil
+	return res, err
 }
 
 func (d *fakeDevice) BatchSize() int { return d.batch }
+
+func (d *fakeDevice) WriteFallback() bool { return false }
 
 func (d *fakeDevice) Readable() bool { return len(d.in) > 0 }
 
@@ -203,14 +217,3 @@ func newTestRouter(kind encap.Kind, record bool) (*Router, *fakeDevice, *fakeCon
 	r.SetPeers(testPeers())
 	return r, dev, conn
 }
-
-// lostError is a failed write that says how many packets it lost, as
-// tun.WriteError does.
-type lostError struct {
-	err  error
-	lost int
-}
-
-func (e *lostError) Error() string    { return e.err.Error() }
-func (e *lostError) Unwrap() error    { return e.err }
-func (e *lostError) PacketsLost() int { return e.lost }

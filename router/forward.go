@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/tun"
 )
 
 // bufSize is one packet buffer: headroom plus the largest IP packet, so a
@@ -106,7 +106,7 @@ func (r *Router) outbound() error {
 			switch {
 			case closedErr(err):
 				return nil
-			case errors.Is(err, wgtun.ErrTooManySegments):
+			case errors.Is(err, tun.ErrTooManySegments):
 				// The packets split so far are valid; the rest are lost.
 				r.drop(DropTooBig, 1)
 			default:
@@ -145,6 +145,9 @@ func (r *Router) forwardOut(s *outboundState, n int) {
 			}
 			noRoute++
 			continue
+		}
+		if !e.peer.PartialChecksums {
+			tun.CompleteChecksum(pkt)
 		}
 		if hdr > 0 {
 			encap.PutVXLAN(s.bufs[i][encap.Headroom-hdr:], r.cfg.VNI, e.peer.MAC, t.mac, encap.EtherTypeFor(pkt))
@@ -192,8 +195,7 @@ type inboundState struct {
 	bufs  [][]byte
 	sizes []int
 	srcs  []netip.AddrPort
-	out   [][]byte
-	one   [][]byte
+	out   [2][][]byte // the packets to write, by tun.Checksum mode
 }
 
 func (r *Router) newInbound() *inboundState {
@@ -202,8 +204,7 @@ func (r *Router) newInbound() *inboundState {
 		bufs:  newBufs(n),
 		sizes: make([]int, n),
 		srcs:  make([]netip.AddrPort, n),
-		out:   make([][]byte, 0, n),
-		one:   make([][]byte, 1),
+		out:   [2][][]byte{make([][]byte, 0, n), make([][]byte, 0, n)},
 	}
 }
 
@@ -225,13 +226,17 @@ func (r *Router) inbound() error {
 }
 
 // forwardIn checks and decapsulates the first n datagrams of s and writes
-// the inner packets to the TUN as one batch.
+// the inner packets to the TUN: one batch for the peers that send complete
+// checksums and one for those that leave them partial (most batches come
+// from one peer, so one of the two is empty).
 func (r *Router) forwardIn(s *inboundState, n int) {
 	t := r.table.Load()
 	r.rxBatch.Observe(float64(n))
 	hdr := r.cfg.Encap.HeaderLen()
 	off := encap.Headroom + hdr
-	out := s.out[:0]
+	for m := range s.out {
+		s.out[m] = s.out[m][:0]
+	}
 	var last netip.Addr
 	var e *entry
 	var drops [numDropReasons]int
@@ -245,7 +250,6 @@ func (r *Router) forwardIn(s *inboundState, n int) {
 		}
 		runPackets, runBytes = 0, 0
 	}
-	var rxBytes uint64
 	for i := range n {
 		src := s.srcs[i].Addr()
 		if src != last || e == nil {
@@ -263,11 +267,11 @@ func (r *Router) forwardIn(s *inboundState, n int) {
 		}
 		inner := d
 		if r.cfg.Encap == encap.VXLAN {
-			reason, ok := r.checkVXLAN(t, d, s.srcs[i], e)
-			if !ok {
-				if reason < numDropReasons {
-					drops[reason]++
-				}
+			switch v, reason := r.checkVXLAN(t, d, s.srcs[i], e); v {
+			case answered:
+				continue
+			case dropped:
+				drops[reason]++
 				continue
 			}
 			inner = d[hdr:]
@@ -285,93 +289,71 @@ func (r *Router) forwardIn(s *inboundState, n int) {
 			continue
 		}
 		l := encap.IPLen(inner) // trims Ethernet padding
-		out = append(out, s.bufs[i][:off+l])
+		mode := tun.ChecksumFull
+		if e.peer.PartialChecksums {
+			mode = tun.ChecksumPartial
+		}
+		s.out[mode] = append(s.out[mode], s.bufs[i][:off+l])
 		runPackets++
 		runBytes += uint64(l)
-		rxBytes += uint64(l)
 	}
 	flush()
 	for reason, c := range drops {
 		r.drop(DropReason(reason), c)
 	}
-	if len(out) == 0 {
-		return
+	for m, out := range s.out {
+		if len(out) > 0 {
+			r.writeTUN(out, off, tun.Checksum(m))
+		}
 	}
-	written := r.writeTUN(s, out, off)
-	r.ctr.rxPackets.Add(uint64(written))
-	r.ctr.rxBytes.Add(rxBytes)
 }
 
-// writeTUN writes out to the device, coalescing with GRO unless the kernel
-// has refused a coalesced write before. It returns how many packets were
-// written.
-func (r *Router) writeTUN(s *inboundState, out [][]byte, off int) int {
-	if !r.groOff.Load() {
-		r.ctr.tunWrites.Add(1)
-		_, err := r.dev.Write(out, off)
-		if err == nil {
-			return len(out)
-		}
-		failed := countErrs(err)
-		var lost interface{ PacketsLost() int }
-		if errors.As(err, &lost) {
-			failed = lost.PacketsLost()
-		}
-		if errors.Is(err, unix.EINVAL) && len(out) > 1 {
-			// A kernel that refuses coalesced virtio-net writes, and that
-			// the start-up probe (tun.CoalescedWritesWork) did not catch:
-			// write one packet per call from now on.
-			r.groOff.Store(true)
-			r.log.Warn("TUN rejected a coalesced write; falling back to one packet per write", "err", err)
-		}
-		r.drop(DropTUNWriteError, failed)
-		return max(0, len(out)-failed)
-	}
-	written := 0
-	for _, p := range out {
-		s.one[0] = p
-		r.ctr.tunWrites.Add(1)
-		if _, err := r.dev.Write(s.one, off); err != nil {
-			r.drop(DropTUNWriteError, 1)
-			continue
-		}
-		written++
-	}
-	return written
+// writeTUN writes out to the device and counts what the kernel took and
+// refused (tun_write_error; the error itself says no more than the count,
+// and is not logged per batch). The device coalesces, and falls back by
+// itself when the kernel refuses coalesced writes.
+func (r *Router) writeTUN(out [][]byte, off int, mode tun.Checksum) {
+	res, _ := r.dev.Write(out, off, mode)
+	r.ctr.tunWrites.Add(uint64(res.Syscalls))
+	r.ctr.rxPackets.Add(uint64(res.Packets))
+	r.ctr.rxBytes.Add(uint64(res.Bytes))
+	r.drop(DropTUNWriteError, res.Lost)
 }
 
-func countErrs(err error) int {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return len(j.Unwrap())
-	}
-	return 1
-}
+// verdict is what becomes of a received datagram.
+type verdict uint8
 
-// checkVXLAN validates a VXLAN datagram from peer e. It answers an ARP
-// request for our VTEP address and reports it as handled (ok false, reason
-// numDropReasons: not a drop).
-func (r *Router) checkVXLAN(t *Table, d []byte, src netip.AddrPort, e *entry) (DropReason, bool) {
+const (
+	deliver  verdict = iota // an IP packet for the TUN
+	answered                // handled here (an ARP request answered): not a drop
+	dropped                 // dropped, for the DropReason returned with it
+)
+
+// checkVXLAN validates a VXLAN datagram from peer e: deliver its inner IP
+// packet, or it was answered here (an ARP request for our VTEP address), or
+// it is dropped for the reason given.
+func (r *Router) checkVXLAN(t *Table, d []byte, src netip.AddrPort, e *entry) (verdict, DropReason) {
 	f, err := encap.ParseVXLAN(d)
 	switch {
 	case err != nil:
-		return DropMalformed, false
+		return dropped, DropMalformed
 	case f.VNI != r.cfg.VNI:
-		return DropVNIMismatch, false
+		return dropped, DropVNIMismatch
 	case f.Dst != t.mac && f.Dst != encap.Broadcast:
-		return DropNotOurMAC, false
+		return dropped, DropNotOurMAC
 	}
 	switch f.EtherType {
 	case encap.EtherTypeIPv4, encap.EtherTypeIPv6:
-		return 0, true
+		return deliver, 0
 	case encap.EtherTypeARP:
-		if encap.ARPReply(d[encap.VXLANHeaderLen:], t.mac, t.localAddr) {
-			dst := netip.AddrPortFrom(src.Addr(), e.peer.Underlay.Port())
-			if err := r.conn.WriteOne(d[:encap.VXLANHeaderLen+encap.EthernetHeaderLen+28], dst); err != nil {
-				return DropSendError, false
-			}
-			return numDropReasons, false
+		if !encap.ARPReply(d[encap.VXLANHeaderLen:], t.mac, t.localAddr) {
+			return dropped, DropBadEtherType
 		}
-		return DropBadEtherType, false
+		dst := netip.AddrPortFrom(src.Addr(), e.peer.Underlay.Port())
+		if err := r.conn.WriteOne(d[:encap.VXLANHeaderLen+encap.EthernetHeaderLen+28], dst); err != nil {
+			return dropped, DropSendError
+		}
+		return answered, 0
 	}
-	return DropBadEtherType, false
+	return dropped, DropBadEtherType
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/tun"
 )
 
 // loadOut copies pkts into a fresh outbound working set as a TUN read would.
@@ -249,39 +250,109 @@ func loadIn(r *Router, n int) *inboundState {
 	return s
 }
 
-func TestTUNWriteFallbackOnEINVAL(t *testing.T) {
+// What the TUN refused is counted as tun_write_error, and neither as
+// received packets nor as received bytes.
+func TestTUNWriteLossCountedOnce(t *testing.T) {
 	r, dev, _ := newTestRouter(encap.UDP, false)
-	dev.reject = true
-	r.forwardIn(loadIn(r, 3), 3) // refused: the batch is lost and counted
-	if got := r.Drops()["tun_write_error"]; got != 3 {
-		t.Errorf("tun_write_error = %d after a refused batch of 3, want 3", got)
-	}
-	if !r.groOff.Load() {
-		t.Fatal("no fallback after EINVAL on a coalesced write")
-	}
-	dev.calls, dev.count = 0, 0
+	dev.refuse = 1
 	r.forwardIn(loadIn(r, 3), 3)
-	if dev.calls != 3 || dev.count != 3 {
-		t.Errorf("after the fallback: %d writes carrying %d packets, want 3 and 3", dev.calls, dev.count)
+	if got := r.Drops()["tun_write_error"]; got != 1 {
+		t.Errorf("tun_write_error = %d after one refused packet of 3, want 1", got)
 	}
-	if got := r.Drops()["tun_write_error"]; got != 3 {
-		t.Errorf("tun_write_error = %d after the fallback, want still 3", got)
+	if tot := r.Totals(); tot.RxPackets != 2 || tot.RxBytes != 400 {
+		t.Errorf("totals %+v, want 2 packets and 400 bytes received (the 2 written)", tot)
+	}
+	if _, w := r.TUNSyscalls(); w != 1 {
+		t.Errorf("tun_write syscalls = %d, want the 1 the device reported", w)
 	}
 }
 
-func TestSerialTUNWritesFromStartLoseNothing(t *testing.T) {
-	dev, conn := newFakeDevice(false), newFakeConn(false)
-	cfg := testConfig(encap.UDP)
-	cfg.SerialTUNWrites = true
-	r := New(cfg, dev, conn)
-	r.SetPeers(testPeers())
-	dev.reject = true
-	r.forwardIn(loadIn(r, 4), 4)
-	if dev.calls != 4 || dev.count != 4 {
-		t.Errorf("%d writes carrying %d packets, want 4 and 4", dev.calls, dev.count)
+// Each peer's packets are written with its checksum mode: partial for a
+// peer with the capability, full for the others.
+func TestForwardInWritesByChecksumMode(t *testing.T) {
+	dev, conn := newFakeDevice(true), newFakeConn(true)
+	r := New(testConfig(encap.UDP), dev, conn)
+	peers := testPeers()
+	peers[1].PartialChecksums = true // c
+	r.SetPeers(peers)
+	s := r.newInbound()
+	in := []datagram{
+		{addrB, ipv4("10.244.2.7", "10.244.1.0", 100)},
+		{addrC, ipv4("10.244.3.7", "10.244.1.0", 110)},
+		{addrB, ipv4("10.244.2.7", "10.244.1.0", 120)},
 	}
-	if d := r.Drops()["tun_write_error"]; d != 0 {
-		t.Errorf("tun_write_error = %d, want 0", d)
+	for i, d := range in {
+		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
+		s.srcs[i] = d.src
+	}
+	r.forwardIn(s, len(in))
+	got := dev.packets()
+	if len(dev.modes) != 2 || dev.modes[0] != tun.ChecksumFull || dev.modes[1] != tun.ChecksumPartial {
+		t.Fatalf("write modes %v, want full (b) then partial (c)", dev.modes)
+	}
+	if len(got) != 3 || len(got[0]) != 100 || len(got[1]) != 120 || len(got[2]) != 110 {
+		t.Fatalf("wrote %d packets, want b's two in order, then c's", len(got))
+	}
+}
+
+// tcp4 is an IPv4 TCP segment with a partial checksum, as Read returns one.
+func tcp4(src, dst string, payload int) []byte {
+	p := make([]byte, 40+payload)
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[8], p[9] = 64, 6
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	copy(p[12:16], s[:])
+	copy(p[16:20], d[:])
+	p[32], p[33] = 5<<4, 0x10
+	for i := 40; i < len(p); i++ {
+		p[i] = byte(i * 7)
+	}
+	var ps uint32 = 6 + uint32(len(p)-20)
+	for i := 12; i < 20; i += 2 {
+		ps += uint32(binary.BigEndian.Uint16(p[i:]))
+	}
+	for ps > 0xffff {
+		ps = ps>>16 + ps&0xffff
+	}
+	binary.BigEndian.PutUint16(p[36:], uint16(ps))
+	return p
+}
+
+func onesSum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return uint16(s)
+}
+
+// A peer without the capability gets complete checksums; one with it gets
+// the partial checksum as read.
+func TestForwardOutCompletesChecksumsForLegacyPeers(t *testing.T) {
+	r, _, conn := newTestRouter(encap.UDP, true)
+	peers := testPeers()
+	peers[1].PartialChecksums = true // c
+	r.SetPeers(peers)
+	toB, toC := tcp4("10.244.1.0", "10.244.2.7", 300), tcp4("10.244.1.0", "10.244.3.7", 300)
+	r.forwardOut(loadOut(r, toB, toC), 2)
+	g := conn.groups()
+	if len(g) != 2 {
+		t.Fatalf("sent %d groups, want 2", len(g))
+	}
+	b, c := g[0].pkts[0], g[1].pkts[0]
+	pseudo := append(append([]byte{}, b[12:20]...), 0, 6, byte((len(b)-20)>>8), byte(len(b)-20))
+	if onesSum(append(pseudo, b[20:]...)) != 0xffff {
+		t.Errorf("the legacy peer b got a TCP checksum that does not verify")
+	}
+	if !bytes.Equal(c, toC) {
+		t.Errorf("the capable peer c got its packet changed")
 	}
 }
 

@@ -52,11 +52,11 @@ func (r *Router) Collect(ch chan<- prometheus.Metric) {
 		counter(descDropped, r.ctr.drops[i].Load(), i.String())
 	}
 	counter(descConflicts, r.conflCnt.Load())
-	var groOff float64
-	if r.groOff.Load() {
-		groOff = 1
+	var fallback float64
+	if r.dev.WriteFallback() {
+		fallback = 1
 	}
-	gauge(descTUNGRO, groOff)
+	gauge(descTUNGRO, fallback)
 	r.txBatch.Collect(ch)
 	r.rxBatch.Collect(ch)
 

@@ -47,8 +47,9 @@ type Config struct {
 	Routes Routes                // kernel routes for direct peers (nil: none)
 
 	PerPeerMetrics bool
-	// SerialTUNWrites writes one packet per TUN write from the start: the
-	// kernel refused a coalesced write when probed (tun.CoalescedWritesWork).
+	// SerialTUNWrites is ignored: the tun package probes for and handles
+	// kernels that refuse coalesced writes. It remains only until cmd/weft
+	// stops setting it.
 	SerialTUNWrites bool
 	Logger          *slog.Logger
 }
@@ -73,7 +74,6 @@ type Router struct {
 	ctr      counters
 	txBatch  prometheus.Histogram
 	rxBatch  prometheus.Histogram
-	groOff   atomic.Bool // the TUN refused a coalesced write: write one by one
 	conflCnt atomic.Uint64
 	probeOut atomic.Uint64 // nonce of the last watchdog probe the outbound loop saw
 	probeIn  atomic.Uint64 // ... and the inbound loop
@@ -123,7 +123,6 @@ func New(cfg Config, dev Device, conn Conn) *Router {
 		}),
 	}
 	r.table.Store(r.newTable(nil))
-	r.groOff.Store(cfg.SerialTUNWrites)
 	return r
 }
 
@@ -198,9 +197,6 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 		for _, e := range kept {
 			t.byAddr[e.peer.Underlay.Addr()] = e
 		}
-	}
-	for i, e := range kept {
-		e.idx = i
 	}
 	t.entries = kept
 	r.table.Store(t)

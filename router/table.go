@@ -20,6 +20,11 @@ type Peer struct {
 	State    string         // alive, suspect, dead, left or static
 	Static   bool
 	Claimed  int64 // unix ms of the subnet claim; earlier wins a conflict
+	// PartialChecksums: the peer takes inner TCP and UDP checksums left
+	// partial (a weft that advertises the capability), trusting the outer
+	// UDP checksum. False for kernel VTEPs, static peers and older wefts:
+	// they get complete checksums, and theirs are verified.
+	PartialChecksums bool
 	// Incompatible, if set, says why the peer cannot be routed (another
 	// encapsulation, undecodable metadata, ...).
 	Incompatible string
@@ -44,7 +49,6 @@ const (
 type entry struct {
 	peer  Peer
 	ep    encap.Endpoint
-	idx   int // dense index, for grouping a batch by peer
 	via   Via
 	stats *peerStats
 }
@@ -125,7 +129,7 @@ func buildTable(local netip.Prefix, localClaimed int64, localName string, peers 
 			continue
 		}
 		accepted = append(accepted, claim{p.Name, p.Subnet})
-		e := &entry{peer: *p, ep: encap.NewEndpoint(p.Underlay), idx: len(t.entries), via: ViaTunnel}
+		e := &entry{peer: *p, ep: encap.NewEndpoint(p.Underlay), via: ViaTunnel}
 		t.entries = append(t.entries, e)
 		t.lpm.Insert(p.Subnet, e)
 		t.byAddr[p.Underlay.Addr()] = e

@@ -2,56 +2,57 @@ package tun
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
 )
 
-// CoalescedWritesWork asks the kernel whether it accepts the coalesced
-// (GSO) writes that wireguard's tun builds with GRO. Linux 6.6.44, and the
-// 6.1 LTS kernels that took the same backport (commit e269d79c7d35 without
-// its fix 89add40066f9), reject with EINVAL a TCP or UDP superpacket whose
-// last segment is shorter than the others, which is the common shape. A
-// data path that finds out on its first such write loses that batch, so
-// weft asks at start-up.
+// probeWrites asks the kernel, through q's own write path, whether it takes
+// coalesced (GSO) writes. Linux 6.6.44, and the 6.1 LTS kernels that took
+// the same backport (commit e269d79c7d35 without its fix 89add40066f9),
+// reject with EINVAL a TCP or UDP superpacket whose last segment is
+// shorter than the others, which is the common shape. Write falls back by
+// itself without losing packets, but a probe at start-up makes the
+// fallback visible (logged, and Fallback reports it) before traffic flows.
 //
-// The probe is one TCP and one UDP train of three segments each (payloads
-// of 100, 100 and 60 bytes), from 127.0.0.1 to 127.0.0.1: the TUN driver
-// checks the virtio-net header when the write is made, and the IP layer
-// then drops the packets as martians, so nothing is delivered, answered or
-// forwarded. It reports false when the kernel refused the write with
-// EINVAL; an error means the probe could not decide (the caller keeps
-// coalescing and relies on the data path's own fallback).
-func (d *Device) CoalescedWritesWork() (bool, error) {
-	if !d.VNetHdr() {
-		return false, errors.New("the device runs without offloads")
-	}
+// The probe is, for TCP and (with USO) UDP, a train of three segments with
+// a short last one (payloads of 100, 100 and 60 bytes) and, if that is
+// refused, one of three equal segments, from 127.0.0.1 to 127.0.0.1: the
+// TUN driver checks the virtio-net header when the write is made, and the
+// IP layer then drops the packets as martians, so nothing is delivered,
+// answered or forwarded. An error means the probe could not decide.
+func (d *Device) probeWrites(q *Queue) error {
 	const off = 32 // headroom for the virtio-net header
-	var bufs [][]byte
-	for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
-		seq := uint32(1000)
-		for i, n := range []int{100, 100, 60} {
-			b := make([]byte, off, 65535)
-			b = append(b, probeSegment(proto, uint16(i), seq, n)...)
-			bufs = append(bufs, b)
-			seq += uint32(n)
+	protos := []uint8{unix.IPPROTO_TCP}
+	if d.uso {
+		protos = append(protos, unix.IPPROTO_UDP)
+	}
+	for _, proto := range protos {
+		for _, train := range [][]int{{100, 100, 60}, {100, 100, 100}} {
+			before := q.Fallback()
+			if before == FallbackSerial {
+				return nil
+			}
+			var bufs [][]byte
+			seq := uint32(1000)
+			for i, n := range train {
+				b := make([]byte, off, 2048)
+				bufs = append(bufs, append(b, probeSegment(proto, uint16(i), seq, n)...))
+				seq += uint32(n)
+			}
+			res, err := q.Write(bufs, off, ChecksumFull)
+			if err != nil {
+				return fmt.Errorf("write probe segments: %w", err)
+			}
+			if res.Syscalls == len(bufs) && q.Fallback() == before && before == FallbackNone {
+				return fmt.Errorf("the probe's protocol %d segments were not coalesced", proto)
+			}
 		}
 	}
-	_, err := d.Device.Write(bufs, off)
-	if errors.Is(err, unix.EINVAL) {
-		return false, nil
+	if f := q.Fallback(); f != FallbackNone {
+		d.log.Warn("this kernel refuses some coalesced TUN writes (the Linux 6.6.44 / 6.1 LTS virtio-net regression)", "fallback", f.String())
 	}
-	if err != nil {
-		return true, fmt.Errorf("write probe segments: %w", err)
-	}
-	// wireguard's GRO coalesces into the first buffer of each train and
-	// writes a GSO virtio-net header in front of it. If it did not, the
-	// probe tested nothing.
-	if bufs[0][off-virtioNetHdrLen+1] == unix.VIRTIO_NET_HDR_GSO_NONE {
-		return true, errors.New("the probe's TCP segments were not coalesced")
-	}
-	return true, nil
+	return nil
 }
 
 // probeSegment is an IPv4 TCP (ACK) or UDP segment from 127.0.0.1:9 to
@@ -95,21 +96,4 @@ func probeSegment(proto uint8, id uint16, seq uint32, n int) []byte {
 	binary.BigEndian.PutUint16(pseudo[10:], uint16(len(t)))
 	binary.BigEndian.PutUint16(t[csumAt:], ^checksum(t, checksum(pseudo, 0)))
 	return p
-}
-
-// checksum is the RFC 1071 ones' complement sum of b added to initial,
-// folded to 16 bits (not inverted).
-func checksum(b []byte, initial uint16) uint16 {
-	sum := uint32(initial)
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return uint16(sum)
 }

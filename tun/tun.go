@@ -1,6 +1,17 @@
-// Package tun opens weft's TUN device with the kernel's offloads on,
-// configures its link, address and MTU through netlink, manages the kernel
+// Package tun opens weft's TUN device with the kernel's offloads on and one
+// queue per forwarding worker; splits the kernel's TSO/USO superpackets on
+// read and coalesces segments again on write (GRO), with the checksums
+// either completed or left partial for a peer that trusts the outer UDP
+// checksum; falls back by itself when the kernel refuses coalesced writes;
+// configures the link, address and MTU through netlink, manages the kernel
 // routes weft installs, and removes what it made.
+//
+// It does not use golang.zx2c4.com/wireguard/tun any more: that opens one
+// queue per device (no IFF_MULTI_QUEUE), always computes every checksum on
+// split and verifies every one on coalesce, and copies payloads to
+// coalesce them, which are the three costs this package exists to avoid.
+// What else it gave (link events, MTU) weft did not use. Its tests still
+// measure against it.
 //
 // Everything this package puts in the kernel is findable again: the link by
 // its name, routes by weft's own rtnetlink protocol number (RouteProtocol).
@@ -12,12 +23,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
 // addrGenModeNone is IN6_ADDR_GEN_MODE_NONE (linux/if_link.h).
@@ -39,94 +47,168 @@ type Config struct {
 	// superpackets, no GRO, one packet per read and write (flannel udp's
 	// design, for comparison and for kernels with broken offloads).
 	NoOffload bool
+	// Queues is how many queues to open (IFF_MULTI_QUEUE), one per
+	// forwarding worker; 0 or 1 opens a single-queue device. If the kernel
+	// refuses more than one, the device has one (see MultiQueueErr).
+	Queues int
 }
 
-// Device is an open TUN device. It reads and writes batches of packets
-// (wireguard's tun.Device) with virtio-net offloads: reads split TSO/USO
-// superpackets into MTU-sized segments, writes coalesce with GRO.
+// Device is an open TUN device: one or more queues (Queues), each read and
+// written in batches, with virtio-net offloads unless Config.NoOffload:
+// reads split TSO/USO superpackets into MTU-sized segments and writes
+// coalesce them again (GRO), both in this package (gso.go, gro.go).
+//
+// Device's own Read, Write, BatchSize, Readable and WriteFallback are those
+// of its first queue, for a data path with one worker.
 type Device struct {
-	wgtun.Device
-	name  string
-	index int
-	log   *slog.Logger
-	poll  *poller // nil without offloads
+	name   string
+	index  int
+	log    *slog.Logger
+	vnet   bool
+	uso    bool
+	queues []*Queue
+	state  *writeState
+	mqErr  error
 }
 
-// poller asks the kernel whether the TUN's queue holds a packet, without
-// blocking and without taking the descriptor out of Go's poller (which
-// os.File.Fd would do). Its fields are preallocated so that a check
-// allocates nothing; only the reading goroutine uses it.
-type poller struct {
-	raw   syscall.RawConn
-	fds   [1]unix.PollFd
-	ready bool
-	check func(fd uintptr) // p.run, bound once
-}
-
-func newPoller(f *os.File) (*poller, error) {
-	raw, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	p := &poller{raw: raw}
-	p.check = p.run
-	return p, nil
-}
-
-func (p *poller) run(fd uintptr) {
-	p.fds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-	n, err := unix.Poll(p.fds[:], 0)
-	p.ready = err == nil && n > 0 && p.fds[0].Revents&unix.POLLIN != 0
-}
-
-// Readable reports whether a Read would return at once. Only the goroutine
-// that reads may call it. Without offloads it is always false: that mode
-// is the one-packet-per-system-call design, kept as it is for comparison.
-func (d *Device) Readable() bool {
-	if d.poll == nil {
-		return false
-	}
-	if err := d.poll.raw.Control(d.poll.check); err != nil {
-		return false
-	}
-	return d.poll.ready
-}
-
-// Open creates the TUN device, gives it its address and MTU and brings it
-// up. A stale TUN link of the same name (from a run that crashed) is
-// removed first. On error nothing it created is left behind.
+// Open creates the TUN device with cfg.Queues queues, gives it its address
+// and MTU, brings it up and probes whether the kernel takes coalesced
+// writes (see Fallback). A stale TUN link of the same name (from a run
+// that crashed) is removed first. On error nothing it created is left
+// behind.
 func Open(cfg Config, log *slog.Logger) (*Device, error) {
 	if err := removeStaleLink(cfg.Name, log); err != nil {
 		return nil, err
 	}
-	var wd wgtun.Device
-	var err error
-	if cfg.NoOffload {
-		wd, err = createPlainTUN(cfg.Name, cfg.MTU)
-	} else {
-		wd, err = wgtun.CreateTUN(cfg.Name, cfg.MTU)
+	d := &Device{name: cfg.Name, log: log, vnet: !cfg.NoOffload, state: &writeState{log: log}}
+	if err := d.openQueues(cfg); err != nil {
+		d.Close()
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("create TUN device %q: %w", cfg.Name, err)
-	}
-	d := &Device{Device: wd, name: cfg.Name, log: log}
-	if nt, ok := wd.(interface{ File() *os.File }); ok && !cfg.NoOffload {
-		p, err := newPoller(nt.File())
-		if err != nil {
-			wd.Close()
-			return nil, fmt.Errorf("poll TUN device %q: %w", cfg.Name, err)
-		}
-		d.poll = p
-	}
-	go func() {
-		for range wd.Events() { // drained so the device's listeners never block
-		}
-	}()
 	if err := d.configure(cfg); err != nil {
 		d.Close()
 		return nil, err
 	}
+	if d.vnet {
+		if err := d.probeWrites(d.queues[0]); err != nil {
+			log.Warn("could not probe the TUN for coalesced writes; coalescing, with the fallback on a refusal", "err", err)
+		}
+	}
 	return d, nil
+}
+
+// tunOffloads are the offloads weft asks the TUN for; without USO (Linux
+// before 6.2) it does without UDP GSO.
+const (
+	tunTCPOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+	tunUDPOffloads = unix.TUN_F_USO4 | unix.TUN_F_USO6
+)
+
+func (d *Device) openQueues(cfg Config) error {
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if d.vnet {
+		flags |= unix.IFF_VNET_HDR
+	}
+	want := max(1, cfg.Queues)
+	if want > 1 {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
+	fd, err := openTUNFD(cfg.Name, flags)
+	if err != nil && want > 1 {
+		d.mqErr = fmt.Errorf("the kernel refused a multi-queue TUN device: %w", err)
+		flags &^= unix.IFF_MULTI_QUEUE
+		want = 1
+		fd, err = openTUNFD(cfg.Name, flags)
+	}
+	if err != nil {
+		return fmt.Errorf("create TUN device %q: %w", cfg.Name, err)
+	}
+	if d.vnet {
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunTCPOffloads|tunUDPOffloads); err == nil {
+			d.uso = true
+		} else if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunTCPOffloads); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("enable TUN offloads on %q: %w", cfg.Name, err)
+		}
+	}
+	for {
+		q, err := newQueue(fd, d.vnet, d.uso, d.state)
+		if err != nil {
+			return err
+		}
+		d.queues = append(d.queues, q)
+		if len(d.queues) == want {
+			return nil
+		}
+		if fd, err = openTUNFD(cfg.Name, flags); err != nil {
+			d.mqErr = fmt.Errorf("the kernel refused TUN queue %d of %d: %w", len(d.queues)+1, want, err)
+			return nil
+		}
+	}
+}
+
+// openTUNFD opens /dev/net/tun and attaches it to the device name (creating
+// it, for the first queue).
+func openTUNFD(name string, flags uint16) (int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		ifr.SetUint16(flags)
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("TUNSETIFF %q: %w", name, err)
+	}
+	return fd, nil
+}
+
+// Queues are the device's queues, one per forwarding worker.
+func (d *Device) Queues() []*Queue { return d.queues }
+
+// MultiQueueErr says why the device has fewer queues than Config.Queues
+// asked for (the kernel refused IFF_MULTI_QUEUE or another queue), or nil.
+func (d *Device) MultiQueueErr() error { return d.mqErr }
+
+// Read reads from the first queue (see Queue.Read).
+func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return d.queues[0].Read(bufs, sizes, offset)
+}
+
+// Write writes to the first queue (see Queue.Write).
+func (d *Device) Write(bufs [][]byte, offset int, mode Checksum) (WriteResult, error) {
+	return d.queues[0].Write(bufs, offset, mode)
+}
+
+// BatchSize is the queues' batch size (see Queue.BatchSize).
+func (d *Device) BatchSize() int { return d.queues[0].BatchSize() }
+
+// Readable reports whether a Read of the first queue would return at once.
+func (d *Device) Readable() bool { return d.queues[0].Readable() }
+
+// Fallback reports how far the device backs off from coalesced writes,
+// after the start-up probe or a refusal since.
+func (d *Device) Fallback() Fallback { return d.state.level() }
+
+// WriteFallback reports whether the kernel refused coalesced writes
+// (weft_tun_gro_fallback).
+func (d *Device) WriteFallback() bool { return d.state.level() != FallbackNone }
+
+// USO reports whether the kernel takes UDP segmentation offload on the
+// device, so that UDP datagrams are split and coalesced too.
+func (d *Device) USO() bool { return d.uso }
+
+// CoalescedWritesWork reports whether the start-up probe (which Open now
+// runs) found the kernel taking coalesced writes. It remains for callers
+// of the old API; the device falls back by itself.
+func (d *Device) CoalescedWritesWork() (bool, error) {
+	if !d.vnet {
+		return false, errors.New("the device runs without offloads")
+	}
+	return d.Fallback() == FallbackNone, nil
 }
 
 func (d *Device) configure(cfg Config) error {
@@ -137,6 +219,13 @@ func (d *Device) configure(cfg Config) error {
 	d.index = link.Attrs().Index
 	if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
 		return fmt.Errorf("set MTU %d on %s: %w", cfg.MTU, cfg.Name, err)
+	}
+	if d.vnet {
+		// A superpacket of no more segments than one Read holds; the
+		// kernel segments a larger one itself.
+		if err := netlink.LinkSetGSOMaxSegs(link, batchSize); err != nil {
+			d.log.Debug("could not bound the TUN's gso_max_segs; an oversized superpacket loses its tail", "err", err)
+		}
 	}
 	// No IPv6 link-local address: a TUN has no neighbours, and the
 	// kernel's router solicitations would only be dropped as no_route.
@@ -171,17 +260,17 @@ func (d *Device) SetAddress(next, old netip.Prefix) error {
 	return nil
 }
 
-// Name is the device's interface name.
-func (d *Device) Name() string { return d.name }
-
 // VNetHdr reports whether the device runs with virtio-net offloads.
-func (d *Device) VNetHdr() bool { return d.BatchSize() > 1 }
+func (d *Device) VNetHdr() bool { return d.vnet }
 
 // Close closes the device. The kernel removes a non-persistent TUN link when
 // its last file descriptor closes; if the link is somehow still there, it is
 // deleted.
 func (d *Device) Close() error {
-	err := d.Device.Close()
+	var err error
+	for _, q := range d.queues {
+		err = errors.Join(err, q.Close())
+	}
 	if link, lerr := netlink.LinkByName(d.name); lerr == nil && link.Type() == "tuntap" {
 		if derr := netlink.LinkDel(link); derr != nil {
 			err = errors.Join(err, fmt.Errorf("delete link %s: %w", d.name, derr))
@@ -213,26 +302,4 @@ func removeStaleLink(name string, log *slog.Logger) error {
 
 func prefixToIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-// createPlainTUN opens a TUN device without IFF_VNET_HDR; wireguard's tun
-// then reads and writes one packet per call.
-func createPlainTUN(name string, mtu int) (wgtun.Device, error) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err == nil {
-		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
-		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
-	}
-	if err == nil {
-		err = unix.SetNonblock(fd, true)
-	}
-	if err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return wgtun.CreateTUNFromFile(os.NewFile(uintptr(fd), "/dev/net/tun"), mtu)
 }

@@ -2,7 +2,6 @@ package tun
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -41,8 +40,7 @@ func inPrivateNetns(t *testing.T, f func()) {
 func withTestTUN(t *testing.T, f func(d *Device)) {
 	t.Helper()
 	inPrivateNetns(t, func() {
-		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		d, err := Open(Config{Name: "wefttest0", MTU: 1400, Addr: netip.MustParsePrefix("10.99.0.1/24")}, log)
+		d, err := Open(Config{Name: "wefttest0", MTU: 1400, Addr: netip.MustParsePrefix("10.99.0.1/24")}, discardLog())
 		if err != nil {
 			t.Errorf("open: %v", err)
 			return
@@ -51,6 +49,8 @@ func withTestTUN(t *testing.T, f func(d *Device)) {
 		f(d)
 	})
 }
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestReadableReportsAQueuedPacketWithoutAllocating(t *testing.T) {
 	withTestTUN(t, func(d *Device) {
@@ -94,18 +94,34 @@ func TestReadableReportsAQueuedPacketWithoutAllocating(t *testing.T) {
 	})
 }
 
-func TestCoalescedWritesWorkOnThisKernel(t *testing.T) {
+func TestCloseTwice(t *testing.T) {
+	withTestTUN(t, func(d *Device) {
+		if err := d.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if err := d.Close(); err != nil {
+			t.Errorf("second close: %v", err)
+		}
+		if _, err := d.Read([][]byte{make([]byte, 65600)}, []int{0}, 32); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("read after close: %v, want os.ErrClosed", err)
+		}
+		if _, err := d.Write([][]byte{make([]byte, 60)}, 32, ChecksumFull); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("write after close: %v, want os.ErrClosed", err)
+		}
+	})
+}
+
+func TestWriteProbeOnThisKernel(t *testing.T) {
 	withTestTUN(t, func(d *Device) {
 		var uname unix.Utsname
 		_ = unix.Uname(&uname)
-		ok, err := d.CoalescedWritesWork()
-		if err != nil {
+		if err := d.probeWrites(d.queues[0]); err != nil {
 			t.Errorf("probe: %v", err)
 		}
-		if !ok {
+		if f := d.Fallback(); f != FallbackNone {
 			// Not a failure of weft's: this kernel has the 6.6.44 / 6.1 LTS
 			// regression, and the probe found it.
-			t.Logf("kernel %s refuses coalesced TUN writes; weft will write one packet per call", unix.ByteSliceToString(uname.Release[:]))
+			t.Logf("kernel %s refuses some coalesced TUN writes; fallback %s", unix.ByteSliceToString(uname.Release[:]), f)
 		}
 		// The probe's packets are dropped by the IP layer: nothing comes
 		// back out of the TUN (no RST, no ICMP).
@@ -125,39 +141,6 @@ func TestProbeSegmentChecksums(t *testing.T) {
 		pseudo := append(append([]byte{}, p[12:20]...), 0, proto, byte((len(p)-20)>>8), byte(len(p)-20))
 		if c := checksum(p[20:], checksum(pseudo, 0)); c != 0xffff {
 			t.Errorf("proto %d: transport checksum sums to %#04x, want 0xffff", proto, c)
-		}
-	}
-}
-
-func TestLostInWrite(t *testing.T) {
-	const off = 32
-	buf := func(gsoType byte) []byte {
-		b := make([]byte, off+40)
-		b[off-virtioNetHdrLen+1] = gsoType
-		return b
-	}
-	einval := errors.Join(fmt.Errorf("write: %w", unix.EINVAL))
-	two := errors.Join(unix.EINVAL, unix.EINVAL)
-	cases := []struct {
-		name string
-		bufs [][]byte
-		n    int
-		err  error
-		gro  bool
-		want int
-	}{
-		{"nothing written", [][]byte{buf(0), buf(0), buf(0)}, 0, einval, true, 3},
-		{"one coalesced write of 3 refused, a lone packet written",
-			[][]byte{buf(unix.VIRTIO_NET_HDR_GSO_TCPV4), buf(notWritten), buf(notWritten), buf(0)}, 60, einval, true, 3},
-		{"two coalesced writes refused",
-			[][]byte{buf(unix.VIRTIO_NET_HDR_GSO_TCPV4), buf(notWritten), buf(unix.VIRTIO_NET_HDR_GSO_UDP_L4), buf(notWritten), buf(0)}, 60, two, true, 4},
-		{"lone packets only, one refused", // counted from the errors
-			[][]byte{buf(0), buf(0)}, 60, einval, true, 1},
-		{"no offloads: one failed write per error", [][]byte{buf(0), buf(0), buf(0)}, 60, two, false, 2},
-	}
-	for _, c := range cases {
-		if got := lostInWrite(c.bufs, off, c.n, c.err, c.gro); got != c.want {
-			t.Errorf("%s: lost %d, want %d", c.name, got, c.want)
 		}
 	}
 }
