@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,9 @@ type Config struct {
 	PerPeerMetrics bool         `yaml:"perPeerMetrics" flag:"per-peer-metrics"`
 	Offload        *bool        `yaml:"offload" flag:"offload"`
 	PProf          bool         `yaml:"pprof" flag:"pprof"`
+	Workers        *int         `yaml:"workers" flag:"workers"`
+	BusyPoll       string       `yaml:"busyPoll" flag:"busy-poll"`
+	PartialCsum    *bool        `yaml:"partialChecksums" flag:"partial-checksums"`
 	SubnetLen      int          `yaml:"subnetLen" flag:"subnet-len"`
 	SubnetMin      string       `yaml:"subnetMin" flag:"subnet-min"`
 	SubnetMax      string       `yaml:"subnetMax" flag:"subnet-max"`
@@ -81,6 +85,9 @@ const (
 	defaultStateDir    = "/var/lib/weft"
 	defaultSubnetFile  = "/run/weft/subnet.env"
 	defaultReclaim     = 24 * time.Hour
+	// maxWorkers is the kernel's limit of queues on one TUN device
+	// (MAX_TAP_QUEUES).
+	maxWorkers = 256
 )
 
 // UsageError is a problem with the command line or the config file; weft
@@ -184,6 +191,17 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.BoolVar(&c.DirectRouting, "direct-routing", false, "reach peers on the same L2 segment by plain kernel routes, no tunnel")
 	fs.Var(peerFlag{&c.Peers}, "peer", "static peer name=N,subnet=CIDR,ip=ADDR[,mac=MAC][,port=P] (repeatable)")
 	fs.BoolVar(&c.PerPeerMetrics, "per-peer-metrics", false, "export per-peer traffic counters (one series per peer)")
+	fs.Func("workers", "forwarding workers, each with its own TUN queue and UDP sockets (default: the number of CPUs)", func(v string) error {
+		n, err := strconv.Atoi(v)
+		c.Workers = &n
+		return err
+	})
+	fs.StringVar(&c.BusyPoll, "busy-poll", "", "spin this long for more packets after a batch before sleeping, e.g. 50us (default 0: off)")
+	fs.Func("partial-checksums", "leave inner TCP/UDP checksums partial between weft hosts that both advertise it (default true)", func(v string) error {
+		b, err := strconv.ParseBool(v)
+		c.PartialCsum = &b
+		return err
+	})
 	fs.Func("offload", "use TUN offloads, UDP GSO/GRO and batches (default true; false: one packet per syscall)", func(v string) error {
 		b, err := strconv.ParseBool(v)
 		c.Offload = &b
@@ -398,6 +416,22 @@ func validate(c Config, src source) (node.Settings, error) {
 	s.DirectRouting = c.DirectRouting
 	s.PerPeerMetrics = c.PerPeerMetrics
 	s.Offload = c.Offload == nil || *c.Offload
+	s.PartialChecksums = s.Offload && (c.PartialCsum == nil || *c.PartialCsum)
+	s.Workers = runtime.NumCPU()
+	if c.Workers != nil {
+		if *c.Workers < 1 || *c.Workers > maxWorkers {
+			return s, bad("workers", "workers", *c.Workers, fmt.Sprintf("want 1-%d (the kernel's limit of TUN queues)", maxWorkers))
+		}
+		s.Workers = *c.Workers
+	}
+	if !s.Offload {
+		s.Workers = 1 // the one-packet-per-syscall design, kept as it was
+	}
+	if c.BusyPoll != "" {
+		if s.BusyPoll, err = time.ParseDuration(c.BusyPoll); err != nil || s.BusyPoll < 0 || s.BusyPoll > time.Second {
+			return s, bad("busy-poll", "busyPoll", c.BusyPoll, "want a duration from 0 to 1s, such as 50us")
+		}
+	}
 	s.PProf = c.PProf
 	s.StateDir = cmp.Or(c.StateDir, defaultStateDir)
 	s.SubnetFile = cmp.Or(c.SubnetFile, defaultSubnetFile)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +70,11 @@ func TestParseRunErrors(t *testing.T) {
 		{append(base, "--peer", "name=a,subnet=10.244.9.0/24,ip=192.0.2.9"), `name "a" is used twice`},
 		{append(base, "--peer", "nom=k"), `invalid value "nom=k" for flag -peer: unknown key "nom"`},
 		{append(base, "--offload", "maybe"), `invalid value "maybe" for flag -offload`},
+		{append(base, "--workers", "0"), `invalid --workers "0": want 1-256 (the kernel's limit of TUN queues)`},
+		{append(base, "--workers", "257"), `invalid --workers "257": want 1-256`},
+		{append(base, "--workers", "two"), `invalid value "two" for flag -workers`},
+		{append(base, "--busy-poll", "-5us"), `invalid --busy-poll "-5us": want a duration from 0 to 1s`},
+		{append(base, "--partial-checksums", "perhaps"), `invalid value "perhaps" for flag -partial-checksums`},
 		{append(base, "extra"), `unexpected argument "extra"`},
 		{[]string{"--config", "/nonexistent/weft.yaml"}, `--config "/nonexistent/weft.yaml": open /nonexistent/weft.yaml: no such file or directory`},
 	} {
@@ -138,6 +144,26 @@ func TestCheckAndCleanupFlags(t *testing.T) {
 	s, _, cleanup, err := Parse([]string{"--cleanup", "--tun", "weft9"}, io.Discard)
 	if err != nil || !cleanup || s.TUN != "weft9" {
 		t.Errorf("--cleanup: %v %+v %v", cleanup, s, err)
+	}
+}
+
+func TestDataPathSettings(t *testing.T) {
+	s, _, _, err := Parse(base, io.Discard)
+	if err != nil || s.Workers != runtime.NumCPU() || s.BusyPoll != 0 || !s.PartialChecksums {
+		t.Fatalf("defaults: workers %d, busy poll %v, partial checksums %v, %v", s.Workers, s.BusyPoll, s.PartialChecksums, err)
+	}
+	s, _, _, err = Parse(append(base, "--workers", "3", "--busy-poll", "40us", "--partial-checksums=false"), io.Discard)
+	if err != nil || s.Workers != 3 || s.BusyPoll != 40*time.Microsecond || s.PartialChecksums {
+		t.Fatalf("set: workers %d, busy poll %v, partial checksums %v, %v", s.Workers, s.BusyPoll, s.PartialChecksums, err)
+	}
+	p := writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\nsubnet: 10.244.1.0/24\nworkers: 0\n")
+	if _, _, _, err := Parse([]string{"--config", p}, io.Discard); err == nil || !strings.Contains(err.Error(), `invalid workers (in `) {
+		t.Errorf("workers: 0 in the file: %v", err)
+	}
+	// One packet per syscall has one worker and full checksums.
+	s, _, _, _ = Parse(append(base, "--offload=false", "--workers", "4"), io.Discard)
+	if s.Workers != 1 || s.PartialChecksums {
+		t.Errorf("--offload=false: workers %d, partial checksums %v", s.Workers, s.PartialChecksums)
 	}
 }
 

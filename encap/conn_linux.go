@@ -1,6 +1,7 @@
 package encap
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -98,14 +99,39 @@ var oobSpace = unix.CmsgSpace(4)
 // probes UDP GSO and GRO and uses them where the kernel accepts them, unless
 // offload is false. batch is the most datagrams one call handles.
 func Listen(addr netip.AddrPort, batch int, offload bool) (*Conn, error) {
+	return listen(addr, batch, offload, false)
+}
+
+// ListenReusePort is Listen with SO_REUSEPORT: several sockets, one per
+// worker, share addr, and the kernel gives each datagram to one of them by
+// a hash of its addresses and ports, so a flow always reaches the same
+// socket.
+func ListenReusePort(addr netip.AddrPort, batch int, offload bool) (*Conn, error) {
+	return listen(addr, batch, offload, true)
+}
+
+func listen(addr netip.AddrPort, batch int, offload, reusePort bool) (*Conn, error) {
 	network := "udp4"
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
 		network = "udp6"
 	}
-	uc, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(addr))
+	var lc net.ListenConfig
+	if reusePort {
+		lc.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	pc, err := lc.ListenPacket(context.Background(), network, addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("listen on udp %s: %w", addr, err)
 	}
+	uc := pc.(*net.UDPConn)
 	c := &Conn{uc: uc, v6: network == "udp6"}
 	if c.rc, err = uc.SyscallConn(); err != nil {
 		uc.Close()

@@ -55,6 +55,10 @@ type Meta struct {
 	VNI      uint32  // 24-bit, vxlan only (0 otherwise)
 	VTEPMAC  [6]byte // vxlan VTEP MAC (zero otherwise)
 	Claimed  int64   // unix milliseconds when this host claimed its subnet (earlier claim wins a conflict)
+	// PartialChecksums: the host sends inner TCP and UDP checksums left
+	// partial to peers that advertise it too, and takes them from such
+	// peers (the outer UDP checksum protects the bytes on the wire).
+	PartialChecksums bool
 }
 
 // MetaVersion is the first byte of every encoded Meta.
@@ -65,7 +69,8 @@ const MetaVersion = 1
 //	off  len  field
 //	0    1    version (= MetaVersion)
 //	1    1    encap
-//	2    1    flags: bit 0 = subnet is IPv6, bit 1 = underlay is IPv6; other bits must be 0
+//	2    1    flags: bit 0 = subnet is IPv6, bit 1 = underlay is IPv6,
+//	          bit 2 = partial checksums (a capability); other bits must be 0
 //	3    1    subnet prefix length
 //	4    4|16 subnet address
 //	.    4|16 underlay address
@@ -78,7 +83,8 @@ const MetaVersion = 1
 const (
 	flagSubnet6   = 1 << 0
 	flagUnderlay6 = 1 << 1
-	flagsKnown    = flagSubnet6 | flagUnderlay6
+	flagPartial   = 1 << 2
+	flagsKnown    = flagSubnet6 | flagUnderlay6 | flagPartial
 
 	metaHeaderLen = 4
 	metaTailLen   = 2 + 3 + 6 + 8
@@ -152,6 +158,9 @@ func (m Meta) AppendBinary(b []byte) ([]byte, error) {
 	if m.Underlay.Is6() {
 		flags |= flagUnderlay6
 	}
+	if m.PartialChecksums {
+		flags |= flagPartial
+	}
 	b = append(b, MetaVersion, byte(m.Encap), flags, byte(m.Subnet.Bits()))
 	b = append(b, m.Subnet.Addr().AsSlice()...)
 	b = append(b, m.Underlay.AsSlice()...)
@@ -222,6 +231,7 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 	out.VNI = uint32(p[2])<<16 | uint32(p[3])<<8 | uint32(p[4])
 	copy(out.VTEPMAC[:], p[5:11])
 	out.Claimed = int64(binary.BigEndian.Uint64(p[11:19]))
+	out.PartialChecksums = flags&flagPartial != 0
 	if err := out.Validate(); err != nil {
 		return err
 	}

@@ -22,6 +22,13 @@ func validMetas() map[string]Meta {
 			Encap:    EncapUDP,
 			Claimed:  1_700_000_000_123,
 		},
+		"v4 udp partial checksums": {
+			Subnet:           netip.MustParsePrefix("10.244.4.0/24"),
+			Underlay:         netip.MustParseAddr("192.0.2.11"),
+			Port:             8285,
+			Encap:            EncapUDP,
+			PartialChecksums: true,
+		},
 		"v4 vxlan": {
 			Subnet:   netip.MustParsePrefix("10.244.0.0/16"),
 			Underlay: netip.MustParseAddr("198.51.100.7"),

@@ -18,8 +18,9 @@ import (
 type Deps struct {
 	// OpenTUN creates the TUN device with its address and MTU, up.
 	OpenTUN func(cfg tun.Config, log *slog.Logger) (TUN, error)
-	// Listen opens the data-plane UDP socket.
-	Listen func(addr netip.AddrPort, batch int, offload bool) (Socket, error)
+	// Listen opens a data-plane UDP socket; with reusePort, one of a
+	// SO_REUSEPORT group on addr.
+	Listen func(addr netip.AddrPort, batch int, offload, reusePort bool) (Socket, error)
 	// Kernel finds the underlay and installs routes.
 	Kernel Kernel
 	// Now is the clock (subnet claims, reclaim times).
@@ -39,13 +40,19 @@ type Deps struct {
 
 // TUN is the node's TUN device.
 type TUN interface {
-	router.Device
+	// Queues are the device's queues, one per worker.
+	Queues() []router.Device
+	// MultiQueueErr says why the device has one queue when more were
+	// asked for (nil otherwise).
+	MultiQueueErr() error
+	// BatchSize is the most packets one read returns.
+	BatchSize() int
 	// SetAddress replaces the device's address old with next.
 	SetAddress(next, old netip.Prefix) error
 	// VNetHdr reports whether the device runs with virtio-net offloads.
 	VNetHdr() bool
-	// CoalescedWritesWork probes whether the kernel accepts coalesced writes.
-	CoalescedWritesWork() (bool, error)
+	// Close closes every queue; the kernel removes the link.
+	Close() error
 }
 
 // Socket is the node's data-plane socket.
@@ -75,9 +82,19 @@ type Kernel interface {
 // a batched UDP socket, netlink.
 func SystemDeps(log *slog.Logger) Deps {
 	return Deps{
-		OpenTUN: func(cfg tun.Config, log *slog.Logger) (TUN, error) { return tun.Open(cfg, log) },
-		Listen: func(addr netip.AddrPort, batch int, offload bool) (Socket, error) {
-			c, err := encap.Listen(addr, batch, offload)
+		OpenTUN: func(cfg tun.Config, log *slog.Logger) (TUN, error) {
+			d, err := tun.Open(cfg, log)
+			if err != nil {
+				return nil, err
+			}
+			return tunDevice{d}, nil
+		},
+		Listen: func(addr netip.AddrPort, batch int, offload, reusePort bool) (Socket, error) {
+			listen := encap.Listen
+			if reusePort {
+				listen = encap.ListenReusePort
+			}
+			c, err := listen(addr, batch, offload)
 			if err != nil {
 				return nil, err
 			}
@@ -87,6 +104,17 @@ func SystemDeps(log *slog.Logger) Deps {
 		Now:    time.Now,
 		Logger: log,
 	}
+}
+
+type tunDevice struct{ *tun.Device }
+
+func (d tunDevice) Queues() []router.Device {
+	qs := d.Device.Queues()
+	out := make([]router.Device, len(qs))
+	for i, q := range qs {
+		out[i] = q
+	}
+	return out
 }
 
 type udpSocket struct{ *encap.Conn }

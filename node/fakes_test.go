@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/router"
 	"github.com/weftnet/weft/tun"
 )
 
@@ -57,20 +58,26 @@ func (d *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 }
 
-func (d *fakeTUN) Write(bufs [][]byte, offset int) (int, error) {
+func (d *fakeTUN) Write(bufs [][]byte, offset int, _ tun.Checksum) (tun.WriteResult, error) {
+	var res tun.WriteResult
 	for _, b := range bufs {
 		select {
 		case d.out <- slices.Clone(b[offset:]):
 		default:
 		}
+		res.Packets++
+		res.Bytes += len(b) - offset
+		res.Syscalls++
 	}
-	return len(bufs), nil
+	return res, nil
 }
 
-func (d *fakeTUN) BatchSize() int                     { return 16 }
-func (d *fakeTUN) Readable() bool                     { return false }
-func (d *fakeTUN) VNetHdr() bool                      { return true }
-func (d *fakeTUN) CoalescedWritesWork() (bool, error) { return true, nil }
+func (d *fakeTUN) BatchSize() int          { return 16 }
+func (d *fakeTUN) Readable() bool          { return false }
+func (d *fakeTUN) WriteFallback() bool     { return false }
+func (d *fakeTUN) VNetHdr() bool           { return true }
+func (d *fakeTUN) Queues() []router.Device { return []router.Device{d} }
+func (d *fakeTUN) MultiQueueErr() error    { return nil }
 
 func (d *fakeTUN) SetAddress(next, old netip.Prefix) error {
 	d.mu.Lock()

@@ -74,6 +74,9 @@ func (n *Node) meta() membership.Meta {
 		Port:     n.s.Port,
 		Encap:    enc,
 		Claimed:  l.Claimed,
+		// Capabilities that change nothing without offloads are not
+		// advertised (--offload=false implies full checksums).
+		PartialChecksums: n.s.PartialChecksums,
 	}
 	if n.s.Encap == encap.VXLAN {
 		m.VNI = n.s.VNI
@@ -128,6 +131,7 @@ func peersFrom(members []membership.Member, statics []StaticPeer, self membershi
 			p.Underlay = netip.AddrPortFrom(m.Meta.Underlay, m.Meta.Port)
 			p.MAC = encap.MAC(m.Meta.VTEPMAC)
 			p.Claimed = m.Meta.Claimed
+			p.PartialChecksums = self.PartialChecksums && m.Meta.PartialChecksums
 		}
 		peers = append(peers, p)
 	}

@@ -41,8 +41,10 @@ func b2f(b bool) float64 {
 }
 
 var (
-	descSyscalls = prometheus.NewDesc("weft_syscalls_total", "System calls made by the data path, by operation.", []string{"op"}, nil)
-	descOffload  = prometheus.NewDesc("weft_offload_enabled", "1 if an offload is in use, by feature.", []string{"feature"}, nil)
+	descSyscalls   = prometheus.NewDesc("weft_syscalls_total", "System calls made by the data path, by operation.", []string{"op"}, nil)
+	descOffload    = prometheus.NewDesc("weft_offload_enabled", "1 if an offload is in use, by feature.", []string{"feature"}, nil)
+	descWorkers    = prometheus.NewDesc("weft_workers", "Forwarding workers running, each with its own TUN queue and sockets.", nil, nil)
+	descMultiQueue = prometheus.NewDesc("weft_tun_multiqueue_refused", "1 if the kernel refused a multi-queue TUN and weft runs one worker instead of the number asked for.", nil, nil)
 )
 
 // dataPathCollector exports the socket's and the device's counters, read
@@ -52,6 +54,8 @@ type dataPathCollector struct{ n *Node }
 func (c dataPathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSyscalls
 	ch <- descOffload
+	ch <- descWorkers
+	ch <- descMultiQueue
 }
 
 func (c dataPathCollector) Collect(ch chan<- prometheus.Metric) {
@@ -59,13 +63,19 @@ func (c dataPathCollector) Collect(ch chan<- prometheus.Metric) {
 	reads, writes := n.rt.TUNSyscalls()
 	ops := map[string]uint64{"tun_read": reads, "tun_write": writes}
 	features := map[string]bool{"tun_vnet_hdr": n.dev.VNetHdr()}
-	if n.conn != nil {
-		ops["sendmmsg"], ops["recvmmsg"] = n.conn.Syscalls()
-		features["udp_gso"], features["udp_gro"] = n.conn.GSO(), n.conn.GRO()
+	if len(n.conns) > 0 {
+		for _, c := range n.conns {
+			send, recv := c.Syscalls()
+			ops["sendmmsg"] += send
+			ops["recvmmsg"] += recv
+		}
+		features["udp_gso"], features["udp_gro"] = n.conns[0].GSO(), n.conns[0].GRO()
 	}
 	for op, v := range ops {
 		ch <- prometheus.MustNewConstMetric(descSyscalls, prometheus.CounterValue, float64(v), op)
 	}
+	ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(len(n.dev.Queues())))
+	ch <- prometheus.MustNewConstMetric(descMultiQueue, prometheus.GaugeValue, b2f(n.dev.MultiQueueErr() != nil))
 	for feature, on := range features {
 		ch <- prometheus.MustNewConstMetric(descOffload, prometheus.GaugeValue, b2f(on), feature)
 	}

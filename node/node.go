@@ -39,9 +39,9 @@ type Node struct {
 	underlay tun.Underlay
 	local    router.Local
 
-	dev  TUN
-	conn Socket // nil with encap none
-	rt   *router.Router
+	dev   TUN
+	conns []Socket // every data socket, receiving and sending; none with encap none
+	rt    *router.Router
 
 	// The gossip is replaced when our underlay address changes (memberlist
 	// cannot change the address it advertises); swapped tells watchMembers.
@@ -242,42 +242,36 @@ func (n *Node) start(ctx context.Context) error {
 	return n.writeSubnetFile()
 }
 
-// openDataPath opens the TUN and the socket and starts forwarding. The TUN
-// holds our overlay address and the route to the whole network; with
-// host-gw (encap none) it carries no tunnel: packets for peers without a
-// direct route end there and are dropped as no_route, rather than leaking
-// to the default gateway.
+// openDataPath opens the TUN with a queue per worker and each worker's
+// sockets, and starts forwarding. The TUN holds our overlay address and the
+// route to the whole network; with host-gw (encap none) it carries no
+// tunnel: packets for peers without a direct route end there and are
+// dropped as no_route, rather than leaking to the default gateway.
 func (n *Node) openDataPath() error {
 	s := n.s
 	l := n.getLocal()
-	dev, err := n.d.OpenTUN(tun.Config{Name: s.TUN, MTU: n.mtu, Addr: n.tunPrefix(l), NoOffload: !s.Offload}, n.log)
+	dev, err := n.d.OpenTUN(tun.Config{Name: s.TUN, MTU: n.mtu, Addr: n.tunPrefix(l), NoOffload: !s.Offload, Queues: s.Workers}, n.log)
 	if err != nil {
 		return err
 	}
 	n.dev = dev
-	serialWrites := false
-	if dev.VNetHdr() {
-		ok, err := dev.CoalescedWritesWork()
-		switch {
-		case err != nil:
-			n.log.Warn("could not probe the TUN for coalesced writes; keeping them, with the fallback on first failure", "err", err)
-		case !ok:
-			serialWrites = true
-			n.log.Warn("this kernel refuses coalesced TUN writes (the Linux 6.6.44 / 6.1 LTS virtio-net regression): writing one packet per call")
-		}
+	queues := dev.Queues()
+	if err := dev.MultiQueueErr(); err != nil {
+		n.log.Warn("the kernel refused a multi-queue TUN: running one worker", "workers_wanted", s.Workers, "err", err)
 	}
-	var conn router.Conn = nopConn{}
+	workers := make([]router.Worker, len(queues))
+	for i, q := range queues {
+		workers[i] = router.Worker{Dev: q, In: nopConn{}, Out: nopConn{}}
+	}
 	if s.Encap != encap.None {
-		listen := netip.AddrPortFrom(netip.IPv4Unspecified(), s.Port)
-		if n.getUnderlay().Addr.Is6() {
-			listen = netip.AddrPortFrom(netip.IPv6Unspecified(), s.Port)
-		}
-		if n.conn, err = n.d.Listen(listen, dev.BatchSize(), s.Offload); err != nil {
+		if err := n.openSockets(workers, dev.BatchSize()); err != nil {
+			n.closeData()
 			n.closeTUN()
 			return err
 		}
-		conn = n.conn
-		n.log.Info("data path", "tun_offloads", dev.VNetHdr(), "udp_gso", n.conn.GSO(), "udp_gro", n.conn.GRO(), "batch", dev.BatchSize())
+		c := n.conns[0]
+		n.log.Info("data path", "workers", len(workers), "tun_offloads", dev.VNetHdr(), "udp_gso", c.GSO(), "udp_gro", c.GRO(),
+			"batch", dev.BatchSize(), "partial_checksums", s.PartialChecksums)
 	}
 
 	mode := router.DirectOff
@@ -288,26 +282,26 @@ func (n *Node) openDataPath() error {
 		mode = router.DirectOnLink
 	}
 	n.rt = router.New(router.Config{
-		Name:            s.Name,
-		Local:           l.Subnet,
-		LocalAddr:       l.Addr,
-		Claimed:         l.Claimed,
-		Encap:           s.Encap,
-		VNI:             s.VNI,
-		MAC:             l.MAC,
-		Direct:          mode,
-		OnLink:          func(a netip.Addr) bool { return n.getUnderlay().IsOnLink(a) },
-		Routes:          kernelRoutes{n},
-		PerPeerMetrics:  s.PerPeerMetrics,
-		SerialTUNWrites: serialWrites,
-		Logger:          n.log.With("component", "router"),
-	}, dev, conn)
+		Name:           s.Name,
+		Local:          l.Subnet,
+		LocalAddr:      l.Addr,
+		Claimed:        l.Claimed,
+		Encap:          s.Encap,
+		VNI:            s.VNI,
+		MAC:            l.MAC,
+		Direct:         mode,
+		OnLink:         func(a netip.Addr) bool { return n.getUnderlay().IsOnLink(a) },
+		Routes:         kernelRoutes{n},
+		PerPeerMetrics: s.PerPeerMetrics,
+		BusyPoll:       s.BusyPoll,
+		Logger:         n.log.With("component", "router"),
+	}, workers...)
 	n.reg.MustRegister(n.rt, dataPathCollector{n})
 	n.rt.Start()
 	// Shutdown order: the routes go before the data path closes.
 	n.onStop(func() {
-		// Closing the socket and the TUN is what ends the loops' reads;
-		// the kernel removes the TUN link with its last descriptor.
+		// Closing the sockets and the TUN is what ends the loops' reads;
+		// the kernel removes the TUN link with its last queue.
 		n.closeData()
 		n.closeTUN()
 		n.rt.Wait()
@@ -317,10 +311,50 @@ func (n *Node) openDataPath() error {
 	return nil
 }
 
+// openSockets gives each worker its sockets. One worker receives and sends
+// on one socket bound to the data port (flannel's udp design). Several
+// workers each receive on a socket of a SO_REUSEPORT group on the data port
+// and send from a socket of their own on an ephemeral port (the kernel's
+// ip_local_port_range, as the kernel VXLAN device's default source port
+// range): a flow's outer source port is then its worker's, and the peer's
+// kernel spreads our flows over its workers' sockets.
+func (n *Node) openSockets(workers []router.Worker, batch int) error {
+	s := n.s
+	unspec := unspecifiedLike(n.getUnderlay().Addr)
+	listen := netip.AddrPortFrom(unspec, s.Port)
+	open := func(addr netip.AddrPort, reusePort bool) (Socket, error) {
+		c, err := n.d.Listen(addr, batch, s.Offload, reusePort)
+		if err == nil {
+			n.conns = append(n.conns, c)
+		}
+		return c, err
+	}
+	for i := range workers {
+		if len(workers) == 1 {
+			c, err := open(listen, false)
+			if err != nil {
+				return err
+			}
+			workers[i].In, workers[i].Out = c, c
+			return nil
+		}
+		in, err := open(listen, true)
+		if err != nil {
+			return err
+		}
+		out, err := open(netip.AddrPortFrom(unspec, 0), false)
+		if err != nil {
+			return err
+		}
+		workers[i].In, workers[i].Out = in, out
+	}
+	return nil
+}
+
 func (n *Node) closeData() {
-	if n.conn != nil {
-		if err := n.conn.Close(); err != nil {
-			n.log.Error("closing the data socket", "err", err)
+	for _, c := range n.conns {
+		if err := c.Close(); err != nil {
+			n.log.Error("closing a data socket", "err", err)
 		}
 	}
 }

@@ -71,7 +71,7 @@ func (h *host) deps() Deps {
 			h.tun <- d
 			return d, nil
 		},
-		Listen: func(addr netip.AddrPort, _ int, _ bool) (Socket, error) {
+		Listen: func(addr netip.AddrPort, _ int, _, _ bool) (Socket, error) {
 			return h.hub.attach(func() netip.Addr { u, _ := h.kernel.FindUnderlay("", netip.Addr{}); return u.Addr }, addr.Port()), nil
 		},
 		Kernel:  h.kernel,
@@ -400,7 +400,7 @@ func TestFailedStartCleansUp(t *testing.T) {
 	u := newHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	d := a.deps()
-	d.Listen = func(netip.AddrPort, int, bool) (Socket, error) { return nil, errors.New("port taken") }
+	d.Listen = func(netip.AddrPort, int, bool, bool) (Socket, error) { return nil, errors.New("port taken") }
 	_, err := Start(context.Background(), a.s, d)
 	if err == nil || !strings.Contains(err.Error(), "port taken") {
 		t.Fatalf("Start: %v", err)

@@ -27,8 +27,10 @@ func (n *Node) Status() Status {
 	if s.Encap.HeaderLen() > 0 {
 		ns.VNI, ns.VTEPMAC = s.VNI, l.MAC.String()
 	}
-	if n.conn != nil {
-		ns.Offloads = map[string]bool{"udp_gso": n.conn.GSO(), "udp_gro": n.conn.GRO(), "tun_vnet_hdr": n.dev.VNetHdr()}
+	ns.Workers = len(n.dev.Queues())
+	if len(n.conns) > 0 {
+		ns.Offloads = map[string]bool{"udp_gso": n.conns[0].GSO(), "udp_gro": n.conns[0].GRO(), "tun_vnet_hdr": n.dev.VNetHdr(),
+			"partial_checksums": n.s.PartialChecksums}
 	}
 	if c := n.gossip(); c != nil {
 		ns.GossipHealth = c.Health()

@@ -31,6 +31,15 @@ type Settings struct {
 	PerPeerMetrics bool
 	Offload        bool
 	PProf          bool
+	// Workers is how many forwarding workers run, each with its own TUN
+	// queue and sockets (fewer if the kernel refuses multi-queue TUN).
+	Workers int
+	// BusyPoll is how long a worker spins for more packets after a batch
+	// before it sleeps (0: not at all).
+	BusyPoll time.Duration
+	// PartialChecksums advertises, and uses with peers that advertise it
+	// too, inner checksums left partial (membership.Meta.PartialChecksums).
+	PartialChecksums bool
 
 	AutoSubnet    bool       // no Subnet: lease one from Pool
 	Pool          lease.Pool // where an automatic subnet comes from
@@ -88,6 +97,9 @@ func fixedChanges(a, b Settings) []string {
 	check("offload", a.Offload, b.Offload)
 	check("perPeerMetrics", a.PerPeerMetrics, b.PerPeerMetrics)
 	check("pprof", a.PProf, b.PProf)
+	check("workers", a.Workers, b.Workers)
+	check("busyPoll", a.BusyPoll, b.BusyPoll)
+	check("partialChecksums", a.PartialChecksums, b.PartialChecksums)
 	check("stateDir", a.StateDir, b.StateDir)
 	check("subnetFile", a.SubnetFile, b.SubnetFile)
 	check("flannelCompat", a.FlannelCompat, b.FlannelCompat)

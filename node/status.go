@@ -37,6 +37,7 @@ type NodeStatus struct {
 	VTEPMAC       string          `json:"vtepMac,omitempty"`
 	TUN           string          `json:"tun"`
 	MTU           int             `json:"mtu"`
+	Workers       int             `json:"workers"`
 	Version       string          `json:"version"`
 	Ready         bool            `json:"ready"`
 	Started       time.Time       `json:"started"`

@@ -43,7 +43,7 @@ func (n *Node) watchdog(ctx context.Context, interval time.Duration) {
 		payload := router.ProbePayload(nonce)
 		dst := netip.AddrPortFrom(lastAddr(n.getLocal().Subnet), router.ProbePort)
 		_, errOut := out.WriteToUDPAddrPort(payload, dst)
-		inbound := n.conn != nil
+		inbound := len(n.conns) > 0
 		if inbound {
 			_, _ = in.WriteToUDPAddrPort(payload, loop)
 		}

@@ -213,7 +213,7 @@ func testConfig(kind encap.Kind) Config {
 
 func newTestRouter(kind encap.Kind, record bool) (*Router, *fakeDevice, *fakeConn) {
 	dev, conn := newFakeDevice(record), newFakeConn(record)
-	r := New(testConfig(kind), dev, conn)
+	r := New(testConfig(kind), Worker{Dev: dev, In: conn, Out: conn})
 	r.SetPeers(testPeers())
 	return r, dev, conn
 }

@@ -23,17 +23,41 @@ const bufSize = encap.Headroom + 65535
 // them); Wait then returns. If a loop fails first, Failed is closed and Err
 // says why.
 func (r *Router) Start() {
-	for _, loop := range []func() error{r.outbound, r.inbound} {
-		r.loops.Go(func() {
-			if err := loop(); err != nil {
-				r.failOnce.Do(func() {
-					r.failErr = err
-					close(r.failed)
-				})
-			}
-		})
+	for i := range r.workers {
+		w := r.w(i)
+		for _, loop := range []func() error{w.outbound, w.inbound} {
+			r.loops.Go(func() {
+				if err := loop(); err != nil {
+					r.failOnce.Do(func() {
+						r.failErr = err
+						close(r.failed)
+					})
+				}
+			})
+		}
 	}
 }
+
+// Worker is one forwarding worker's share of the OS: a TUN queue, the
+// socket it receives on (one of a SO_REUSEPORT group on the data port),
+// and the socket it sends from (its own source port, so that the peer's
+// kernel spreads the flows it sends over the peer's workers). In and Out
+// may be the same socket. A flow stays on one worker in both directions:
+// the kernel steers a flow's packets to the TUN queue its replies were
+// written on, and the peer's reuseport hash sends a source port to one
+// socket.
+type Worker struct {
+	Dev     Device
+	In, Out Conn
+}
+
+// worker runs one Worker's two loops.
+type worker struct {
+	*Router
+	Worker
+}
+
+func (r *Router) w(i int) *worker { return &worker{r, r.workers[i]} }
 
 // Wait waits for the forwarding loops to end.
 func (r *Router) Wait() { r.loops.Wait() }
@@ -75,9 +99,9 @@ type outboundState struct {
 // outBatchPackets is how many packets one outbound batch holds: a
 // BatchSize's worth accumulated from several reads, plus room for one more
 // read (a superpacket splits into up to BatchSize packets).
-func (r *Router) outBatchPackets() int { return 2 * r.dev.BatchSize() }
+func (r *worker) outBatchPackets() int { return 2 * r.Dev.BatchSize() }
 
-func (r *Router) newOutbound() *outboundState {
+func (r *worker) newOutbound() *outboundState {
 	n := r.outBatchPackets()
 	return &outboundState{
 		bufs:   newBufs(n),
@@ -95,12 +119,12 @@ func (r *Router) newOutbound() *outboundState {
 // each. A lone packet is sent at once. Reader and sender stay on one
 // goroutine: a hand-off between goroutines costs a thread wakeup per batch,
 // which measured slower.
-func (r *Router) outbound() error {
+func (r *worker) outbound() error {
 	s := r.newOutbound()
-	batch := r.dev.BatchSize()
+	batch := r.Dev.BatchSize()
 	n := 0
 	for {
-		k, err := r.dev.Read(s.bufs[n:], s.sizes[n:], encap.Headroom)
+		k, err := r.Dev.Read(s.bufs[n:], s.sizes[n:], encap.Headroom)
 		r.ctr.tunReads.Add(1)
 		if err != nil {
 			switch {
@@ -114,17 +138,30 @@ func (r *Router) outbound() error {
 			}
 		}
 		n += k
-		if n == 0 || (len(s.bufs)-n >= batch && r.dev.Readable()) {
+		if n == 0 || (len(s.bufs)-n >= batch && r.Dev.Readable()) {
 			continue
 		}
 		r.forwardOut(s, n)
 		n = 0
+		r.busyPoll()
+	}
+}
+
+// busyPoll spins, up to Config.BusyPoll, until the TUN has another packet:
+// a worker that goes back to sleep at once pays a thread wakeup for the
+// next one.
+func (r *worker) busyPoll() {
+	if r.cfg.BusyPoll <= 0 {
+		return
+	}
+	deadline := time.Now().Add(r.cfg.BusyPoll)
+	for !r.Dev.Readable() && time.Now().Before(deadline) {
 	}
 }
 
 // forwardOut encapsulates the first n packets of s in place, groups them by
 // peer and sends each group as one batch.
-func (r *Router) forwardOut(s *outboundState, n int) {
+func (r *worker) forwardOut(s *outboundState, n int) {
 	t := r.table.Load()
 	hdr := r.cfg.Encap.HeaderLen()
 	r.txBatch.Observe(float64(n))
@@ -174,7 +211,7 @@ func (r *Router) forwardOut(s *outboundState, n int) {
 				s.owner[j] = nil
 			}
 		}
-		sent, err := r.conn.WriteTo(g, e.ep)
+		sent, err := r.Out.WriteTo(g, e.ep)
 		if err != nil {
 			r.drop(DropSendError, len(g)-sent)
 			if sent < len(g) {
@@ -198,8 +235,8 @@ type inboundState struct {
 	out   [2][][]byte // the packets to write, by tun.Checksum mode
 }
 
-func (r *Router) newInbound() *inboundState {
-	n := r.dev.BatchSize()
+func (r *worker) newInbound() *inboundState {
+	n := r.Dev.BatchSize()
 	return &inboundState{
 		bufs:  newBufs(n),
 		sizes: make([]int, n),
@@ -208,10 +245,10 @@ func (r *Router) newInbound() *inboundState {
 	}
 }
 
-func (r *Router) inbound() error {
+func (r *worker) inbound() error {
 	s := r.newInbound()
 	for {
-		n, err := r.conn.ReadBatch(s.bufs, encap.Headroom, s.sizes, s.srcs)
+		n, err := r.In.ReadBatch(s.bufs, encap.Headroom, s.sizes, s.srcs)
 		if err != nil {
 			if closedErr(err) {
 				return nil
@@ -229,7 +266,7 @@ func (r *Router) inbound() error {
 // the inner packets to the TUN: one batch for the peers that send complete
 // checksums and one for those that leave them partial (most batches come
 // from one peer, so one of the two is empty).
-func (r *Router) forwardIn(s *inboundState, n int) {
+func (r *worker) forwardIn(s *inboundState, n int) {
 	t := r.table.Load()
 	r.rxBatch.Observe(float64(n))
 	hdr := r.cfg.Encap.HeaderLen()
@@ -312,8 +349,8 @@ func (r *Router) forwardIn(s *inboundState, n int) {
 // refused (tun_write_error; the error itself says no more than the count,
 // and is not logged per batch). The device coalesces, and falls back by
 // itself when the kernel refuses coalesced writes.
-func (r *Router) writeTUN(out [][]byte, off int, mode tun.Checksum) {
-	res, _ := r.dev.Write(out, off, mode)
+func (r *worker) writeTUN(out [][]byte, off int, mode tun.Checksum) {
+	res, _ := r.Dev.Write(out, off, mode)
 	r.ctr.tunWrites.Add(uint64(res.Syscalls))
 	r.ctr.rxPackets.Add(uint64(res.Packets))
 	r.ctr.rxBytes.Add(uint64(res.Bytes))
@@ -332,7 +369,7 @@ const (
 // checkVXLAN validates a VXLAN datagram from peer e: deliver its inner IP
 // packet, or it was answered here (an ARP request for our VTEP address), or
 // it is dropped for the reason given.
-func (r *Router) checkVXLAN(t *Table, d []byte, src netip.AddrPort, e *entry) (verdict, DropReason) {
+func (r *worker) checkVXLAN(t *Table, d []byte, src netip.AddrPort, e *entry) (verdict, DropReason) {
 	f, err := encap.ParseVXLAN(d)
 	switch {
 	case err != nil:
@@ -350,7 +387,7 @@ func (r *Router) checkVXLAN(t *Table, d []byte, src netip.AddrPort, e *entry) (v
 			return dropped, DropBadEtherType
 		}
 		dst := netip.AddrPortFrom(src.Addr(), e.peer.Underlay.Port())
-		if err := r.conn.WriteOne(d[:encap.VXLANHeaderLen+encap.EthernetHeaderLen+28], dst); err != nil {
+		if err := r.In.WriteOne(d[:encap.VXLANHeaderLen+encap.EthernetHeaderLen+28], dst); err != nil {
 			return dropped, DropSendError
 		}
 		return answered, 0

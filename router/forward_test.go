@@ -13,7 +13,7 @@ import (
 
 // loadOut copies pkts into a fresh outbound working set as a TUN read would.
 func loadOut(r *Router, pkts ...[]byte) *outboundState {
-	s := r.newOutbound()
+	s := r.w(0).newOutbound()
 	for i, p := range pkts {
 		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], p)
 	}
@@ -29,7 +29,7 @@ func TestForwardOutGroupsByPeerInOrder(t *testing.T) {
 	own := ipv4("10.244.1.0", "10.244.1.9", 60) // our own subnet is never sent out
 	garbage := []byte{0x45, 0, 0}
 	s := loadOut(r, p1, p2, noRoute, p3, garbage, own)
-	r.forwardOut(s, 6)
+	r.w(0).forwardOut(s, 6)
 
 	got := conn.groups()
 	if len(got) != 2 {
@@ -54,7 +54,7 @@ func TestForwardOutGroupsByPeerInOrder(t *testing.T) {
 func TestForwardOutVXLANHeader(t *testing.T) {
 	r, _, conn := newTestRouter(encap.VXLAN, true)
 	p := ipv4("10.244.1.0", "10.244.2.7", 64)
-	r.forwardOut(loadOut(r, p), 1)
+	r.w(0).forwardOut(loadOut(r, p), 1)
 	got := conn.groups()
 	if len(got) != 1 || len(got[0].pkts) != 1 {
 		t.Fatalf("sent %+v, want one datagram", got)
@@ -73,7 +73,7 @@ func TestForwardInChecksSourceAndDestination(t *testing.T) {
 	r, dev, _ := newTestRouter(encap.UDP, true)
 	good := ipv4("10.244.2.7", "10.244.1.0", 100)
 	padded := append(ipv4("10.244.2.7", "10.244.1.5", 40), 0, 0, 0, 0) // trailing padding is trimmed
-	s := r.newInbound()
+	s := r.w(0).newInbound()
 	in := []datagram{
 		{addrB, good},
 		{netip.MustParseAddrPort("198.51.100.1:8285"), good},           // stranger
@@ -86,7 +86,7 @@ func TestForwardInChecksSourceAndDestination(t *testing.T) {
 		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
 		s.srcs[i] = d.src
 	}
-	r.forwardIn(s, len(in))
+	r.w(0).forwardIn(s, len(in))
 	got := dev.packets()
 	if len(got) != 2 || !bytes.Equal(got[0], good) || !bytes.Equal(got[1], padded[:40]) {
 		t.Fatalf("wrote %d packets to the TUN, want the good one and the trimmed padded one: %x", len(got), got)
@@ -130,12 +130,12 @@ func TestForwardInVXLAN(t *testing.T) {
 		{addrB, vxlanDatagram(1, encap.Broadcast, macB, encap.EtherTypeARP, arpReq)}, // who has 10.244.1.0?
 		{addrB, []byte{0x00, 0, 0, 0, 0, 0, 1, 0}},                                   // short, no I flag
 	}
-	s := r.newInbound()
+	s := r.w(0).newInbound()
 	for i, d := range in {
 		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
 		s.srcs[i] = d.src
 	}
-	r.forwardIn(s, len(in))
+	r.w(0).forwardIn(s, len(in))
 	if got := dev.packets(); len(got) != 1 || !bytes.Equal(got[0], inner) {
 		t.Fatalf("TUN got %x, want only the inner packet", got)
 	}
@@ -162,18 +162,18 @@ func TestForwardIPv6(t *testing.T) {
 	dev, conn := newFakeDevice(true), newFakeConn(true)
 	cfg := testConfig(encap.UDP)
 	cfg.Local = netip.MustParsePrefix("fd00:1::/64")
-	r := New(cfg, dev, conn)
+	r := New(cfg, Worker{Dev: dev, In: conn, Out: conn})
 	r.SetPeers([]Peer{{Name: "b", Subnet: netip.MustParsePrefix("fd00:2::/64"), Underlay: addrB, State: "alive"}})
 	out := ipv6("fd00:1::1", "fd00:2::9", 100)
-	r.forwardOut(loadOut(r, out), 1)
+	r.w(0).forwardOut(loadOut(r, out), 1)
 	if g := conn.groups(); len(g) != 1 || !bytes.Equal(g[0].pkts[0], out) {
 		t.Fatalf("IPv6 packet not sent to b: %+v", g)
 	}
-	s := r.newInbound()
+	s := r.w(0).newInbound()
 	in := ipv6("fd00:2::9", "fd00:1::1", 50)
 	s.sizes[0] = copy(s.bufs[0][encap.Headroom:], in)
 	s.srcs[0] = addrB
-	r.forwardIn(s, 1)
+	r.w(0).forwardIn(s, 1)
 	if got := dev.packets(); len(got) != 1 || !bytes.Equal(got[0], in) {
 		t.Fatalf("IPv6 packet not written: %x", got)
 	}
@@ -242,7 +242,7 @@ func TestOutboundSendsQueuedReadsAsOneBatch(t *testing.T) {
 }
 
 func loadIn(r *Router, n int) *inboundState {
-	s := r.newInbound()
+	s := r.w(0).newInbound()
 	for i := range n {
 		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], ipv4("10.244.2.1", "10.244.1.0", 200))
 		s.srcs[i] = addrB
@@ -255,7 +255,7 @@ func loadIn(r *Router, n int) *inboundState {
 func TestTUNWriteLossCountedOnce(t *testing.T) {
 	r, dev, _ := newTestRouter(encap.UDP, false)
 	dev.refuse = 1
-	r.forwardIn(loadIn(r, 3), 3)
+	r.w(0).forwardIn(loadIn(r, 3), 3)
 	if got := r.Drops()["tun_write_error"]; got != 1 {
 		t.Errorf("tun_write_error = %d after one refused packet of 3, want 1", got)
 	}
@@ -271,11 +271,11 @@ func TestTUNWriteLossCountedOnce(t *testing.T) {
 // peer with the capability, full for the others.
 func TestForwardInWritesByChecksumMode(t *testing.T) {
 	dev, conn := newFakeDevice(true), newFakeConn(true)
-	r := New(testConfig(encap.UDP), dev, conn)
+	r := New(testConfig(encap.UDP), Worker{Dev: dev, In: conn, Out: conn})
 	peers := testPeers()
 	peers[1].PartialChecksums = true // c
 	r.SetPeers(peers)
-	s := r.newInbound()
+	s := r.w(0).newInbound()
 	in := []datagram{
 		{addrB, ipv4("10.244.2.7", "10.244.1.0", 100)},
 		{addrC, ipv4("10.244.3.7", "10.244.1.0", 110)},
@@ -285,7 +285,7 @@ func TestForwardInWritesByChecksumMode(t *testing.T) {
 		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
 		s.srcs[i] = d.src
 	}
-	r.forwardIn(s, len(in))
+	r.w(0).forwardIn(s, len(in))
 	got := dev.packets()
 	if len(dev.modes) != 2 || dev.modes[0] != tun.ChecksumFull || dev.modes[1] != tun.ChecksumPartial {
 		t.Fatalf("write modes %v, want full (b) then partial (c)", dev.modes)
@@ -341,7 +341,7 @@ func TestForwardOutCompletesChecksumsForLegacyPeers(t *testing.T) {
 	peers[1].PartialChecksums = true // c
 	r.SetPeers(peers)
 	toB, toC := tcp4("10.244.1.0", "10.244.2.7", 300), tcp4("10.244.1.0", "10.244.3.7", 300)
-	r.forwardOut(loadOut(r, toB, toC), 2)
+	r.w(0).forwardOut(loadOut(r, toB, toC), 2)
 	g := conn.groups()
 	if len(g) != 2 {
 		t.Fatalf("sent %d groups, want 2", len(g))
@@ -365,10 +365,10 @@ func TestSteadyStateForwardingAllocatesNothing(t *testing.T) {
 			pkts[i] = ipv4("10.244.1.0", []string{"10.244.2.1", "10.244.3.1"}[i%2], 1400)
 		}
 		out := loadOut(r, pkts...)
-		if a := testing.AllocsPerRun(100, func() { r.forwardOut(out, n) }); a != 0 {
+		if a := testing.AllocsPerRun(100, func() { r.w(0).forwardOut(out, n) }); a != 0 {
 			t.Errorf("%s: forwardOut allocates %.1f times per batch of %d, want 0", kind, a, n)
 		}
-		in := r.newInbound()
+		in := r.w(0).newInbound()
 		for i := range n {
 			p := ipv4("10.244.2.1", "10.244.1.0", 1400)
 			if kind == encap.VXLAN {
@@ -377,7 +377,7 @@ func TestSteadyStateForwardingAllocatesNothing(t *testing.T) {
 			in.sizes[i] = copy(in.bufs[i][encap.Headroom:], p)
 			in.srcs[i] = addrB
 		}
-		if a := testing.AllocsPerRun(100, func() { r.forwardIn(in, n) }); a != 0 {
+		if a := testing.AllocsPerRun(100, func() { r.w(0).forwardIn(in, n) }); a != 0 {
 			t.Errorf("%s: forwardIn allocates %.1f times per batch of %d, want 0", kind, a, n)
 		}
 		if d := r.Drops(); d["malformed"]+d["spoofed"]+d["unknown_peer"]+d["not_local"] != 0 {
@@ -397,7 +397,7 @@ func benchmarkOut(b *testing.B, kind encap.Kind, size int) {
 	b.SetBytes(int64(n * size))
 	b.ReportAllocs()
 	for b.Loop() {
-		r.forwardOut(s, n)
+		r.w(0).forwardOut(s, n)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/packet")
 }
@@ -405,7 +405,7 @@ func benchmarkOut(b *testing.B, kind encap.Kind, size int) {
 func benchmarkIn(b *testing.B, kind encap.Kind, size int) {
 	r, _, _ := newTestRouter(kind, false)
 	const n = 64
-	s := r.newInbound()
+	s := r.w(0).newInbound()
 	for i := range n {
 		p := ipv4("10.244.2.1", "10.244.1.0", size)
 		if kind == encap.VXLAN {
@@ -417,7 +417,7 @@ func benchmarkIn(b *testing.B, kind encap.Kind, size int) {
 	b.SetBytes(int64(n * size))
 	b.ReportAllocs()
 	for b.Loop() {
-		r.forwardIn(s, n)
+		r.w(0).forwardIn(s, n)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/packet")
 }

@@ -53,7 +53,7 @@ func (r *Router) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descConflicts, r.conflCnt.Load())
 	var fallback float64
-	if r.dev.WriteFallback() {
+	if r.workers[0].Dev.WriteFallback() {
 		fallback = 1
 	}
 	gauge(descTUNGRO, fallback)

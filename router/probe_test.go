@@ -19,11 +19,11 @@ func udp4(src, dst string, port uint16, payload []byte) []byte {
 
 func TestProbesAreSeenNotDropped(t *testing.T) {
 	r, _, _ := newTestRouter(encap.UDP, true)
-	r.forwardOut(loadOut(r,
+	r.w(0).forwardOut(loadOut(r,
 		udp4("10.244.1.0", "10.244.1.255", ProbePort, ProbePayload(42)),
 		udp4("10.244.1.0", "10.244.1.255", 53, ProbePayload(43)), // wrong port: a plain no-route drop
 	), 2)
-	s := r.newInbound()
+	s := r.w(0).newInbound()
 	for i, d := range []datagram{
 		{netip.MustParseAddrPort("127.0.0.1:40000"), ProbePayload(42)},
 		{netip.MustParseAddrPort("198.51.100.1:40000"), ProbePayload(44)}, // a stranger cannot fake one
@@ -31,7 +31,7 @@ func TestProbesAreSeenNotDropped(t *testing.T) {
 		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
 		s.srcs[i] = d.src
 	}
-	r.forwardIn(s, 2)
+	r.w(0).forwardIn(s, 2)
 	if !r.WaitProbes(42, true, time.Second) {
 		t.Fatalf("probes not seen: out %d in %d", r.probeOut.Load(), r.probeIn.Load())
 	}
@@ -47,7 +47,7 @@ func TestSetLocalMovesSubnet(t *testing.T) {
 	r, dev, _ := newTestRouter(encap.VXLAN, true)
 	newMAC := encap.MAC{0x02, 0x57, 10, 244, 5, 0}
 	r.SetLocal(Local{Subnet: pfx("10.244.5.0/24"), Addr: netip.MustParseAddr("10.244.5.0"), MAC: newMAC, Claimed: 9})
-	s := r.newInbound()
+	s := r.w(0).newInbound()
 	for i, d := range []datagram{
 		{addrB, vxlanDatagram(1, newMAC, macB, encap.EtherTypeIPv4, ipv4("10.244.2.1", "10.244.5.0", 60))},
 		{addrB, vxlanDatagram(1, macA, macB, encap.EtherTypeIPv4, ipv4("10.244.2.1", "10.244.5.0", 60))},   // old MAC
@@ -56,7 +56,7 @@ func TestSetLocalMovesSubnet(t *testing.T) {
 		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
 		s.srcs[i] = d.src
 	}
-	r.forwardIn(s, 3)
+	r.w(0).forwardIn(s, 3)
 	if n := len(dev.packets()); n != 1 {
 		t.Errorf("wrote %d packets, want 1", n)
 	}

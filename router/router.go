@@ -47,19 +47,17 @@ type Config struct {
 	Routes Routes                // kernel routes for direct peers (nil: none)
 
 	PerPeerMetrics bool
-	// SerialTUNWrites is ignored: the tun package probes for and handles
-	// kernels that refuse coalesced writes. It remains only until cmd/weft
-	// stops setting it.
-	SerialTUNWrites bool
-	Logger          *slog.Logger
+	// BusyPoll is how long a worker spins for another TUN packet after a
+	// batch before it blocks (0: it blocks at once).
+	BusyPoll time.Duration
+	Logger   *slog.Logger
 }
 
-// Router forwards packets between a Device and a Conn.
+// Router forwards packets between TUN queues and sockets, one worker each.
 type Router struct {
-	cfg  Config
-	dev  Device
-	conn Conn
-	log  *slog.Logger
+	cfg     Config
+	workers []Worker
+	log     *slog.Logger
 
 	table atomic.Pointer[Table]
 
@@ -98,15 +96,14 @@ type peerStats struct {
 	lastRx             atomic.Int64 // unix ns
 }
 
-// New returns a router between dev and conn with no peers.
-func New(cfg Config, dev Device, conn Conn) *Router {
+// New returns a router with no peers over one or more workers.
+func New(cfg Config, workers ...Worker) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	r := &Router{
 		cfg:     cfg,
-		dev:     dev,
-		conn:    conn,
+		workers: workers,
 		log:     cfg.Logger,
 		reasons: map[string]string{},
 		viaOf:   map[string]Via{},
