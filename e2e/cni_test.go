@@ -129,7 +129,7 @@ func newCNIHost(t *testing.T, c *cluster, n *node) *cniHost {
 			t.Fatal(err)
 		}
 	}
-	subnetFile := filepath.Join(filepath.Dir(n.sock), n.name+"-subnet.env") // runArgs' --subnet-file
+	subnetFile := n.files.SubnetFile
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, weftBin, "cni", "conflist", "--name", cniNet, "--cni-version", "1.0.0",

@@ -42,6 +42,7 @@ type fakeTUN struct {
 	mu      sync.Mutex
 	addr    netip.Prefix
 	nCloses int
+	more    []*fakeTUN // queues after this one
 }
 
 func newFakeTUN(ev *events, addr netip.Prefix) *fakeTUN {
@@ -72,12 +73,18 @@ func (d *fakeTUN) Write(bufs [][]byte, offset int, _ tun.Checksum) (tun.WriteRes
 	return res, nil
 }
 
-func (d *fakeTUN) BatchSize() int          { return 16 }
-func (d *fakeTUN) Readable() bool          { return false }
-func (d *fakeTUN) WriteFallback() bool     { return false }
-func (d *fakeTUN) VNetHdr() bool           { return true }
-func (d *fakeTUN) Queues() []router.Device { return []router.Device{d} }
-func (d *fakeTUN) MultiQueueErr() error    { return nil }
+func (d *fakeTUN) BatchSize() int      { return 16 }
+func (d *fakeTUN) Readable() bool      { return false }
+func (d *fakeTUN) WriteFallback() bool { return false }
+func (d *fakeTUN) VNetHdr() bool       { return true }
+func (d *fakeTUN) Queues() []router.Device {
+	qs := []router.Device{d}
+	for _, q := range d.more {
+		qs = append(qs, q)
+	}
+	return qs
+}
+func (d *fakeTUN) MultiQueueErr() error { return nil }
 
 func (d *fakeTUN) SetAddress(next, old netip.Prefix) error {
 	d.mu.Lock()
@@ -101,6 +108,9 @@ func (d *fakeTUN) Close() error {
 	d.nCloses++
 	d.mu.Unlock()
 	d.once.Do(func() {
+		for _, q := range d.more {
+			q.Close()
+		}
 		close(d.closed)
 		d.ev.add("link gone")
 	})
@@ -118,6 +128,7 @@ func (d *fakeTUN) closes() int {
 type hub struct {
 	mu    sync.Mutex
 	socks map[*fakeSocket]bool
+	next  int
 }
 
 func newHub() *hub { return &hub{socks: map[*fakeSocket]bool{}} }
@@ -127,6 +138,8 @@ func newHub() *hub { return &hub{socks: map[*fakeSocket]bool{}} }
 func (h *hub) attach(addr func() netip.Addr, port uint16) *fakeSocket {
 	s := &fakeSocket{hub: h, addr: addr, port: port, in: make(chan datagram, 1024), closed: make(chan struct{})}
 	h.mu.Lock()
+	h.next++
+	s.id = h.next
 	h.socks[s] = true
 	h.mu.Unlock()
 	return s
@@ -138,16 +151,24 @@ func (h *hub) detach(s *fakeSocket) {
 	delete(h.socks, s)
 }
 
+// deliver gives b to the socket at dst; of a reuseport group, to one chosen
+// by the source port, as the kernel's hash does.
 func (h *hub) deliver(src, dst netip.AddrPort, b []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var group []*fakeSocket
 	for s := range h.socks {
 		if s.local() == dst {
-			select {
-			case s.in <- datagram{src, slices.Clone(b)}:
-			default:
-			}
+			group = append(group, s)
 		}
+	}
+	if len(group) == 0 {
+		return
+	}
+	slices.SortFunc(group, func(x, y *fakeSocket) int { return x.id - y.id })
+	select {
+	case group[int(src.Port())%len(group)].in <- datagram{src, slices.Clone(b)}:
+	default:
 	}
 }
 
@@ -160,6 +181,7 @@ type datagram struct {
 // underlay address (the listen address is a wildcard).
 type fakeSocket struct {
 	hub    *hub
+	id     int
 	addr   func() netip.Addr
 	port   uint16
 	in     chan datagram

@@ -49,7 +49,7 @@ type host struct {
 func newHost(t *testing.T, h *hub, name string, i byte, subnet string) *host {
 	dir := t.TempDir()
 	s := Settings{
-		Name: name, Network: network, Port: 8285, Encap: encap.UDP, VNI: 1, TUN: "weft0",
+		Name: name, Network: network, Port: 8285, Encap: encap.UDP, VNI: 1, TUN: "weft0", Workers: 1,
 		MetricsAddr: "127.0.0.1:0", Socket: filepath.Join(dir, "weft.sock"), Offload: true,
 		StateDir: filepath.Join(dir, "state"), SubnetFile: filepath.Join(dir, "subnet.env"),
 		SubnetReclaim: time.Hour, Pool: lease.Pool{Network: network, Bits: 24},
@@ -68,10 +68,14 @@ func (h *host) deps() Deps {
 	return Deps{
 		OpenTUN: func(cfg tun.Config, _ *slog.Logger) (TUN, error) {
 			d := newFakeTUN(h.ev, cfg.Addr)
+			for range cfg.Queues - 1 {
+				d.more = append(d.more, newFakeTUN(&events{}, cfg.Addr))
+			}
 			h.tun <- d
 			return d, nil
 		},
-		Listen: func(addr netip.AddrPort, _ int, _, _ bool) (Socket, error) {
+		Listen: func(addr netip.AddrPort, _ int, _, reusePort bool) (Socket, error) {
+			h.ev.add("listen %s reuseport=%v", addr, reusePort)
 			return h.hub.attach(func() netip.Addr { u, _ := h.kernel.FindUnderlay("", netip.Addr{}); return u.Addr }, addr.Port()), nil
 		},
 		Kernel:  h.kernel,
@@ -276,12 +280,15 @@ func TestSubnetConflictMoves(t *testing.T) {
 	if got := b.dev.address(); got != netip.PrefixFrom(moved.Addr(), 16) {
 		t.Errorf("b's TUN address %s, want %s/16", got, moved.Addr())
 	}
-	if l, _ := lease.Load(b.s.StateDir); l.Subnet != moved {
-		t.Errorf("b's lease %s, want %s", l.Subnet, moved)
-	}
-	if env, _ := os.ReadFile(b.s.SubnetFile); !strings.Contains(string(env), "WEFT_SUBNET="+moved.String()) {
-		t.Errorf("b's subnet file: %s", env)
-	}
+	eventually(t, "b keeps the new subnet in its lease and subnet file", func() error {
+		if l, _ := lease.Load(b.s.StateDir); l.Subnet != moved {
+			return fmt.Errorf("b's lease %s, want %s", l.Subnet, moved)
+		}
+		if env, _ := os.ReadFile(b.s.SubnetFile); !strings.Contains(string(env), "WEFT_SUBNET="+moved.String()) {
+			return fmt.Errorf("b's subnet file: %s", env)
+		}
+		return nil
+	})
 	if a.n.Status().Node.Subnet != same.String() {
 		t.Errorf("a (the earlier claim) moved too")
 	}
@@ -354,6 +361,9 @@ func TestUnderlayAddressChange(t *testing.T) {
 		}
 		return nil
 	})
+	// b rejoined with a new gossip: it routes a again once that gossip
+	// has a (until then a's packets are unknown_peer at b).
+	eventually(t, "b routes a again", routedVia(b, "a", router.ViaTunnel))
 	if got := b.n.Status().Node.Underlay; got != "127.0.0.22:8285" {
 		t.Errorf("b's own underlay %s", got)
 	}
@@ -362,6 +372,7 @@ func TestUnderlayAddressChange(t *testing.T) {
 	if got := recv(t, b.dev); !slices.Equal(got, out) {
 		t.Fatalf("after the move b's TUN got %x", got)
 	}
+	t.Logf("a %+v %v; b %+v %v", a.n.Status().Totals, a.n.Status().Drops, b.n.Status().Totals, b.n.Status().Drops)
 }
 
 // Shutdown runs in its fixed order: the direct routes go before the data
@@ -379,7 +390,7 @@ func TestShutdownOrder(t *testing.T) {
 	eventually(t, "a routes b directly", routedVia(a, "b", router.ViaDirect))
 	a.stop()
 	ev := a.ev.list()
-	want := []string{"route del " + stale.String(), "route add 10.244.2.0/24 via 127.0.0.2", "route del 10.244.2.0/24", "link gone"}
+	want := []string{"route del " + stale.String(), "listen 0.0.0.0:8285 reuseport=false", "route add 10.244.2.0/24 via 127.0.0.2", "route del 10.244.2.0/24", "link gone"}
 	if !slices.Equal(ev, want) {
 		t.Errorf("events %q, want %q", ev, want)
 	}
@@ -418,4 +429,47 @@ func TestFailedStartCleansUp(t *testing.T) {
 		t.Fatalf("control socket path not free: %v", err)
 	}
 	ln.Close()
+}
+
+// With two workers each has its own TUN queue, a socket of the reuseport
+// group on the data port and a sending socket of its own, and both carry
+// traffic.
+func TestWorkers(t *testing.T) {
+	u := newHub()
+	a := newHost(t, u, "a", 1, "10.244.1.0/24")
+	b := newHost(t, u, "b", 2, "10.244.2.0/24")
+	a.s.Workers, b.s.Workers = 2, 2
+	a.mustStart()
+	b.mustStart(a)
+	var listens []string
+	for _, e := range a.ev.list() {
+		if strings.HasPrefix(e, "listen ") {
+			listens = append(listens, e)
+		}
+	}
+	want := []string{"listen 0.0.0.0:8285 reuseport=true", "listen 0.0.0.0:0 reuseport=false", "listen 0.0.0.0:8285 reuseport=true", "listen 0.0.0.0:0 reuseport=false"}
+	if !slices.Equal(listens, want) {
+		t.Errorf("sockets %q, want %q", listens, want)
+	}
+	if w := a.n.Status().Node.Workers; w != 2 {
+		t.Errorf("status: %d workers", w)
+	}
+	eventually(t, "a routes b", routedVia(a, "b", router.ViaTunnel))
+	eventually(t, "b routes a", routedVia(b, "a", router.ViaTunnel))
+	for i, q := range append([]*fakeTUN{a.dev}, a.dev.more...) {
+		out := ipv4("10.244.1.0", fmt.Sprintf("10.244.2.%d", i+1))
+		q.in <- out
+		select {
+		case got := <-b.dev.out:
+			if !slices.Equal(got, out) {
+				t.Errorf("queue %d: b got %x", i, got)
+			}
+		case got := <-b.dev.more[0].out:
+			if !slices.Equal(got, out) {
+				t.Errorf("queue %d: b got %x", i, got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("a packet read from a's queue %d never reached b", i)
+		}
+	}
 }

@@ -201,16 +201,6 @@ func (d *Device) WriteFallback() bool { return d.state.level() != FallbackNone }
 // device, so that UDP datagrams are split and coalesced too.
 func (d *Device) USO() bool { return d.uso }
 
-// CoalescedWritesWork reports whether the start-up probe (which Open now
-// runs) found the kernel taking coalesced writes. It remains for callers
-// of the old API; the device falls back by itself.
-func (d *Device) CoalescedWritesWork() (bool, error) {
-	if !d.vnet {
-		return false, errors.New("the device runs without offloads")
-	}
-	return d.Fallback() == FallbackNone, nil
-}
-
 func (d *Device) configure(cfg Config) error {
 	link, err := netlink.LinkByName(cfg.Name)
 	if err != nil {
