@@ -29,6 +29,8 @@ test: lint unit fuzz-short e2e deb-check
 lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@elf=$$(git ls-files -z 2>/dev/null | xargs -0 -r sh -c 'for f; do [ -f "$$f" ] && [ "$$(head -c4 "$$f" | od -An -tx1 | tr -d " ")" = 7f454c46 ] && echo "$$f"; done' sh); \
+	  if [ -n "$$elf" ]; then echo "built binaries tracked in git (git rm --cached them):"; echo "$$elf"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
