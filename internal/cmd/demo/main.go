@@ -1,7 +1,9 @@
 // Command demo shows weft at work on this machine: three hosts (network
 // namespaces) on one virtual switch, a weft daemon in each, an overlay
 // 10.244.0.0/16 across them; then the peer table, the ping round-trip time
-// between every pair of hosts over the overlay, and an iperf3 TCP figure.
+// between every pair of hosts over the overlay, and an iperf3 TCP figure;
+// then a container on each host, made by weft as its CNI plugin, and ping
+// and iperf3 between containers on different hosts.
 //
 //	sudo make demo
 //	sudo go run ./internal/cmd/demo [-weft bin/weft] [-seconds 5]
@@ -65,6 +67,7 @@ type demo struct {
 	seconds int    // iperf3 duration
 	lab     *netlab.Lab
 	hosts   []*host
+	ctrs    []*container
 }
 
 func main() {
@@ -136,7 +139,10 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.ping(ctx); err != nil {
 		return err
 	}
-	return d.iperf(ctx, d.hosts[0], d.hosts[1])
+	if err := d.iperf(ctx, d.hosts[0], d.hosts[1]); err != nil {
+		return err
+	}
+	return d.containers(ctx)
 }
 
 // build compiles ./cmd/weft unless -weft names a binary.
