@@ -170,7 +170,8 @@ func (c *cluster) segment(name, prefix string) *netlab.Segment {
 	return s
 }
 
-// addNode creates host name on seg with underlay address addr (a /24),
+// addNode creates host name on seg with underlay address addr (a /24, or
+// a /64 for IPv6),
 // subnet 10.244.<idx>.0/24 and its files in the lab's directory. Its
 // command line is left to the caller (runArgs).
 func (c *cluster) addNode(name string, seg *netlab.Segment, addr netip.Addr, idx int) *node {
@@ -193,7 +194,11 @@ func (c *cluster) addNode(name string, seg *netlab.Segment, addr netip.Addr, idx
 		sock:     files.Socket,
 	}
 	n.overlay = n.subnet.Addr()
-	if _, err := h.Attach(seg, netip.PrefixFrom(addr, 24)); err != nil {
+	bits := 24
+	if addr.Is6() {
+		bits = 64
+	}
+	if _, err := h.Attach(seg, netip.PrefixFrom(addr, bits)); err != nil {
 		c.t.Fatal(err)
 	}
 	c.nodes = append(c.nodes, n)

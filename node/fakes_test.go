@@ -232,7 +232,7 @@ func (k *fakeKernel) FindUnderlay(iface string, want netip.Addr) (tun.Underlay, 
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	u := k.u
-	if want.IsValid() {
+	if want.IsValid() && !want.IsUnspecified() {
 		u.Addr = want
 	}
 	return u, nil

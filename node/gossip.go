@@ -183,7 +183,7 @@ func (n *Node) watchUnderlay(ctx context.Context) {
 // checkUnderlay moves to a new underlay address if ours is gone.
 func (n *Node) checkUnderlay(ctx context.Context) {
 	cur := n.getUnderlay()
-	u, err := n.d.Kernel.FindUnderlay(cur.Iface, netip.Addr{})
+	u, err := n.d.Kernel.FindUnderlay(cur.Iface, unspecifiedLike(cur.Addr)) // keep the family
 	if err != nil {
 		n.log.Warn("underlay interface has no usable address; keeping the old one until it gets one", "iface", cur.Iface, "err", err)
 		return

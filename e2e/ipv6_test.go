@@ -1,0 +1,172 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/weftrun"
+	"github.com/weftnet/weft/router"
+)
+
+// IPv6: an IPv6 underlay, IPv6 and dual-stack overlays.
+
+const underlayNet6 = "fd00:50::/64"
+
+// underlay6 is the IPv6 underlay address of the i-th host (from 1).
+func underlay6(i int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0xfd, 0x00, 0x00, 0x50, 15: byte(i)})
+}
+
+// newCluster6 is newCluster on an IPv6-only underlay: hosts name[i] with
+// fd00:50::<i+1>/64 (and no IPv4 address), subnet 10.244.<i+1>.0/24, each
+// joining all the others as [addr]:7946. Daemons are not started.
+func newCluster6(t *testing.T, names ...string) *cluster {
+	t.Helper()
+	c := newLab(t)
+	c.seg = c.segment("lan6", underlayNet6)
+	for i, name := range names {
+		c.addNode(name, c.seg, underlay6(i+1), i+1)
+	}
+	for _, n := range c.nodes {
+		var join []string
+		for _, o := range c.nodes {
+			if o != n {
+				join = append(join, netip.AddrPortFrom(o.underlay, 7946).String())
+			}
+		}
+		n.args = runArgs(n, join)
+	}
+	return c
+}
+
+// TestIPv6Underlay: three hosts whose underlay is IPv6 only carry an IPv4
+// overlay: the cluster forms over IPv6 gossip, every pair pings, TCP flows,
+// and the MTU leaves room for the IPv6 outer header.
+func TestIPv6Underlay(t *testing.T) {
+	c := newCluster6(t, "a", "b", "c")
+	c.startAll()
+	c.waitFormed(formationTimeout)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, n := range c.nodes {
+		st, err := status(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// veth MTU 1500 - 40 (IPv6) - 8 (UDP).
+		if st.Node.MTU != 1452 {
+			t.Errorf("%s: MTU %d over an IPv6 underlay, want 1452", n.name, st.Node.MTU)
+		}
+		for _, o := range c.nodes {
+			if p := st.Peer(o.name); o != n && p != nil {
+				if ip, err := underlayAddr(p); err != nil || ip != o.underlay {
+					t.Errorf("status of %s: peer %s underlay %q, want [%s]:port", n.name, o.name, p.Underlay, o.underlay)
+				}
+			}
+		}
+	}
+	pingPairs(t, ctx, true, c.nodes, func(_, _ *node) bool { return true })
+	a, b := c.by["a"], c.by["b"]
+	iperfCheck(t, ctx, a.host, b.host, b.overlay, "a -> b, IPv4 overlay over an IPv6 underlay")
+	m, _, err := metrics(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"udp_gso", "udp_gro"} {
+		if v, _ := m.value("weft_offload_enabled", "feature", f); v != 1 {
+			t.Errorf("a: weft_offload_enabled{feature=%q} = %v over IPv6, want 1", f, v)
+		}
+	}
+}
+
+// TestIPv6UnderlayDirectRouting: on an IPv6 underlay, --direct-routing
+// reaches on-link peers by IPv4 routes through an IPv6 gateway ("via inet6").
+func TestIPv6UnderlayDirectRouting(t *testing.T) {
+	c := newCluster6(t, "a", "b")
+	for _, n := range c.nodes {
+		n.args = append(n.args, "--direct-routing")
+	}
+	c.startAll()
+	c.waitFormed(formationTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, b := c.by["a"], c.by["b"]
+	if err := pollUntil(time.Now().Add(10*time.Second), func() error {
+		out, err := a.host.IP(ctx, "route", "show", "proto", routeProto)
+		if err != nil {
+			return err
+		}
+		line := strings.TrimSpace(string(out))
+		for _, part := range []string{b.subnet.String(), "via inet6 " + b.underlay.String(), "dev eth0", "src " + a.overlay.String()} {
+			if !strings.Contains(line, part) {
+				return fmt.Errorf("a's proto %s routes %q lack %q", routeProto, line, part)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := status(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := st.Peer("b"); p == nil || p.Via != router.ViaDirect {
+		t.Fatalf("a does not reach b directly: %s", st.summary())
+	}
+	pingPairs(t, ctx, false, c.nodes, func(_, _ *node) bool { return true })
+	stopNode(t, a)
+	if out, _ := a.host.IP(ctx, "route", "show", "proto", routeProto); strings.TrimSpace(string(out)) != "" {
+		t.Errorf("a's direct routes survive its shutdown: %s", out)
+	}
+}
+
+// TestIPv6UnderlayAddressChange: a daemon following its interface (--iface,
+// no --public-ip) on an IPv6-only underlay finds its IPv6 address, and
+// advertises the new one when the interface is renumbered, without a
+// restart.
+func TestIPv6UnderlayAddressChange(t *testing.T) {
+	c := newCluster6(t, "a", "b")
+	a, b := c.by["a"], c.by["b"]
+	spec := a.spec([]string{netip.AddrPortFrom(b.underlay, 7946).String()})
+	spec.PublicIP = netip.Addr{}
+	spec.MetricsAddr = netip.MustParseAddrPort("[::]:9586")
+	a.args = weftrun.RunArgs(a.files, spec, "--iface", "eth0")
+	c.startAll()
+	c.waitFormed(formationTimeout)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pid := a.proc.PID()
+	newAddr := underlay6(11)
+	if _, err := a.host.IP(ctx, "addr", "add", newAddr.String()+"/64", "dev", "eth0", "nodad"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.host.IP(ctx, "addr", "del", a.underlay.String()+"/64", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	a.underlay = newAddr // metricsURL
+	if err := pollUntil(time.Now().Add(20*time.Second), func() error {
+		st, err := status(b)
+		if err != nil {
+			return err
+		}
+		p := st.Peer("a")
+		if p == nil || !alive(p) {
+			return fmt.Errorf("b does not see a alive: %s", st.summary())
+		}
+		if u, err := underlayAddr(p); err != nil || u != newAddr {
+			return fmt.Errorf("b routes a via %s, want %s", p.Underlay, newAddr)
+		}
+		return pingOK(ctx, b, a.overlay, 1)
+	}); err != nil {
+		t.Fatalf("after a's address changed: %v", err)
+	}
+	if a.proc.Exited() || a.proc.PID() != pid {
+		t.Fatal("a restarted; the address change must be taken without a restart")
+	}
+}
