@@ -50,12 +50,12 @@ func (e Encap) valid() bool { return e >= EncapUDP && e <= EncapNone }
 // VNI and VTEPMAC are carried as given for every encap; by convention they
 // are zero unless Encap is EncapVXLAN.
 type Meta struct {
-	Subnet   netip.Prefix // the overlay subnet this host owns, e.g. 10.244.3.0/24 (IPv4 or IPv6)
+	Subnet netip.Prefix // the overlay subnet this host owns, e.g. 10.244.3.0/24 (IPv4 or IPv6)
 	// Subnet6 is a dual-stack host's IPv6 subnet beside its IPv4 Subnet
 	// (invalid for a single-stack host, whose one subnet is Subnet).
 	Subnet6  netip.Prefix
-	Underlay netip.Addr   // underlay (public) IP for the data plane
-	Port     uint16       // data-plane UDP port
+	Underlay netip.Addr // underlay (public) IP for the data plane
+	Port     uint16     // data-plane UDP port
 	Encap    Encap
 	VNI      uint32  // 24-bit, vxlan only (0 otherwise)
 	VTEPMAC  [6]byte // vxlan VTEP MAC (zero otherwise)
