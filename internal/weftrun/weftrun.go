@@ -63,9 +63,9 @@ func (f Files) YAML() string {
 
 // Node is what distinguishes one daemon of a lab from another.
 type Node struct {
-	Name        string
-	Network     netip.Prefix
-	Subnet      netip.Prefix   // invalid: choose one automatically
+	Name    string
+	Network netip.Prefix
+	Subnet  netip.Prefix // invalid: choose one automatically
 	// Network6 and Subnet6 make a dual-stack daemon: the IPv6 network
 	// beside Network, and its subnet (invalid: automatic).
 	Network6    netip.Prefix
