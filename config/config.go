@@ -84,17 +84,16 @@ type PeerConfig struct {
 // or sequence of strings, and a repeatable (or comma-separated) flag.
 type stringList []string
 
-// UnmarshalYAML takes a single string as a list of one.
+// UnmarshalYAML takes a single string as a list of one; empty strings
+// (subnet: "") are no value.
 func (l *stringList) UnmarshalYAML(v *yaml.Node) error {
-	if v.Kind == yaml.ScalarNode {
-		*l = stringList{v.Value}
-		return nil
-	}
 	var ss []string
-	if err := v.Decode(&ss); err != nil {
+	if v.Kind == yaml.ScalarNode {
+		ss = []string{v.Value}
+	} else if err := v.Decode(&ss); err != nil {
 		return err
 	}
-	*l = ss
+	*l = slices.DeleteFunc(ss, func(s string) bool { return strings.TrimSpace(s) == "" })
 	return nil
 }
 

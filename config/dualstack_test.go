@@ -48,6 +48,10 @@ func TestParseDualStack(t *testing.T) {
 	if s, _, _, err = Parse([]string{"--config", p}, io.Discard); err != nil || s.Subnet6 != netip.MustParsePrefix("fd00:10:244:1::/64") {
 		t.Errorf("YAML lists: %+v, %v", s, err)
 	}
+	p = writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\nsubnet: \"\"\nsubnetMin: \"\"\n")
+	if s, _, _, err = Parse([]string{"--config", p}, io.Discard); err != nil || !s.AutoSubnet {
+		t.Errorf("YAML empty strings: %+v, %v", s, err)
+	}
 	p = writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\nsubnet: 10.244.1.0/24\n")
 	if s, _, _, err = Parse([]string{"--config", p}, io.Discard); err != nil || s.Subnet != netip.MustParsePrefix("10.244.1.0/24") || s.Network6.IsValid() {
 		t.Errorf("YAML strings: %+v, %v", s, err)
