@@ -86,11 +86,19 @@ func TestIPv6Underlay(t *testing.T) {
 }
 
 // TestIPv6UnderlayDirectRouting: on an IPv6 underlay, --direct-routing
-// reaches on-link peers by IPv4 routes through an IPv6 gateway ("via inet6").
+// reaches on-link dual-stack peers by an IPv4 route through an IPv6 gateway
+// ("via inet6") and an IPv6 route, each with our address of its family as
+// the source; both families ping over them.
 func TestIPv6UnderlayDirectRouting(t *testing.T) {
 	c := newCluster6(t, "a", "b")
 	for _, n := range c.nodes {
-		n.args = append(n.args, "--direct-routing")
+		var join []string
+		for _, o := range c.nodes {
+			if o != n {
+				join = append(join, netip.AddrPortFrom(o.underlay, 7946).String())
+			}
+		}
+		dualStackNode(n, join, "--direct-routing")
 	}
 	c.startAll()
 	c.waitFormed(formationTimeout)
@@ -108,6 +116,16 @@ func TestIPv6UnderlayDirectRouting(t *testing.T) {
 				return fmt.Errorf("a's proto %s routes %q lack %q", routeProto, line, part)
 			}
 		}
+		out, err = a.host.IP(ctx, "-6", "route", "show", "proto", routeProto)
+		if err != nil {
+			return err
+		}
+		line = strings.TrimSpace(string(out))
+		for _, part := range []string{b.subnet6.String() + " via " + b.underlay.String(), "dev eth0", "src " + a.overlay6.String()} {
+			if !strings.Contains(line, part) {
+				return fmt.Errorf("a's IPv6 proto %s routes %q lack %q", routeProto, line, part)
+			}
+		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -120,9 +138,15 @@ func TestIPv6UnderlayDirectRouting(t *testing.T) {
 		t.Fatalf("a does not reach b directly: %s", st.summary())
 	}
 	pingPairs(t, ctx, false, c.nodes, func(_, _ *node) bool { return true })
+	pingPairsTo(t, ctx, false, c.nodes, func(_, _ *node) bool { return true }, func(n *node) netip.Addr { return n.overlay6 })
+	if out, err := a.host.IP(ctx, "-6", "route", "get", b.overlay6.String()); err != nil || !strings.Contains(string(out), "via "+b.underlay.String()+" dev eth0") {
+		t.Errorf("on a, ip -6 route get %s = %q (%v), want the direct route", b.overlay6, out, err)
+	}
 	stopNode(t, a)
-	if out, _ := a.host.IP(ctx, "route", "show", "proto", routeProto); strings.TrimSpace(string(out)) != "" {
-		t.Errorf("a's direct routes survive its shutdown: %s", out)
+	for _, family := range []string{"-4", "-6"} {
+		if out, _ := a.host.IP(ctx, family, "route", "show", "proto", routeProto); strings.TrimSpace(string(out)) != "" {
+			t.Errorf("a's direct routes survive its shutdown: %s", out)
+		}
 	}
 }
 

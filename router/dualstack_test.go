@@ -99,14 +99,22 @@ func TestDualStackDirectRoutes(t *testing.T) {
 	r := New(cfg)
 	peers := testPeers()[:1]
 	peers[0].Subnet6 = pfx("fd00:10:244:2::/64")
+	peers[0].Underlay = netip.MustParseAddrPort("[fd00:50::2]:8285")
 	r.SetPeers(peers)
 	got := routes.have
-	if len(got) != 2 || got[pfx("10.244.2.0/24")] != addrB.Addr() || got[pfx("fd00:10:244:2::/64")] != addrB.Addr() {
-		t.Fatalf("direct routes %v, want both of b's subnets via %s", got, addrB.Addr())
+	if via := peers[0].Underlay.Addr(); len(got) != 2 || got[pfx("10.244.2.0/24")] != via || got[pfx("fd00:10:244:2::/64")] != via {
+		t.Fatalf("direct routes %v, want both of b's subnets via %s", got, via)
 	}
 	r.RemoveRoutes()
 	if got := routes.have; len(got) != 0 {
 		t.Errorf("routes left: %v", got)
+	}
+	// Over an IPv4 underlay the IPv6 subnet has no direct route (the
+	// kernel takes no IPv6 route via an IPv4 gateway).
+	peers[0].Underlay = netip.MustParseAddrPort("192.0.2.2:8285")
+	r.SetPeers(peers)
+	if got := routes.have; len(got) != 1 || got[pfx("10.244.2.0/24")] != peers[0].Underlay.Addr() {
+		t.Errorf("direct routes over IPv4 %v, want only the IPv4 subnet's", got)
 	}
 }
 

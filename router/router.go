@@ -207,6 +207,12 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 		case r.cfg.Direct != DirectOff && onLink:
 			e.via = ViaDirect
 			for _, sub := range e.peer.subnets() {
+				if sub.Addr().Is6() && e.peer.Underlay.Addr().Is4() {
+					// The kernel takes no IPv6 route through an IPv4
+					// gateway (IPv6 has no RTA_VIA): the IPv6 subnet
+					// of a peer on an IPv4 underlay stays in the tunnel.
+					continue
+				}
 				wantDirect[sub] = e.peer.Underlay.Addr()
 			}
 		case r.cfg.Direct == DirectOnly:
