@@ -157,6 +157,13 @@ type SubnetEnv struct {
 	Address netip.Addr   // WEFT_ADDRESS: weft0's address
 	MTU     int          // WEFT_MTU
 	Encap   string       // WEFT_ENCAP
+	// A dual-stack host's IPv6 network, subnet and address beside the
+	// IPv4 ones (WEFT_IPV6_NETWORK, WEFT_IPV6_SUBNET, WEFT_IPV6_ADDRESS;
+	// invalid otherwise, and in an IPv6-only overlay, whose one family is
+	// the above).
+	Network6 netip.Prefix
+	Subnet6  netip.Prefix
+	Address6 netip.Addr
 }
 
 // ReadSubnetFile reads and parses the subnet file. A missing file is an
@@ -232,16 +239,54 @@ func ParseSubnetEnv(data []byte) (SubnetEnv, error) {
 		return env, fmt.Errorf("WEFT_MTU: %q is not an MTU (68..65535)", v)
 	}
 	env.Encap = kv["WEFT_ENCAP"]
-	if env.Subnet.Bits() < env.Network.Bits() || !env.Network.Contains(env.Subnet.Addr()) {
-		return env, fmt.Errorf("WEFT_SUBNET %s is not inside WEFT_NETWORK %s", env.Subnet, env.Network)
+	if err := checkSubnet("", env.Network, env.Subnet, env.Address); err != nil {
+		return env, err
 	}
-	if !env.Subnet.Contains(env.Address) {
-		return env, fmt.Errorf("WEFT_ADDRESS %s is not inside WEFT_SUBNET %s", env.Address, env.Subnet)
-	}
-	if env.Subnet.Addr().BitLen()-env.Subnet.Bits() < 2 {
-		return env, fmt.Errorf("WEFT_SUBNET %s is too small for a bridge and containers", env.Subnet)
+	if _, dual := kv["WEFT_IPV6_SUBNET"]; dual && env.Network.Addr().Is4() {
+		if env.Network6, err = prefix("WEFT_IPV6_NETWORK"); err != nil {
+			return env, err
+		}
+		if env.Subnet6, err = prefix("WEFT_IPV6_SUBNET"); err != nil {
+			return env, err
+		}
+		if v, err = get("WEFT_IPV6_ADDRESS"); err != nil {
+			return env, err
+		}
+		if env.Address6, err = netip.ParseAddr(v); err != nil {
+			return env, fmt.Errorf("WEFT_IPV6_ADDRESS: %w", err)
+		}
+		if !env.Network6.Addr().Is6() {
+			return env, fmt.Errorf("WEFT_IPV6_NETWORK %s is not an IPv6 network", env.Network6)
+		}
+		if err := checkSubnet("IPV6_", env.Network6, env.Subnet6, env.Address6); err != nil {
+			return env, err
+		}
 	}
 	return env, nil
+}
+
+// checkSubnet checks that one family's subnet, address and network (keys
+// WEFT_<family>SUBNET, ...) fit together.
+func checkSubnet(family string, network, subnet netip.Prefix, addr netip.Addr) error {
+	if subnet.Bits() < network.Bits() || !network.Contains(subnet.Addr()) {
+		return fmt.Errorf("WEFT_%sSUBNET %s is not inside WEFT_%sNETWORK %s", family, subnet, family, network)
+	}
+	if !subnet.Contains(addr) {
+		return fmt.Errorf("WEFT_%sADDRESS %s is not inside WEFT_%sSUBNET %s", family, addr, family, subnet)
+	}
+	if subnet.Addr().BitLen()-subnet.Bits() < 2 {
+		return fmt.Errorf("WEFT_%sSUBNET %s is too small for a bridge and containers", family, subnet)
+	}
+	return nil
+}
+
+// ipv6 is the IPv6 half of a dual-stack env as an env of its own (the
+// zero SubnetEnv if there is none).
+func (e SubnetEnv) ipv6() SubnetEnv {
+	if !e.Subnet6.IsValid() {
+		return SubnetEnv{}
+	}
+	return SubnetEnv{Network: e.Network6, Subnet: e.Subnet6, Address: e.Address6, MTU: e.MTU, Encap: e.Encap}
 }
 
 // lastAddr is the last address of p.
@@ -338,13 +383,26 @@ func BuildDelegate(n *NetConf, env SubnetEnv, cniVersion string) (map[string]any
 		_, hasSubnet := ipam["subnet"]
 		_, hasRanges := ipam["ranges"]
 		route := map[string]any{"dst": env.Network.String()}
+		routes := []any{route}
+		var route6 map[string]any
+		if env.Subnet6.IsValid() {
+			// Dual stack: an address of each family, a route to each
+			// network.
+			route6 = map[string]any{"dst": env.Network6.String()}
+			routes = append(routes, route6)
+		}
 		if !hasSubnet && !hasRanges {
-			ipam["ranges"] = []any{env.ranges()}
+			ranges := []any{env.ranges()}
 			// With the gateway named: the bridge plugin's CHECK (before
 			// v1.2) looks routes up by gateway and misses a route without.
 			route["gw"] = env.gateway().String()
+			if route6 != nil {
+				ranges = append(ranges, env.ipv6().ranges())
+				route6["gw"] = env.ipv6().gateway().String()
+			}
+			ipam["ranges"] = ranges
 		}
-		setDefault(ipam, "routes", []any{route})
+		setDefault(ipam, "routes", routes)
 	}
 	d["ipam"] = ipam
 	return d, nil

@@ -188,6 +188,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 			ipn := netip.PrefixFrom(a, a.BitLen())
 			if env.Network.Contains(a) {
 				ipn = netip.PrefixFrom(a, env.Network.Bits())
+			} else if env.Network6.Contains(a) {
+				ipn = netip.PrefixFrom(a, env.Network6.Bits())
 			} else if ones, _ := ip.Address.Mask.Size(); ones > 0 {
 				ipn = netip.PrefixFrom(a, ones)
 			}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,8 +33,8 @@ import (
 // the flags carry the same names (lowerCamelCase key, kebab-case flag).
 type Config struct {
 	Name           string       `yaml:"name" flag:"name"`
-	Network        string       `yaml:"network" flag:"network"`
-	Subnet         string       `yaml:"subnet" flag:"subnet"`
+	Network        stringList   `yaml:"network" flag:"network"`
+	Subnet         stringList   `yaml:"subnet" flag:"subnet"`
 	PublicIP       string       `yaml:"publicIp" flag:"public-ip"`
 	Iface          string       `yaml:"iface" flag:"iface"`
 	Port           int          `yaml:"port" flag:"port"`
@@ -57,8 +58,9 @@ type Config struct {
 	BusyPoll       string       `yaml:"busyPoll" flag:"busy-poll"`
 	PartialCsum    *bool        `yaml:"partialChecksums" flag:"partial-checksums"`
 	SubnetLen      int          `yaml:"subnetLen" flag:"subnet-len"`
-	SubnetMin      string       `yaml:"subnetMin" flag:"subnet-min"`
-	SubnetMax      string       `yaml:"subnetMax" flag:"subnet-max"`
+	SubnetLen6     int          `yaml:"subnetLen6" flag:"subnet-len6"`
+	SubnetMin      stringList   `yaml:"subnetMin" flag:"subnet-min"`
+	SubnetMax      stringList   `yaml:"subnetMax" flag:"subnet-max"`
 	SubnetReclaim  string       `yaml:"subnetReclaim" flag:"subnet-reclaim"`
 	StateDir       string       `yaml:"stateDir" flag:"state-dir"`
 	SubnetFile     string       `yaml:"subnetFile" flag:"subnet-file"`
@@ -67,13 +69,32 @@ type Config struct {
 }
 
 // PeerConfig is a static peer: a host that does not gossip (a kernel VTEP,
-// a router). On the command line: --peer name=k,subnet=10.244.9.0/24,ip=192.0.2.9[,mac=..][,port=..].
+// a router). On the command line: --peer name=k,subnet=10.244.9.0/24,ip=192.0.2.9[,subnet6=..][,mac=..][,port=..].
+// Subnet6 is a dual-stack peer's IPv6 subnet beside its IPv4 Subnet.
 type PeerConfig struct {
-	Name   string `yaml:"name"`
-	Subnet string `yaml:"subnet"`
-	IP     string `yaml:"ip"`
-	MAC    string `yaml:"mac"`
-	Port   int    `yaml:"port"`
+	Name    string `yaml:"name"`
+	Subnet  string `yaml:"subnet"`
+	Subnet6 string `yaml:"subnet6"`
+	IP      string `yaml:"ip"`
+	MAC     string `yaml:"mac"`
+	Port    int    `yaml:"port"`
+}
+
+// stringList is a setting that takes one value or a list: a YAML string
+// or sequence of strings, and a repeatable (or comma-separated) flag.
+type stringList []string
+
+// UnmarshalYAML takes a single string as a list of one; empty strings
+// (subnet: "") are no value.
+func (l *stringList) UnmarshalYAML(v *yaml.Node) error {
+	var ss []string
+	if v.Kind == yaml.ScalarNode {
+		ss = []string{v.Value}
+	} else if err := v.Decode(&ss); err != nil {
+		return err
+	}
+	*l = slices.DeleteFunc(ss, func(s string) bool { return strings.TrimSpace(s) == "" })
+	return nil
 }
 
 // Defaults.
@@ -148,6 +169,8 @@ func (p peerFlag) Set(s string) error {
 			pc.Name = v
 		case "subnet":
 			pc.Subnet = v
+		case "subnet6":
+			pc.Subnet6 = v
 		case "ip":
 			pc.IP = v
 		case "mac":
@@ -159,7 +182,7 @@ func (p peerFlag) Set(s string) error {
 			}
 			pc.Port = n
 		default:
-			return fmt.Errorf("unknown key %q (want name, subnet, ip, mac, port)", k)
+			return fmt.Errorf("unknown key %q (want name, subnet, subnet6, ip, mac, port)", k)
 		}
 	}
 	*p.v = append(*p.v, pc)
@@ -172,8 +195,8 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.BoolVar(check, "check", false, "validate the configuration and exit (0: valid, 2: invalid)")
 	fs.BoolVar(cleanup, "cleanup", false, "remove the TUN link and routes a crashed run left behind, and exit")
 	fs.StringVar(&c.Name, "name", "", "node name, unique in the cluster (default: hostname)")
-	fs.StringVar(&c.Network, "network", "", "overlay network CIDR, the whole cluster (required)")
-	fs.StringVar(&c.Subnet, "subnet", "", "this host's subnet CIDR inside --network (required)")
+	fs.Var(listFlag{(*[]string)(&c.Network)}, "network", "overlay network CIDR, the whole cluster (required); twice (or comma-separated), one IPv4 and one IPv6, for dual stack")
+	fs.Var(listFlag{(*[]string)(&c.Subnet)}, "subnet", "this host's subnet CIDR inside --network, one per network (default: automatic)")
 	fs.StringVar(&c.PublicIP, "public-ip", "", "underlay address to advertise (default: address of --iface, or of the default route's interface)")
 	fs.StringVar(&c.Iface, "iface", "", "underlay interface (default: the one holding --public-ip, or of the default route)")
 	fs.IntVar(&c.Port, "port", 0, "data-plane UDP port (default 8285 for udp, 8472 for vxlan)")
@@ -208,9 +231,10 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 		return err
 	})
 	fs.BoolVar(&c.PProf, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
-	fs.IntVar(&c.SubnetLen, "subnet-len", 0, "prefix length of an automatic subnet (default 24 for IPv4, 64 for IPv6)")
-	fs.StringVar(&c.SubnetMin, "subnet-min", "", "lowest automatic subnet, e.g. 10.244.10.0 (default: the network's first)")
-	fs.StringVar(&c.SubnetMax, "subnet-max", "", "highest automatic subnet, e.g. 10.244.200.0 (default: the network's last)")
+	fs.IntVar(&c.SubnetLen, "subnet-len", 0, "prefix length of an automatic IPv4 subnet, or of an IPv6 one in an IPv6-only overlay (default 24 for IPv4, 64 for IPv6)")
+	fs.IntVar(&c.SubnetLen6, "subnet-len6", 0, "prefix length of an automatic IPv6 subnet (default 64)")
+	fs.Var(listFlag{(*[]string)(&c.SubnetMin)}, "subnet-min", "lowest automatic subnet, e.g. 10.244.10.0, one per family (default: the network's first)")
+	fs.Var(listFlag{(*[]string)(&c.SubnetMax)}, "subnet-max", "highest automatic subnet, e.g. 10.244.200.0, one per family (default: the network's last)")
 	fs.StringVar(&c.SubnetReclaim, "subnet-reclaim", "", "how long a dead host's subnet stays reserved before it can be reused (default 24h)")
 	fs.StringVar(&c.StateDir, "state-dir", "", "where the automatic subnet is kept across restarts (default /var/lib/weft)")
 	fs.StringVar(&c.SubnetFile, "subnet-file", "", "subnet file other tools read, like flannel's subnet.env (default /run/weft/subnet.env)")
@@ -311,24 +335,11 @@ func validate(c Config, src source) (node.Settings, error) {
 		return s, bad("name", "name", c.Name, "must be at most 128 characters without spaces")
 	}
 
-	if c.Network == "" {
-		return s, usagef("missing %s: the overlay network CIDR, e.g. 10.244.0.0/16", src.name("network", "network"))
-	}
-	if s.Network, err = parseCIDR(c.Network); err != nil {
-		return s, bad("network", "network", c.Network, err.Error())
+	if err := validateNetworks(c, &s, src); err != nil {
+		return s, err
 	}
 	if err := validatePool(c, &s, src); err != nil {
 		return s, err
-	}
-	if c.Subnet == "" {
-		s.AutoSubnet = true
-	} else {
-		if s.Subnet, err = parseCIDR(c.Subnet); err != nil {
-			return s, bad("subnet", "subnet", c.Subnet, err.Error())
-		}
-		if !inside(s.Subnet, s.Network) {
-			return s, bad("subnet", "subnet", c.Subnet, fmt.Sprintf("not inside the network %s", s.Network))
-		}
 	}
 
 	if c.PublicIP != "" {
@@ -392,7 +403,7 @@ func validate(c Config, src source) (node.Settings, error) {
 		return s, err
 	}
 	minMTU := 576
-	if s.Network.Addr().Is6() {
+	if s.Network.Addr().Is6() || s.Network6.IsValid() {
 		minMTU = 1280
 	}
 	if c.MTU != 0 && (c.MTU < minMTU || c.MTU > 65535) {
@@ -464,49 +475,165 @@ func validate(c Config, src source) (node.Settings, error) {
 	return s, nil
 }
 
-// validatePool checks subnetLen, subnetMin and subnetMax (used when no
-// subnet is given).
-func validatePool(c Config, s *node.Settings, src source) error {
-	bits := c.SubnetLen
-	if bits == 0 {
-		bits = 24
-		if s.Network.Addr().Is6() {
-			bits = 64
-		}
-		if bits <= s.Network.Bits() {
-			bits = s.Network.Addr().BitLen()
-		}
+// validateNetworks checks network and subnet: one or two networks, at most
+// one per family (IPv4 first in Settings), and a subnet inside each, or
+// none at all (automatic).
+func validateNetworks(c Config, s *node.Settings, src source) error {
+	netName := src.name("network", "network")
+	bad := func(flagName, key, value, why string) error {
+		return usagef("invalid %s %q: %s", src.name(flagName, key), value, why)
 	}
-	s.Pool = lease.Pool{Network: s.Network, Bits: bits}
-	for _, b := range []struct {
-		flag, key, v string
-		dst          *netip.Addr
-	}{{"subnet-min", "subnetMin", c.SubnetMin, &s.Pool.Min}, {"subnet-max", "subnetMax", c.SubnetMax, &s.Pool.Max}} {
-		if b.v == "" {
-			continue
-		}
-		v := b.v
-		if p, err := netip.ParsePrefix(v); err == nil {
-			v = p.Addr().String()
-		}
-		a, err := netip.ParseAddr(v)
+	if len(c.Network) == 0 {
+		return usagef("missing %s: the overlay network CIDR, e.g. 10.244.0.0/16", netName)
+	}
+	if len(c.Network) > 2 {
+		return bad("network", "network", c.Network[2], "at most two networks: one IPv4 and one IPv6")
+	}
+	var nets []netip.Prefix
+	for _, v := range c.Network {
+		p, err := parseCIDR(v)
 		if err != nil {
-			return usagef("invalid %s %q: not an address such as %s", src.name(b.flag, b.key), b.v, s.Network.Addr())
+			return bad("network", "network", v, err.Error())
 		}
-		*b.dst = a
+		if len(nets) == 1 && nets[0].Addr().Is6() == p.Addr().Is6() {
+			return bad("network", "network", v, fmt.Sprintf("a second %s network beside %s: give one network per family", family(p), nets[0]))
+		}
+		nets = append(nets, p)
 	}
-	if err := s.Pool.Validate(); err != nil {
-		var pe *lease.PoolError
-		what, val := src.name("subnet-len", "subnetLen"), fmt.Sprint(c.SubnetLen)
-		if errors.As(err, &pe) {
-			switch pe.Field {
-			case lease.FieldMin:
-				what, val = src.name("subnet-min", "subnetMin"), c.SubnetMin
-			case lease.FieldMax:
-				what, val = src.name("subnet-max", "subnetMax"), c.SubnetMax
+	if len(nets) == 2 && nets[0].Addr().Is6() {
+		nets[0], nets[1] = nets[1], nets[0]
+	}
+	s.Network = nets[0]
+	if len(nets) == 2 {
+		s.Network6 = nets[1]
+	}
+	if len(c.Subnet) == 0 {
+		s.AutoSubnet = true
+		return nil
+	}
+	var subs [2]netip.Prefix // by network
+	for _, v := range c.Subnet {
+		p, err := parseCIDR(v)
+		if err != nil {
+			return bad("subnet", "subnet", v, err.Error())
+		}
+		i := slices.IndexFunc(nets, func(n netip.Prefix) bool { return n.Addr().Is6() == p.Addr().Is6() })
+		switch {
+		case i < 0:
+			return bad("subnet", "subnet", v, fmt.Sprintf("an %s subnet, but the overlay has no %s network (%s %s)", family(p), family(p), netName, joinPrefixes(nets)))
+		case subs[i].IsValid():
+			return bad("subnet", "subnet", v, fmt.Sprintf("a second %s subnet beside %s: give one subnet per network", family(p), subs[i]))
+		case !inside(p, nets[i]):
+			return bad("subnet", "subnet", v, fmt.Sprintf("not inside the network %s", nets[i]))
+		}
+		subs[i] = p
+	}
+	for i, n := range nets {
+		if !subs[i].IsValid() {
+			return usagef("missing %s for the network %s: give a subnet for each network, or none (automatic)", src.name("subnet", "subnet"), n)
+		}
+	}
+	s.Subnet, s.Subnet6 = subs[0], subs[1]
+	return nil
+}
+
+func family(p netip.Prefix) string {
+	if p.Addr().Is6() {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return strings.Join(out, ", ")
+}
+
+// validatePool checks subnetLen, subnetLen6, subnetMin and subnetMax (used
+// when no subnet is given): a pool per network, each bound applied to the
+// network of its family.
+func validatePool(c Config, s *node.Settings, src source) error {
+	type pool struct {
+		dst      *lease.Pool
+		net      netip.Prefix
+		bits     int
+		lenFlag  string
+		lenKey   string
+		lenValue int
+		min, max string
+	}
+	pools := []*pool{{dst: &s.Pool, net: s.Network, bits: c.SubnetLen, lenFlag: "subnet-len", lenKey: "subnetLen", lenValue: c.SubnetLen}}
+	switch {
+	case s.Network6.IsValid():
+		pools = append(pools, &pool{dst: &s.Pool6, net: s.Network6, bits: c.SubnetLen6, lenFlag: "subnet-len6", lenKey: "subnetLen6", lenValue: c.SubnetLen6})
+	case s.Network.Addr().Is6() && c.SubnetLen6 != 0:
+		// An IPv6-only overlay takes either.
+		pools[0].bits, pools[0].lenFlag, pools[0].lenKey, pools[0].lenValue = c.SubnetLen6, "subnet-len6", "subnetLen6", c.SubnetLen6
+	case c.SubnetLen6 != 0:
+		return usagef("invalid %s \"%d\": the overlay has no IPv6 network (%s %s)", src.name("subnet-len6", "subnetLen6"), c.SubnetLen6, src.name("network", "network"), s.Network)
+	}
+	for _, b := range []struct {
+		flag, key string
+		vs        []string
+		max       bool
+	}{{"subnet-min", "subnetMin", c.SubnetMin, false}, {"subnet-max", "subnetMax", c.SubnetMax, true}} {
+		for _, raw := range b.vs {
+			v := raw
+			if p, err := netip.ParsePrefix(v); err == nil {
+				v = p.Addr().String()
+			}
+			a, err := netip.ParseAddr(v)
+			if err != nil {
+				return usagef("invalid %s %q: not an address such as %s", src.name(b.flag, b.key), raw, s.Network.Addr())
+			}
+			i := slices.IndexFunc(pools, func(p *pool) bool { return p.net.Addr().Is6() == a.Is6() })
+			if i < 0 {
+				// Outside the one network: the pool's own check says so.
+				i = 0
+			}
+			dst := &pools[i].min
+			if b.max {
+				dst = &pools[i].max
+			}
+			if *dst != "" {
+				return usagef("invalid %s %q: a second bound of its family beside %q", src.name(b.flag, b.key), raw, *dst)
+			}
+			*dst = raw
+			addr := &pools[i].dst.Min
+			if b.max {
+				addr = &pools[i].dst.Max
+			}
+			*addr = a
+		}
+	}
+	for _, p := range pools {
+		bits := p.bits
+		if bits == 0 {
+			bits = 24
+			if p.net.Addr().Is6() {
+				bits = 64
+			}
+			if bits <= p.net.Bits() {
+				bits = p.net.Addr().BitLen()
 			}
 		}
-		return usagef("invalid %s %q: %v", what, val, err)
+		p.dst.Network, p.dst.Bits = p.net, bits
+		if err := p.dst.Validate(); err != nil {
+			var pe *lease.PoolError
+			what, val := src.name(p.lenFlag, p.lenKey), fmt.Sprint(p.lenValue)
+			if errors.As(err, &pe) {
+				switch pe.Field {
+				case lease.FieldMin:
+					what, val = src.name("subnet-min", "subnetMin"), p.min
+				case lease.FieldMax:
+					what, val = src.name("subnet-max", "subnetMax"), p.max
+				}
+			}
+			return usagef("invalid %s %q: %v", what, val, err)
+		}
 	}
 	return nil
 }
@@ -540,7 +667,41 @@ func readKeyFile(path string) ([][]byte, error) {
 }
 
 func describePeer(pc PeerConfig) string {
-	return fmt.Sprintf("%q", fmt.Sprintf("name=%s,subnet=%s,ip=%s,mac=%s", pc.Name, pc.Subnet, pc.IP, pc.MAC))
+	d := fmt.Sprintf("name=%s,subnet=%s,ip=%s,mac=%s", pc.Name, pc.Subnet, pc.IP, pc.MAC)
+	if pc.Subnet6 != "" {
+		d = fmt.Sprintf("name=%s,subnet=%s,subnet6=%s,ip=%s,mac=%s", pc.Name, pc.Subnet, pc.Subnet6, pc.IP, pc.MAC)
+	}
+	return fmt.Sprintf("%q", d)
+}
+
+// peerSubnets checks a static peer's subnet (either family) and its
+// optional IPv6 subnet6 (dual stack) against our networks.
+func peerSubnets(sub netip.Prefix, raw6 string, s node.Settings) (netip.Prefix, netip.Prefix, error) {
+	in := func(p netip.Prefix) error {
+		for _, n := range []netip.Prefix{s.Network, s.Network6} {
+			if n.IsValid() && n.Addr().Is6() == p.Addr().Is6() {
+				if !inside(p, n) {
+					return fmt.Errorf("subnet %s is not inside the network %s", p, n)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("subnet %s is not inside the network %s", p, s.Network)
+	}
+	if err := in(sub); err != nil {
+		return sub, netip.Prefix{}, err
+	}
+	if raw6 == "" {
+		return sub, netip.Prefix{}, nil
+	}
+	sub6, err := parseCIDR(raw6)
+	if err != nil {
+		return sub, sub6, fmt.Errorf("subnet6: %v", err)
+	}
+	if !sub6.Addr().Is6() || !sub.Addr().Is4() {
+		return sub, sub6, fmt.Errorf("subnet6 %s: want an IPv6 subnet beside an IPv4 subnet", sub6)
+	}
+	return sub, sub6, in(sub6)
 }
 
 func validatePeer(pc PeerConfig, s node.Settings) (node.StaticPeer, error) {
@@ -552,8 +713,8 @@ func validatePeer(pc PeerConfig, s node.Settings) (node.StaticPeer, error) {
 	if p.Subnet, err = parseCIDR(pc.Subnet); err != nil {
 		return p, fmt.Errorf("subnet: %v", err)
 	}
-	if !inside(p.Subnet, s.Network) {
-		return p, fmt.Errorf("subnet %s is not inside the network %s", p.Subnet, s.Network)
+	if p.Subnet, p.Subnet6, err = peerSubnets(p.Subnet, pc.Subnet6, s); err != nil {
+		return p, err
 	}
 	if p.IP, err = netip.ParseAddr(pc.IP); err != nil {
 		return p, fmt.Errorf("ip %q is not an IP address", pc.IP)

@@ -50,6 +50,7 @@ type container struct {
 	path     string // /run/netns/<ns>
 	network  string
 	ip       netip.Addr
+	ip6      netip.Addr // on a dual-stack host: the IPv6 address
 	hostVeth string
 }
 
@@ -233,14 +234,28 @@ func addContainer(t *testing.T, ctx context.Context, c *cluster, e cniEnv, h *cn
 			Address string `json:"address"`
 		} `json:"ips"`
 	}
-	if err := json.Unmarshal(out, &res); err != nil || len(res.IPs) != 1 {
-		t.Fatalf("cnitool add %s: result %s: %v", name, out, err)
+	want := 1
+	if h.n.subnet6.IsValid() {
+		want = 2 // an address of each family
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res.IPs) != want {
+		t.Fatalf("cnitool add %s: result %s: %v (want %d addresses)", name, out, err, want)
 	}
 	pfx, err := netip.ParsePrefix(res.IPs[0].Address)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ct.ip = pfx.Addr()
+	if want == 2 {
+		pfx6, err := netip.ParsePrefix(res.IPs[1].Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct.ip6 = pfx6.Addr()
+		if !h.n.subnet6.Contains(ct.ip6) || ct.ip6 == h.n.overlay6 || ct.ip6 == h.n.overlay6.Next() {
+			t.Fatalf("container %s got %s: want an address of %s other than weft0's and the bridge's", name, pfx6, h.n.subnet6)
+		}
+	}
 	if !h.n.subnet.Contains(ct.ip) || ct.ip == h.n.overlay || ct.ip == h.n.overlay.Next() {
 		t.Fatalf("container %s got %s: want an address of %s other than weft0's and the bridge's", name, pfx, h.n.subnet)
 	}
@@ -252,7 +267,7 @@ func addContainer(t *testing.T, ctx context.Context, c *cluster, e cniEnv, h *cn
 	if ct.hostVeth == "" {
 		t.Fatalf("cnitool add %s: no host veth in %s", name, out)
 	}
-	t.Logf("container %s on %s: %s (veth %s, CNI %s)", name, h.n.name, pfx, ct.hostVeth, res.CNIVersion)
+	t.Logf("container %s on %s: %s %s (veth %s, CNI %s)", name, h.n.name, pfx, addrString(ct.ip6), ct.hostVeth, res.CNIVersion)
 	return ct
 }
 
@@ -561,4 +576,45 @@ func pingOKFrom(ctx context.Context, h *netlab.Host, dst netip.Addr, count int) 
 		return fmt.Errorf("ping %s -> %s: %d/%d received\n%s", h.Name(), dst, res.Received, res.Sent, res.Output)
 	}
 	return nil
+}
+
+// TestCNIDualStack: on dual-stack weft hosts, a container gets an address
+// of each family, and containers on two hosts reach each other and the
+// other host's weft0 over both.
+func TestCNIDualStack(t *testing.T) {
+	netlab.RequireRoot(t)
+	c := newCluster(t, "a", "b")
+	for _, n := range c.nodes {
+		dualStackNode(n, otherUnderlays(c.nodes, n))
+	}
+	e := findCNIEnv(t, c.lab.Dir())
+	c.startAll()
+	c.waitFormed(formationTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var cts []*container
+	for _, n := range c.nodes {
+		cts = append(cts, addContainer(t, ctx, c, e, newCNIHost(t, c, n), n.name+"c1", cniNet))
+	}
+	pingContainers(t, ctx, cts, func(src *container) []netip.Addr {
+		var dsts []netip.Addr
+		for _, o := range cts {
+			if o != src {
+				dsts = append(dsts, o.ip, o.ip6, o.h.n.overlay, o.h.n.overlay6)
+			}
+		}
+		return dsts
+	})
+	for _, ct := range cts {
+		if _, err := ct.h.cnitool(ctx, e, "del", cniNet, ct.path); err != nil {
+			t.Errorf("cnitool del %s: %v", ct.name, err)
+		}
+	}
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }

@@ -381,6 +381,7 @@ type udpSendSpec struct {
 	To        netip.AddrPort `json:"to"`
 	Count     int            `json:"count"`
 	Payload   string         `json:"payload"`
+	Raw       []byte         `json:"raw,omitempty"` // binary payload (instead of Payload)
 }
 
 // udpSend sends spec.Count (at most 100) datagrams, 50 ms apart.
@@ -388,7 +389,15 @@ func udpSend(spec udpSendSpec) (map[string]int, error) {
 	if spec.Count <= 0 || spec.Count > 100 {
 		return nil, fmt.Errorf("count %d out of bounds", spec.Count)
 	}
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: spec.LocalPort})
+	network := "udp4"
+	if spec.To.Addr().Is6() {
+		network = "udp6"
+	}
+	payload := []byte(spec.Payload)
+	if spec.Raw != nil {
+		payload = spec.Raw
+	}
+	c, err := net.ListenUDP(network, &net.UDPAddr{Port: spec.LocalPort})
 	if err != nil {
 		return nil, err
 	}
@@ -398,7 +407,7 @@ func udpSend(spec udpSendSpec) (map[string]int, error) {
 		if i > 0 {
 			time.Sleep(50 * time.Millisecond)
 		}
-		if _, err := c.WriteToUDPAddrPort([]byte(spec.Payload), spec.To); err != nil {
+		if _, err := c.WriteToUDPAddrPort(payload, spec.To); err != nil {
 			return map[string]int{"sent": sent}, err
 		}
 		sent++

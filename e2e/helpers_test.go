@@ -57,6 +57,10 @@ type node struct {
 	underlay netip.Addr   // e.g. 192.168.50.<idx>
 	subnet   netip.Prefix // 10.244.<idx>.0/24 (invalid: automatic)
 	overlay  netip.Addr   // 10.244.<idx>.0, the address of weft0
+	// Dual stack: the IPv6 network, subnet and address (invalid: none).
+	network6 netip.Prefix
+	subnet6  netip.Prefix
+	overlay6 netip.Addr
 	files    weftrun.Files
 	sock     string // files.Socket
 	args     []string
@@ -74,6 +78,8 @@ func (n *node) spec(join []string) weftrun.Node {
 		Name:        n.name,
 		Network:     overlayPrefix,
 		Subnet:      n.subnet,
+		Network6:    n.network6,
+		Subnet6:     n.subnet6,
 		PublicIP:    n.underlay,
 		Join:        join,
 		MetricsAddr: netip.AddrPortFrom(n.underlay, metricsPort),
@@ -170,7 +176,8 @@ func (c *cluster) segment(name, prefix string) *netlab.Segment {
 	return s
 }
 
-// addNode creates host name on seg with underlay address addr (a /24),
+// addNode creates host name on seg with underlay address addr (a /24, or
+// a /64 for IPv6),
 // subnet 10.244.<idx>.0/24 and its files in the lab's directory. Its
 // command line is left to the caller (runArgs).
 func (c *cluster) addNode(name string, seg *netlab.Segment, addr netip.Addr, idx int) *node {
@@ -193,7 +200,11 @@ func (c *cluster) addNode(name string, seg *netlab.Segment, addr netip.Addr, idx
 		sock:     files.Socket,
 	}
 	n.overlay = n.subnet.Addr()
-	if _, err := h.Attach(seg, netip.PrefixFrom(addr, 24)); err != nil {
+	bits := 24
+	if addr.Is6() {
+		bits = 64
+	}
+	if _, err := h.Attach(seg, netip.PrefixFrom(addr, bits)); err != nil {
 		c.t.Fatal(err)
 	}
 	c.nodes = append(c.nodes, n)
@@ -582,6 +593,13 @@ func pingWithin(ctx context.Context, src *node, dst netip.Addr, within time.Dura
 // must be answered; with exact, also no more than 3 sent (none lost).
 func pingPairs(t *testing.T, ctx context.Context, exact bool, nodes []*node, ok func(src, dst *node) bool) int {
 	t.Helper()
+	return pingPairsTo(t, ctx, exact, nodes, ok, func(n *node) netip.Addr { return n.overlay })
+}
+
+// pingPairsTo is pingPairs to the address addr gives for each node (its
+// IPv6 overlay address, say).
+func pingPairsTo(t *testing.T, ctx context.Context, exact bool, nodes []*node, ok func(src, dst *node) bool, addr func(*node) netip.Addr) int {
+	t.Helper()
 	pairs := 0
 	for _, src := range nodes {
 		for _, dst := range nodes {
@@ -591,21 +609,21 @@ func pingPairs(t *testing.T, ctx context.Context, exact bool, nodes []*node, ok 
 			pairs++
 			start := time.Now()
 			if err := pollUntil(time.Now().Add(5*time.Second), func() error {
-				return pingOK(ctx, src, dst.overlay, 1)
+				return pingOK(ctx, src, addr(dst), 1)
 			}); err != nil {
-				t.Fatalf("overlay %s -> %s (%s) never answered: %v", src.name, dst.name, dst.overlay, err)
+				t.Fatalf("overlay %s -> %s (%s) never answered: %v", src.name, dst.name, addr(dst), err)
 			}
 			if d := time.Since(start); d > time.Second {
 				t.Logf("note: first overlay ping %s -> %s took %v", src.name, dst.name, d.Round(time.Millisecond))
 			}
-			res, err := src.host.Ping(ctx, dst.overlay, 3)
+			res, err := src.host.Ping(ctx, addr(dst), 3)
 			if err != nil {
-				t.Fatalf("ping %s -> %s (%s): %v", src.name, dst.name, dst.overlay, err)
+				t.Fatalf("ping %s -> %s (%s): %v", src.name, dst.name, addr(dst), err)
 			}
 			if res.Received != 3 || (exact && res.Sent != 3) {
-				t.Fatalf("ping %s -> %s (%s): %d/%d received\n%s", src.name, dst.name, dst.overlay, res.Received, res.Sent, res.Output)
+				t.Fatalf("ping %s -> %s (%s): %d/%d received\n%s", src.name, dst.name, addr(dst), res.Received, res.Sent, res.Output)
 			}
-			t.Logf("ping %s -> %s (%s): %v", src.name, dst.name, dst.overlay, res)
+			t.Logf("ping %s -> %s (%s): %v", src.name, dst.name, addr(dst), res)
 		}
 	}
 	return pairs

@@ -124,11 +124,60 @@ func settledSubnets(t *testing.T, c *cluster, timeout time.Duration) map[string]
 	return views
 }
 
+// settledSubnets6 polls until every dual-stack node of c holds an
+// automatic IPv6 /64 of its network, all distinct, each routed by every
+// other node with that subnet; it sets each node's subnet6 and overlay6.
+func settledSubnets6(t *testing.T, c *cluster, timeout time.Duration) {
+	t.Helper()
+	err := pollUntil(time.Now().Add(timeout), func() error {
+		own := map[string]netip.Prefix{}
+		views := map[string]*statusDoc{}
+		for _, n := range c.nodes {
+			v, err := status(n)
+			if err != nil {
+				return err
+			}
+			views[n.name] = v
+			sub, err := netip.ParsePrefix(v.Node.Subnet6)
+			if err != nil || sub.Bits() != 64 || !n.network6.Contains(sub.Addr()) || v.Node.Address6 != sub.Addr().String() {
+				return fmt.Errorf("%s: node.subnet6 %q, address6 %q: want a /64 of %s and its first address", n.name, v.Node.Subnet6, v.Node.Address6, n.network6)
+			}
+			for name, o := range own {
+				if o.Overlaps(sub) {
+					return fmt.Errorf("%s and %s both hold %s (conflict not resolved yet)", name, n.name, sub)
+				}
+			}
+			own[n.name] = sub
+		}
+		for _, n := range c.nodes {
+			for _, p := range views[n.name].Peers {
+				if want, ok := own[p.Name]; ok && p.Subnet6 != want.String() {
+					return fmt.Errorf("%s sees %s with subnet6 %q, but %s reports %s", n.name, p.Name, p.Subnet6, p.Name, want)
+				}
+			}
+		}
+		for _, n := range c.nodes {
+			n.subnet6, n.overlay6 = own[n.name], own[n.name].Addr()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("automatic IPv6 subnets did not settle within %v: %v", timeout, err)
+	}
+}
+
 // TestAutomaticSubnets: six hosts started at once without --subnet end on
 // six distinct /24s of the network, every one routes the other five, the
 // overlay works between them, and a restarted host keeps its subnet.
+//
+// The hosts run dual stack, so they also choose six distinct IPv6 /64s of
+// fd00:10:244::/56, kept in the lease with the IPv4 one.
 func TestAutomaticSubnets(t *testing.T) {
 	c := autoCluster(t, "a", "b", "c", "d", "e", "f")
+	for _, n := range c.nodes {
+		n.network6 = overlayNetwork6
+		n.args = runArgs(n, otherUnderlays(c.nodes, n))
+	}
 	start := time.Now()
 	c.startAll()
 	c.waitFormed(60 * time.Second)
@@ -138,6 +187,7 @@ func TestAutomaticSubnets(t *testing.T) {
 		subnets = append(subnets, n.name+"="+n.subnet.String())
 	}
 	t.Logf("six hosts settled on distinct subnets %v after %v", subnets, time.Since(start).Round(time.Millisecond))
+	settledSubnets6(t, c, 30*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -148,7 +198,7 @@ func TestAutomaticSubnets(t *testing.T) {
 		l, err := lease.Load(n.files.StateDir)
 		if err != nil {
 			t.Errorf("%s: lease: %v", n.name, err)
-		} else if l.Subnet != n.subnet || l.Network != overlayPrefix || l.Claimed <= 0 {
+		} else if l.Subnet != n.subnet || l.Network != overlayPrefix || l.Claimed <= 0 || l.Subnet6 != n.subnet6 || l.Network6 != overlayNetwork6 {
 			t.Errorf("%s: lease %+v, want subnet %s in %s with a claim time", n.name, l, n.subnet, overlayNetwork)
 		}
 		if v, err := subnetFileValue(n, "WEFT_SUBNET"); err != nil || v != n.subnet.String() {

@@ -231,3 +231,98 @@ func TestVXLANCluster(t *testing.T) {
 		t.Errorf("status of a should show encap vxlan and VTEP MAC %s:\n%s", weftVTEPMAC, st.raw)
 	}
 }
+
+// TestVXLANKernelInteropIPv6: IPv6 inside VXLAN over an IPv4 underlay,
+// between dual-stack weft on a and a kernel VXLAN device on k. k has no
+// neighbour entry for a: it floods its Neighbor Solicitation to a (the
+// all-zeros FDB entry), and weft answers it, as it answers ARP.
+func TestVXLANKernelInteropIPv6(t *testing.T) {
+	tp := newLab(t, "bridge", "ethtool")
+	seg := tp.segment("lan0", underlayNet)
+	a := tp.addNode("a", seg, netip.MustParseAddr("192.168.50.1"), 1)
+	dualStackNode(a, nil, "--encap", "vxlan",
+		"--peer", "name=k,subnet=10.244.9.0/24,subnet6=fd00:10:244:9::/64,ip=192.168.50.9,mac="+kernelVTEPMAC)
+
+	kAddr := netip.MustParseAddr("192.168.50.9")
+	kOverlay6 := netip.MustParseAddr("fd00:10:244:9::")
+	k, err := tp.lab.Host("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Attach(seg, netip.PrefixFrom(kAddr, 24)); err != nil {
+		t.Fatal(err)
+	}
+	tp.addExtra(k,
+		[]string{"ip", "-d", "link", "show", "vxlan0"},
+		[]string{"bridge", "fdb", "show", "dev", "vxlan0"},
+		[]string{"ip", "-6", "neigh", "show", "dev", "vxlan0"},
+		[]string{"ip", "-6", "route"},
+		[]string{"ip", "-s", "link", "show", "vxlan0"},
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, c := range [][]string{
+		{"ip", "link", "add", "vxlan0", "type", "vxlan", "id", "1", "dstport", "8472", "local", kAddr.String(), "dev", "eth0", "nolearning"},
+		{"ip", "link", "set", "vxlan0", "address", kernelVTEPMAC, "mtu", "1450", "up"},
+		{"ip", "-6", "addr", "add", kOverlay6.String() + "/128", "dev", "vxlan0", "nodad"},
+		{"ip", "-6", "route", "add", a.subnet6.String(), "via", a.overlay6.String(), "dev", "vxlan0", "onlink"},
+		{"bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vxlan0", "dst", a.underlay.String()},
+		{"ethtool", "-K", "eth0", "tx", "off"}, // see vxlanInterop
+	} {
+		if out, err := k.Run(ctx, c[0], c[1:]...); err != nil {
+			t.Fatalf("setting up the kernel VTEP on k: %v: %s", err, out)
+		}
+	}
+	tp.startAll()
+	if err := pollUntil(time.Now().Add(formationTimeout), func() error {
+		if a.proc.Exited() {
+			return errExited(a)
+		}
+		if err := readyz(a); err != nil {
+			return err
+		}
+		st, err := status(a)
+		if err != nil {
+			return err
+		}
+		if p := st.Peer("k"); p == nil || p.Subnet6 != "fd00:10:244:9::/64" || p.Via != "tunnel" {
+			return fmt.Errorf("status of a: k is %+v\n%s", p, st.raw)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("weft on a not ready with static peer k: %v", err)
+	}
+
+	kNode := &node{name: "k", host: k}
+	for _, p := range []struct {
+		src *node
+		dst netip.Addr
+	}{{kNode, a.overlay6}, {a, kOverlay6}} {
+		if err := pollUntil(time.Now().Add(5*time.Second), func() error {
+			return pingOK(ctx, p.src, p.dst, 1)
+		}); err != nil {
+			t.Fatalf("ping -6 %s -> %s never answered: %v", p.src.name, p.dst, err)
+		}
+		res, err := p.src.host.Ping(ctx, p.dst, 3)
+		if err != nil || res.Received != 3 {
+			t.Fatalf("ping -6 %s -> %s: %v %v\n%s", p.src.name, p.dst, res, err, res.Output)
+		}
+		t.Logf("ping -6 %s -> %s: %v", p.src.name, p.dst, res)
+	}
+	out, err := k.IP(ctx, "-6", "neigh", "show", "dev", "vxlan0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.ToLower(string(out)), a.overlay6.String()+" lladdr "+weftVTEPMAC) {
+		t.Errorf("k's neighbour table on vxlan0 has no %s lladdr %s (weft should have answered k's solicitation):\n%s", a.overlay6, weftVTEPMAC, out)
+	} else {
+		t.Logf("k learned a's VTEP MAC by Neighbor Discovery: %s", strings.TrimSpace(string(out)))
+	}
+	iperfCheck(t, ctx, a.host, k, kOverlay6, "a -> k over IPv6 (weft -> kernel VXLAN)")
+	iperfCheck(t, ctx, k, a.host, a.overlay6, "k -> a over IPv6 (kernel VXLAN -> weft)")
+	st, err := status(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("drops on a: %v", st.Drops)
+}

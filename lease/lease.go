@@ -149,7 +149,10 @@ func (p Pool) Free(taken []netip.Prefix, rng *rand.Rand) (netip.Prefix, error) {
 type Lease struct {
 	Network netip.Prefix `json:"network"`
 	Subnet  netip.Prefix `json:"subnet"`
-	Claimed int64        `json:"claimed"` // unix ms; keeps the host's priority in conflicts across restarts
+	// Network6 and Subnet6: a dual-stack host's IPv6 network and subnet.
+	Network6 netip.Prefix `json:"network6,omitzero"`
+	Subnet6  netip.Prefix `json:"subnet6,omitzero"`
+	Claimed  int64        `json:"claimed"` // unix ms; keeps the host's priority in conflicts across restarts
 }
 
 // FileName is the lease's file in the state directory.

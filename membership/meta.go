@@ -43,14 +43,19 @@ func (e Encap) valid() bool { return e >= EncapUDP && e <= EncapNone }
 //   - Underlay is a valid, specified address without zone and not
 //     IPv4-mapped IPv6;
 //   - Port is non-zero unless Encap is EncapNone;
-//   - VNI fits in 24 bits.
+//   - VNI fits in 24 bits;
+//   - Subnet6, if valid, is a canonical IPv6 prefix, and Subnet is then an
+//     IPv4 one (a dual-stack host).
 //
 // VNI and VTEPMAC are carried as given for every encap; by convention they
 // are zero unless Encap is EncapVXLAN.
 type Meta struct {
-	Subnet   netip.Prefix // the overlay subnet this host owns, e.g. 10.244.3.0/24 (IPv4 or IPv6)
-	Underlay netip.Addr   // underlay (public) IP for the data plane
-	Port     uint16       // data-plane UDP port
+	Subnet netip.Prefix // the overlay subnet this host owns, e.g. 10.244.3.0/24 (IPv4 or IPv6)
+	// Subnet6 is a dual-stack host's IPv6 subnet beside its IPv4 Subnet
+	// (invalid for a single-stack host, whose one subnet is Subnet).
+	Subnet6  netip.Prefix
+	Underlay netip.Addr // underlay (public) IP for the data plane
+	Port     uint16     // data-plane UDP port
 	Encap    Encap
 	VNI      uint32  // 24-bit, vxlan only (0 otherwise)
 	VTEPMAC  [6]byte // vxlan VTEP MAC (zero otherwise)
@@ -61,8 +66,15 @@ type Meta struct {
 	PartialChecksums bool
 }
 
-// MetaVersion is the first byte of every encoded Meta.
-const MetaVersion = 1
+// MetaVersion is the first byte of an encoded single-stack Meta, and
+// MetaVersionDualStack of a dual-stack one (Subnet6 set). A single-stack
+// host keeps writing version 1, which every weft reads; a weft that knows
+// only version 1 refuses a dual-stack peer's record with "unsupported
+// version 2 (want 1)".
+const (
+	MetaVersion          = 1
+	MetaVersionDualStack = 2
+)
 
 // Wire layout of version 1 (all integers big endian):
 //
@@ -79,6 +91,12 @@ const MetaVersion = 1
 //	.    6    VTEP MAC
 //	.    8    claimed (int64, two's complement)
 //
+// Version 2 (= MetaVersionDualStack) is version 1 with the IPv6 subnet
+// after the first (IPv4) one:
+//
+//	.    1    IPv6 subnet prefix length
+//	.    16   IPv6 subnet address
+//
 // Every field has exactly one encoding, so the format is canonical.
 const (
 	flagSubnet6   = 1 << 0
@@ -88,14 +106,15 @@ const (
 
 	metaHeaderLen = 4
 	metaTailLen   = 2 + 3 + 6 + 8
+	metaSubnet6   = 1 + 16 // version 2's second subnet
 )
 
-// MetaMinSize and MetaMaxSize are the sizes of an encoded Meta with IPv4
-// subnet and underlay, and with IPv6 subnet and underlay respectively. Both
+// MetaMinSize is the size of an encoded Meta with IPv4 subnet and underlay;
+// MetaMaxSize of a dual-stack one over an IPv6 underlay, the largest. Both
 // are far below memberlist's 512-byte metadata limit.
 const (
 	MetaMinSize = metaHeaderLen + 4 + 4 + metaTailLen
-	MetaMaxSize = metaHeaderLen + 16 + 16 + metaTailLen
+	MetaMaxSize = metaHeaderLen + 4 + metaSubnet6 + 16 + metaTailLen
 )
 
 // ErrInvalidMeta is wrapped by every error returned by the Meta codec and by
@@ -119,6 +138,16 @@ func (m Meta) Validate() error {
 	}
 	if masked := m.Subnet.Masked(); masked != m.Subnet {
 		return metaErrorf("subnet %v has host bits set (want %v)", m.Subnet, masked)
+	}
+	if m.Subnet6.IsValid() {
+		switch {
+		case !m.Subnet6.Addr().Is6() || m.Subnet6.Addr().Is4In6():
+			return metaErrorf("IPv6 subnet %v is not an IPv6 prefix", m.Subnet6)
+		case m.Subnet6.Masked() != m.Subnet6:
+			return metaErrorf("IPv6 subnet %v has host bits set (want %v)", m.Subnet6, m.Subnet6.Masked())
+		case !m.Subnet.Addr().Is4():
+			return metaErrorf("IPv6 subnet %v beside subnet %v: a dual-stack host's first subnet is IPv4", m.Subnet6, m.Subnet)
+		}
 	}
 	if err := checkUnderlay(m.Underlay); err != nil {
 		return err
@@ -161,8 +190,16 @@ func (m Meta) AppendBinary(b []byte) ([]byte, error) {
 	if m.PartialChecksums {
 		flags |= flagPartial
 	}
-	b = append(b, MetaVersion, byte(m.Encap), flags, byte(m.Subnet.Bits()))
+	version := byte(MetaVersion)
+	if m.Subnet6.IsValid() {
+		version = MetaVersionDualStack
+	}
+	b = append(b, version, byte(m.Encap), flags, byte(m.Subnet.Bits()))
 	b = append(b, m.Subnet.Addr().AsSlice()...)
+	if m.Subnet6.IsValid() {
+		b = append(b, byte(m.Subnet6.Bits()))
+		b = append(b, m.Subnet6.Addr().AsSlice()...)
+	}
 	b = append(b, m.Underlay.AsSlice()...)
 	b = binary.BigEndian.AppendUint16(b, m.Port)
 	b = append(b, byte(m.VNI>>16), byte(m.VNI>>8), byte(m.VNI))
@@ -189,9 +226,10 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 	if len(b) == 0 {
 		return metaErrorf("empty")
 	}
-	if b[0] != MetaVersion {
-		return metaErrorf("unsupported version %d (want %d)", b[0], MetaVersion)
+	if b[0] != MetaVersion && b[0] != MetaVersionDualStack {
+		return metaErrorf("unsupported version %d (want %d or %d)", b[0], MetaVersion, MetaVersionDualStack)
 	}
+	dual := b[0] == MetaVersionDualStack
 	if len(b) < metaHeaderLen {
 		return metaErrorf("truncated: have %d bytes, header needs %d", len(b), metaHeaderLen)
 	}
@@ -207,6 +245,9 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 		underlayLen = 16
 	}
 	want := metaHeaderLen + subnetLen + underlayLen + metaTailLen
+	if dual {
+		want += metaSubnet6
+	}
 	if len(b) < want {
 		return metaErrorf("truncated: have %d bytes, want %d", len(b), want)
 	}
@@ -220,11 +261,21 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 	if bits > subnetAddr.BitLen() {
 		return metaErrorf("subnet prefix length %d exceeds %d", bits, subnetAddr.BitLen())
 	}
+	var subnet6 netip.Prefix
+	if dual {
+		bits6 := int(p[0])
+		if bits6 > 128 {
+			return metaErrorf("IPv6 subnet prefix length %d exceeds 128", bits6)
+		}
+		subnet6 = netip.PrefixFrom(netip.AddrFrom16([16]byte(p[1:17])), bits6)
+		p = p[metaSubnet6:]
+	}
 	underlay, _ := netip.AddrFromSlice(p[:underlayLen])
 	p = p[underlayLen:]
 
 	var out Meta
 	out.Subnet = netip.PrefixFrom(subnetAddr, bits)
+	out.Subnet6 = subnet6
 	out.Underlay = underlay
 	out.Encap = encap
 	out.Port = binary.BigEndian.Uint16(p)

@@ -59,6 +59,24 @@ func validMetas() map[string]Meta {
 			Port:     65535,
 			Encap:    EncapUDP,
 		},
+		"dual stack v4 underlay": {
+			Subnet:           netip.MustParsePrefix("10.244.3.0/24"),
+			Subnet6:          netip.MustParsePrefix("fd00:10:244:3::/64"),
+			Underlay:         netip.MustParseAddr("192.0.2.3"),
+			Port:             8472,
+			Encap:            EncapVXLAN,
+			VNI:              1,
+			VTEPMAC:          [6]byte{0x02, 0x57, 10, 244, 3, 0},
+			Claimed:          1700000000000,
+			PartialChecksums: true,
+		},
+		"dual stack v6 underlay": {
+			Subnet:   netip.MustParsePrefix("10.244.3.0/24"),
+			Subnet6:  netip.MustParsePrefix("fd00:10:244:300::/56"),
+			Underlay: netip.MustParseAddr("fd00:50::3"),
+			Port:     8285,
+			Encap:    EncapUDP,
+		},
 		"v4 subnet v6 underlay none": {
 			Subnet:   netip.MustParsePrefix("0.0.0.0/0"),
 			Underlay: netip.MustParseAddr("::1"),
@@ -76,11 +94,16 @@ func TestMetaRoundTrip(t *testing.T) {
 				t.Fatalf("MarshalBinary: %v", err)
 			}
 			want := metaHeaderLen + m.Subnet.Addr().BitLen()/8 + m.Underlay.BitLen()/8 + metaTailLen
+			version := byte(MetaVersion)
+			if m.Subnet6.IsValid() {
+				want += 17
+				version = MetaVersionDualStack
+			}
 			if len(b) != want {
 				t.Errorf("encoded length = %d, want %d", len(b), want)
 			}
-			if b[0] != MetaVersion {
-				t.Errorf("first byte = %d, want version %d", b[0], MetaVersion)
+			if b[0] != version {
+				t.Errorf("first byte = %d, want version %d", b[0], version)
 			}
 			var got Meta
 			if err := got.UnmarshalBinary(b); err != nil {
@@ -117,10 +140,19 @@ func TestMetaSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(b) != 55 {
-		t.Errorf("max-size Meta encodes to %d bytes, want 55", len(b))
+		t.Errorf("max-size single-stack Meta encodes to %d bytes, want 55", len(b))
 	}
-	if MetaMaxSize != 55 || MetaMinSize != 31 {
-		t.Errorf("MetaMinSize, MetaMaxSize = %d, %d; want 31, 55", MetaMinSize, MetaMaxSize)
+	// The largest of all: dual stack over an IPv6 underlay.
+	largest.Subnet = netip.MustParsePrefix("255.255.255.255/32")
+	largest.Subnet6 = netip.MustParsePrefix("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")
+	if b, err = largest.MarshalBinary(); err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != MetaMaxSize {
+		t.Errorf("max-size dual-stack Meta encodes to %d bytes, want 60 (MetaMaxSize %d)", len(b), MetaMaxSize)
+	}
+	if MetaMaxSize != 60 || MetaMinSize != 31 {
+		t.Errorf("MetaMinSize, MetaMaxSize = %d, %d; want 31, 60", MetaMinSize, MetaMaxSize)
 	}
 	if len(b) >= 512 {
 		t.Errorf("max-size Meta is %d bytes, memberlist limit is 512", len(b))
@@ -155,6 +187,11 @@ func TestMetaMarshalInvalid(t *testing.T) {
 		{"port 0 vxlan", func(m *Meta) { m.Port = 0 }, "port is 0 with encap vxlan"},
 		{"port 0 udp", func(m *Meta) { m.Port, m.Encap = 0, EncapUDP }, "port is 0 with encap udp"},
 		{"vni 2^24", func(m *Meta) { m.VNI = 1 << 24 }, "VNI 16777216 does not fit in 24 bits"},
+		{"v4 second subnet", func(m *Meta) { m.Subnet6 = netip.MustParsePrefix("10.245.0.0/24") }, "IPv6 subnet 10.245.0.0/24 is not an IPv6 prefix"},
+		{"second subnet host bits", func(m *Meta) { m.Subnet6 = netip.MustParsePrefix("fd00::1/64") }, "IPv6 subnet fd00::1/64 has host bits set (want fd00::/64)"},
+		{"two v6 subnets", func(m *Meta) {
+			m.Subnet, m.Subnet6 = netip.MustParsePrefix("fd00:1::/64"), netip.MustParsePrefix("fd00:2::/64")
+		}, "a dual-stack host's first subnet is IPv4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,6 +223,8 @@ func mustMarshal(t testing.TB, m Meta) []byte {
 func TestMetaUnmarshalInvalid(t *testing.T) {
 	v4 := mustMarshal(t, validMetas()["v4 vxlan"])
 	v6 := mustMarshal(t, validMetas()["v6 vxlan"])
+	dual := mustMarshal(t, validMetas()["dual stack v4 underlay"])
+	const offBits6 = 8 // in the dual-stack record over IPv4
 	// patch returns a copy of b with b[i] = v.
 	patch := func(b []byte, i int, v byte) []byte {
 		b = bytes.Clone(b)
@@ -215,8 +254,19 @@ func TestMetaUnmarshalInvalid(t *testing.T) {
 	}{
 		{"nil", nil, "empty"},
 		{"empty", []byte{}, "empty"},
-		{"version 0", patch(v4, 0, 0), "unsupported version 0 (want 1)"},
-		{"version 2", patch(v4, 0, 2), "unsupported version 2"},
+		{"version 0", patch(v4, 0, 0), "unsupported version 0 (want 1 or 2)"},
+		{"version 1 as 2", patch(v4, 0, 2), "truncated: have 31 bytes, want 48"},
+		{"version 2 as 1", patch(dual, 0, 1), "17 trailing bytes after 31-byte record"},
+		{"version 3", patch(dual, 0, 3), "unsupported version 3 (want 1 or 2)"},
+		{"v6 subnet prefix length 129", patch(dual, offBits6, 129), "IPv6 subnet prefix length 129 exceeds 128"},
+		{"v6 subnet host bits", patch(dual, offBits6, 8), "IPv6 subnet fd00:10:244:3::/8 has host bits set (want fd00::/8)"},
+		{"dual with a v6 first subnet", func() []byte {
+			m := validMetas()["v6 vxlan"]
+			b := mustMarshal(t, m)
+			b[0] = MetaVersionDualStack
+			second := append([]byte{64}, netip.MustParseAddr("fd00:1::").AsSlice()...)
+			return append(b[:4+16:4+16], append(second, b[4+16:]...)...)
+		}(), "a dual-stack host's first subnet is IPv4"},
 		{"version 255", []byte{255}, "unsupported version 255"},
 		{"trailing byte", append(bytes.Clone(v4), 0), "1 trailing bytes after 31-byte record"},
 		{"trailing junk v6", append(bytes.Clone(v6), "junkjunk"...), "8 trailing bytes after 55-byte record"},
@@ -243,7 +293,7 @@ func TestMetaUnmarshalInvalid(t *testing.T) {
 	for _, rec := range []struct {
 		name string
 		b    []byte
-	}{{"v4", v4}, {"v6", v6}} {
+	}{{"v4", v4}, {"v6", v6}, {"dual", dual}} {
 		for n := 1; n < len(rec.b); n++ {
 			want := "truncated"
 			tests = append(tests, struct {

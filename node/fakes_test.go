@@ -41,6 +41,7 @@ type fakeTUN struct {
 	once    sync.Once
 	mu      sync.Mutex
 	addr    netip.Prefix
+	addr6   netip.Prefix // a dual-stack host's second address
 	nCloses int
 	more    []*fakeTUN // queues after this one
 }
@@ -89,12 +90,22 @@ func (d *fakeTUN) MultiQueueErr() error { return nil }
 func (d *fakeTUN) SetAddress(next, old netip.Prefix) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.addr != old {
-		return fmt.Errorf("fake TUN has %s, not %s", d.addr, old)
+	cur := &d.addr
+	if d.addr6.IsValid() && old.Addr().Is6() != d.addr.Addr().Is6() {
+		cur = &d.addr6
 	}
-	d.addr = next
+	if *cur != old {
+		return fmt.Errorf("fake TUN has %s, not %s", *cur, old)
+	}
+	*cur = next
 	d.ev.add("tun address %s", next)
 	return nil
+}
+
+func (d *fakeTUN) address6() netip.Prefix {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.addr6
 }
 
 func (d *fakeTUN) address() netip.Prefix {
@@ -254,7 +265,7 @@ func (k *fakeKernel) FindUnderlay(iface string, want netip.Addr) (tun.Underlay, 
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	u := k.u
-	if want.IsValid() {
+	if want.IsValid() && !want.IsUnspecified() {
 		u.Addr = want
 	}
 	return u, nil

@@ -70,6 +70,7 @@ func (n *Node) meta() membership.Meta {
 	l := n.getLocal()
 	m := membership.Meta{
 		Subnet:   l.Subnet,
+		Subnet6:  l.Subnet6,
 		Underlay: n.getUnderlay().Addr,
 		Port:     n.s.Port,
 		Encap:    enc,
@@ -127,7 +128,7 @@ func peersFrom(members []membership.Member, statics []StaticPeer, self membershi
 			p.Incompatible = fmt.Sprintf("VNI %d, ours is %d", m.Meta.VNI, self.VNI)
 		}
 		if m.MetaErr == nil {
-			p.Subnet = m.Meta.Subnet
+			p.Subnet, p.Subnet6 = m.Meta.Subnet, m.Meta.Subnet6
 			p.Underlay = netip.AddrPortFrom(m.Meta.Underlay, m.Meta.Port)
 			p.MAC = encap.MAC(m.Meta.VTEPMAC)
 			p.Claimed = m.Meta.Claimed
@@ -137,7 +138,7 @@ func peersFrom(members []membership.Member, statics []StaticPeer, self membershi
 	}
 	for _, sp := range statics {
 		peers = append(peers, router.Peer{
-			Name: sp.Name, Subnet: sp.Subnet, Underlay: netip.AddrPortFrom(sp.IP, sp.Port),
+			Name: sp.Name, Subnet: sp.Subnet, Subnet6: sp.Subnet6, Underlay: netip.AddrPortFrom(sp.IP, sp.Port),
 			MAC: sp.MAC, State: "static", Static: true,
 		})
 	}
@@ -183,7 +184,7 @@ func (n *Node) watchUnderlay(ctx context.Context) {
 // checkUnderlay moves to a new underlay address if ours is gone.
 func (n *Node) checkUnderlay(ctx context.Context) {
 	cur := n.getUnderlay()
-	u, err := n.d.Kernel.FindUnderlay(cur.Iface, netip.Addr{})
+	u, err := n.d.Kernel.FindUnderlay(cur.Iface, unspecifiedLike(cur.Addr)) // keep the family
 	if err != nil {
 		n.log.Warn("underlay interface has no usable address; keeping the old one until it gets one", "iface", cur.Iface, "err", err)
 		return

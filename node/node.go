@@ -98,7 +98,7 @@ func Start(ctx context.Context, s Settings, d Deps) (*Node, error) {
 	n.ready.Store(true)
 	d.Notify("READY=1")
 	l := n.getLocal()
-	n.log.Info("weft is up", "name", s.Name, "subnet", l.Subnet, "address", l.Addr, "underlay", netip.AddrPortFrom(n.getUnderlay().Addr, s.Port),
+	n.log.Info("weft is up", "name", s.Name, "subnet", l.Subnet, "address", l.Addr, "subnet6", prefixString(l.Subnet6), "underlay", netip.AddrPortFrom(n.getUnderlay().Addr, s.Port),
 		"encap", s.Encap, "mtu", n.mtu, "tun", s.TUN)
 	n.startBackground()
 	go n.supervise(ctx)
@@ -173,19 +173,33 @@ func (n *Node) getLocal() router.Local {
 	return n.local
 }
 
-// localFor is our identity when we own subnet, claimed at claimed.
-func (n *Node) localFor(subnet netip.Prefix, claimed int64) router.Local {
+// localFor is our identity when we own subnet (and, in dual stack,
+// subnet6), claimed at claimed. The TUN's address in each is the subnet's
+// first.
+func (n *Node) localFor(subnet, subnet6 netip.Prefix, claimed int64) router.Local {
 	mac := n.s.VTEPMAC
 	if mac.IsZero() {
 		mac = encap.VTEPMAC(subnet)
 	}
-	return router.Local{Subnet: subnet, Addr: subnet.Addr(), MAC: mac, Claimed: claimed}
+	l := router.Local{Subnet: subnet, Addr: subnet.Addr(), MAC: mac, Claimed: claimed}
+	if subnet6.IsValid() {
+		l.Subnet6, l.Addr6 = subnet6, subnet6.Addr()
+	}
+	return l
 }
 
 // tunPrefix is the TUN's address with the network's prefix length, so the
 // kernel routes the whole overlay network through the device.
 func (n *Node) tunPrefix(l router.Local) netip.Prefix {
 	return netip.PrefixFrom(l.Addr, n.s.Network.Bits())
+}
+
+// tunPrefix6 is the TUN's IPv6 address in dual stack (invalid otherwise).
+func (n *Node) tunPrefix6(l router.Local) netip.Prefix {
+	if !l.Addr6.IsValid() {
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(l.Addr6, n.s.Network6.Bits())
 }
 
 func (n *Node) start(ctx context.Context) error {
@@ -250,7 +264,7 @@ func (n *Node) start(ctx context.Context) error {
 func (n *Node) openDataPath() error {
 	s := n.s
 	l := n.getLocal()
-	dev, err := n.d.OpenTUN(tun.Config{Name: s.TUN, MTU: n.mtu, Addr: n.tunPrefix(l), NoOffload: !s.Offload, Queues: s.Workers}, n.log)
+	dev, err := n.d.OpenTUN(tun.Config{Name: s.TUN, MTU: n.mtu, Addr: n.tunPrefix(l), Addr6: n.tunPrefix6(l), NoOffload: !s.Offload, Queues: s.Workers}, n.log)
 	if err != nil {
 		return err
 	}
@@ -285,6 +299,8 @@ func (n *Node) openDataPath() error {
 		Name:           s.Name,
 		Local:          l.Subnet,
 		LocalAddr:      l.Addr,
+		Local6:         l.Subnet6,
+		LocalAddr6:     l.Addr6,
 		Claimed:        l.Claimed,
 		Encap:          s.Encap,
 		VNI:            s.VNI,
@@ -370,7 +386,17 @@ func (n *Node) closeTUN() {
 type kernelRoutes struct{ n *Node }
 
 func (k kernelRoutes) Replace(dst netip.Prefix, via netip.Addr) error {
-	return k.n.d.Kernel.ReplaceRoute(tun.Route{Dst: dst, Via: via, Src: k.n.getLocal().Addr, LinkIndex: k.n.getUnderlay().Index})
+	return k.n.d.Kernel.ReplaceRoute(tun.Route{Dst: dst, Via: via, Src: localAddrFor(k.n.getLocal(), dst.Addr()), LinkIndex: k.n.getUnderlay().Index})
+}
+
+// localAddrFor is our overlay address of a's family (invalid if none).
+func localAddrFor(l router.Local, a netip.Addr) netip.Addr {
+	for _, own := range []netip.Addr{l.Addr, l.Addr6} {
+		if own.IsValid() && own.Is6() == a.Is6() {
+			return own
+		}
+	}
+	return netip.Addr{}
 }
 
 func (k kernelRoutes) Delete(dst netip.Prefix, via netip.Addr) error {
@@ -403,6 +429,13 @@ func unspecifiedLike(a netip.Addr) netip.Addr {
 		return netip.IPv6Unspecified()
 	}
 	return netip.IPv4Unspecified()
+}
+
+func prefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
 }
 
 func addrString(a netip.Addr) string {

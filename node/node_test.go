@@ -68,6 +68,7 @@ func (h *host) deps() Deps {
 	return Deps{
 		OpenTUN: func(cfg tun.Config, _ *slog.Logger) (TUN, error) {
 			d := newFakeTUN(h.ev, cfg.Addr)
+			d.addr6 = cfg.Addr6
 			for range cfg.Queues - 1 {
 				d.more = append(d.more, newFakeTUN(&events{}, cfg.Addr))
 			}

@@ -24,6 +24,9 @@ func (n *Node) Status() Status {
 		Encap: s.Encap.String(), TUN: s.TUN, MTU: n.mtu, Version: n.d.Version, Ready: n.ready.Load(),
 		Started: n.started, UptimeSeconds: n.d.Now().Sub(n.started).Round(time.Second).Seconds(),
 	}
+	if s.Network6.IsValid() {
+		ns.Network6, ns.Subnet6, ns.Address6 = s.Network6.String(), prefixString(l.Subnet6), addrString(l.Addr6)
+	}
 	if s.Encap.HeaderLen() > 0 {
 		ns.VNI, ns.VTEPMAC = s.VNI, l.MAC.String()
 	}

@@ -13,10 +13,16 @@ import (
 // Settings is a node's validated configuration. Everything outside Live is
 // fixed for the node's life; Live is what Reload may change while running.
 type Settings struct {
-	Name           string
-	Network        netip.Prefix
-	Subnet         netip.Prefix // invalid with AutoSubnet
-	PublicIP       netip.Addr   // invalid: discover, and follow the interface's address
+	Name    string
+	Network netip.Prefix
+	Subnet  netip.Prefix // invalid with AutoSubnet
+	// Network6 and Subnet6 are a dual-stack overlay's IPv6 network and
+	// this host's IPv6 subnet in it, beside the IPv4 Network and Subnet
+	// (Network6 invalid: single stack, whose one network, of either
+	// family, is Network; Subnet6 invalid with AutoSubnet).
+	Network6       netip.Prefix
+	Subnet6        netip.Prefix
+	PublicIP       netip.Addr // invalid: discover, and follow the interface's address
 	Iface          string
 	Port           uint16
 	Encap          encap.Kind
@@ -41,8 +47,9 @@ type Settings struct {
 	// too, inner checksums left partial (membership.Meta.PartialChecksums).
 	PartialChecksums bool
 
-	AutoSubnet    bool       // no Subnet: lease one from Pool
+	AutoSubnet    bool       // no Subnet: lease one from Pool (and one from Pool6)
 	Pool          lease.Pool // where an automatic subnet comes from
+	Pool6         lease.Pool // ... and an automatic IPv6 subnet, in dual stack
 	SubnetReclaim time.Duration
 	StateDir      string
 	SubnetFile    string
@@ -64,9 +71,11 @@ type Live struct {
 type StaticPeer struct {
 	Name   string
 	Subnet netip.Prefix
-	IP     netip.Addr
-	MAC    encap.MAC
-	Port   uint16
+	// Subnet6 is a dual-stack peer's IPv6 subnet beside the IPv4 Subnet.
+	Subnet6 netip.Prefix
+	IP      netip.Addr
+	MAC     encap.MAC
+	Port    uint16
 }
 
 // fixedChanges lists, by their config key, the settings that differ between
@@ -81,7 +90,10 @@ func fixedChanges(a, b Settings) []string {
 	check("name", a.Name, b.Name)
 	check("network", a.Network, b.Network)
 	check("subnet", a.Subnet, b.Subnet)
+	check("network (IPv6)", a.Network6, b.Network6)
+	check("subnet (IPv6)", a.Subnet6, b.Subnet6)
 	check("subnetLen/subnetMin/subnetMax", a.Pool, b.Pool)
+	check("subnetLen6/subnetMin/subnetMax", a.Pool6, b.Pool6)
 	check("publicIp", a.PublicIP, b.PublicIP)
 	check("iface", a.Iface, b.Iface)
 	check("port", a.Port, b.Port)

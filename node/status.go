@@ -30,6 +30,9 @@ type NodeStatus struct {
 	Subnet        string          `json:"subnet"`
 	AutoSubnet    bool            `json:"autoSubnet"`
 	Address       string          `json:"address"`
+	Network6      string          `json:"network6,omitempty"` // dual stack: the IPv6 network
+	Subnet6       string          `json:"subnet6,omitempty"`  // ... this host's IPv6 subnet
+	Address6      string          `json:"address6,omitempty"` // ... and its IPv6 address on the TUN
 	Underlay      string          `json:"underlay"`
 	Iface         string          `json:"iface"`
 	Encap         string          `json:"encap"`

@@ -16,46 +16,67 @@ import (
 	"github.com/weftnet/weft/router"
 )
 
-// chooseSubnet settles where our subnet comes from: the settings, the lease
-// kept in the state directory, or (fresh is true) a tentative free one that
-// settleSubnet confirms once the cluster's subnets are known.
+// chooseSubnet settles where our subnets come from: the settings, the
+// lease kept in the state directory, or (fresh is true) tentative free ones
+// that settleSubnet confirms once the cluster's subnets are known. A
+// dual-stack host has one of each family, both explicit or both automatic.
 func (n *Node) chooseSubnet() (fresh bool, err error) {
 	s := n.s
 	if !s.AutoSubnet {
-		n.local = n.localFor(s.Subnet, n.d.Now().UnixMilli())
+		n.local = n.localFor(s.Subnet, s.Subnet6, n.d.Now().UnixMilli())
 		return false, nil
 	}
 	l, err := lease.Load(s.StateDir)
 	if err != nil {
 		n.log.Warn("ignoring unreadable subnet lease", "err", err)
 	}
-	if l.Subnet.IsValid() && l.Network == s.Network && s.Pool.Contains(l.Subnet) {
-		n.local = n.localFor(l.Subnet, l.Claimed)
-		n.log.Info("keeping the subnet leased before", "subnet", l.Subnet, "state_dir", s.StateDir)
+	if l.Subnet.IsValid() && n.leaseFits(l) {
+		n.local = n.localFor(l.Subnet, l.Subnet6, l.Claimed)
+		n.log.Info("keeping the subnet leased before", "subnet", l.Subnet, "subnet6", prefixString(l.Subnet6), "state_dir", s.StateDir)
 		return false, nil
 	}
 	if l.Subnet.IsValid() {
 		n.log.Warn("subnet lease does not fit the configured network, taking a new one", "lease", l.Subnet, "network", s.Network)
 	}
-	sub, err := n.freeSubnet()
+	sub, err := n.freeSubnet(s.Pool)
 	if err != nil {
 		return false, fmt.Errorf("choose a subnet in %s: %w", s.Network, err)
 	}
-	n.local = n.localFor(sub, n.d.Now().UnixMilli())
+	var sub6 netip.Prefix
+	if s.Network6.IsValid() {
+		if sub6, err = n.freeSubnet(s.Pool6); err != nil {
+			return false, fmt.Errorf("choose a subnet in %s: %w", s.Network6, err)
+		}
+	}
+	n.local = n.localFor(sub, sub6, n.d.Now().UnixMilli())
 	return true, nil
 }
 
-// freeSubnet picks, at random, a subnet of the pool that nobody holds.
-func (n *Node) freeSubnet() (netip.Prefix, error) {
-	return n.s.Pool.Free(n.takenSubnets(), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
+// leaseFits reports whether a kept lease is one of ours under the current
+// settings: the same networks, subnets of the pools.
+func (n *Node) leaseFits(l lease.Lease) bool {
+	s := n.s
+	if l.Network != s.Network || !s.Pool.Contains(l.Subnet) || l.Network6 != s.Network6 {
+		return false
+	}
+	return !s.Network6.IsValid() || s.Pool6.Contains(l.Subnet6)
+}
+
+// freeSubnet picks, at random, a subnet of pool that nobody holds.
+func (n *Node) freeSubnet(pool lease.Pool) (netip.Prefix, error) {
+	return pool.Free(n.takenSubnets(), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 }
 
 // takenSubnets are the subnets no fresh lease may overlap: every peer's
-// that is alive, or was seen within the reclaim time, and the static peers'.
+// that is alive, or was seen within the reclaim time, and the static
+// peers', of both families.
 func (n *Node) takenSubnets() []netip.Prefix {
 	var taken []netip.Prefix
 	for _, p := range n.live.Load().Peers {
 		taken = append(taken, p.Subnet)
+		if p.Subnet6.IsValid() {
+			taken = append(taken, p.Subnet6)
+		}
 	}
 	c := n.gossip()
 	if c == nil {
@@ -71,12 +92,16 @@ func (n *Node) takenSubnets() []netip.Prefix {
 			continue
 		}
 		taken = append(taken, m.Meta.Subnet)
+		if m.Meta.Subnet6.IsValid() {
+			taken = append(taken, m.Meta.Subnet6)
+		}
 	}
 	return taken
 }
 
 // settleSubnet waits briefly for the first join, so that a fresh subnet is
-// chosen knowing the cluster's, and moves off the tentative one if taken.
+// chosen knowing the cluster's, and moves off a tentative one if taken
+// (each family on its own).
 func (n *Node) settleSubnet(ctx context.Context) {
 	if len(n.live.Load().Join) > 0 {
 		t := time.NewTicker(50 * time.Millisecond)
@@ -94,17 +119,27 @@ func (n *Node) settleSubnet(ctx context.Context) {
 		}
 	}
 	l := n.getLocal()
-	if !slices.ContainsFunc(n.takenSubnets(), l.Subnet.Overlaps) {
-		n.log.Info("took a free subnet", "subnet", l.Subnet)
-		return
+	taken := n.takenSubnets()
+	sub, sub6 := l.Subnet, l.Subnet6
+	moved := false
+	for _, f := range []struct {
+		cur  *netip.Prefix
+		pool lease.Pool
+	}{{&sub, n.s.Pool}, {&sub6, n.s.Pool6}} {
+		if !f.cur.IsValid() || !slices.ContainsFunc(taken, f.cur.Overlaps) {
+			continue
+		}
+		next, err := n.freeSubnet(f.pool)
+		if err != nil {
+			n.log.Error("no free subnet left; keeping the tentative one", "subnet", *f.cur, "err", err)
+			continue
+		}
+		*f.cur, moved = next, true
 	}
-	sub, err := n.freeSubnet()
-	if err != nil {
-		n.log.Error("no free subnet left; keeping the tentative one", "subnet", l.Subnet, "err", err)
-		return
+	if moved {
+		n.setLocal(n.localFor(sub, sub6, n.d.Now().UnixMilli()))
 	}
-	n.setLocal(n.localFor(sub, n.d.Now().UnixMilli()))
-	n.log.Info("took a free subnet", "subnet", sub)
+	n.log.Info("took a free subnet", "subnet", sub, "subnet6", prefixString(sub6))
 }
 
 func (n *Node) anyAlive() bool {
@@ -125,53 +160,86 @@ func (n *Node) setLocal(l router.Local) {
 	}
 }
 
-func (n *Node) saveLease() error {
+func (n *Node) saveLease() error { return n.saveLeaseOf(n.getLocal()) }
+
+func (n *Node) saveLeaseOf(l router.Local) error {
 	if !n.s.AutoSubnet {
 		return nil
 	}
-	l := n.getLocal()
-	if err := lease.Save(n.s.StateDir, lease.Lease{Network: n.s.Network, Subnet: l.Subnet, Claimed: l.Claimed}); err != nil {
+	kept := lease.Lease{Network: n.s.Network, Subnet: l.Subnet, Network6: n.s.Network6, Subnet6: l.Subnet6, Claimed: l.Claimed}
+	if err := lease.Save(n.s.StateDir, kept); err != nil {
 		return fmt.Errorf("keep the subnet lease in --state-dir %s: %w", n.s.StateDir, err)
 	}
 	return nil
 }
 
-// moveSubnet takes another free subnet after we lost a conflict for ours:
-// new TUN address, new metadata, new lease, new subnet file.
+// moveSubnet takes another free subnet after we lost a conflict for ours
+// (of the family the conflict is about): new TUN address, new metadata,
+// new lease, new subnet file.
 func (n *Node) moveSubnet(c router.Conflict) {
 	old := n.getLocal()
-	sub, err := n.freeSubnet()
+	sub, sub6 := old.Subnet, old.Subnet6
+	pool, cur, tunOld := n.s.Pool, &sub, n.tunPrefix(old)
+	if old.Subnet6.IsValid() && c.Subnet == old.Subnet6 {
+		pool, cur, tunOld = n.s.Pool6, &sub6, n.tunPrefix6(old)
+	}
+	next, err := n.freeSubnet(pool)
 	if err != nil {
-		n.log.Error("lost a subnet conflict but no free subnet is left", "subnet", old.Subnet, "winner", c.Winner, "err", err)
+		n.log.Error("lost a subnet conflict but no free subnet is left", "subnet", *cur, "winner", c.Winner, "err", err)
 		return
 	}
-	l := n.localFor(sub, n.d.Now().UnixMilli())
-	if err := n.dev.SetAddress(n.tunPrefix(l), n.tunPrefix(old)); err != nil {
+	lost := *cur
+	*cur = next
+	l := n.localFor(sub, sub6, n.d.Now().UnixMilli())
+	tunNew := n.tunPrefix(l)
+	if cur == &sub6 {
+		tunNew = n.tunPrefix6(l)
+	}
+	if err := n.dev.SetAddress(tunNew, tunOld); err != nil {
 		n.log.Error("moving the TUN to the new subnet", "err", err)
 		return
 	}
-	n.setLocal(l)
-	n.rt.SetLocal(l)
-	if err := n.saveLease(); err != nil {
+	// The lease and the subnet file first: once the status says we moved,
+	// both say so too.
+	if err := n.saveLeaseOf(l); err != nil {
 		n.log.Error("saving the subnet lease", "err", err)
 	}
-	if err := n.writeSubnetFile(); err != nil {
+	if err := n.writeSubnetFileOf(l); err != nil {
 		n.log.Error("writing the subnet file", "err", err)
 	}
-	n.log.Warn("lost a subnet conflict: moved to a free subnet", "old", old.Subnet, "new", l.Subnet, "winner", c.Winner)
+	n.setLocal(l)
+	n.rt.SetLocal(l)
+	n.log.Warn("lost a subnet conflict: moved to a free subnet", "old", lost, "new", next, "winner", c.Winner)
 }
 
 // writeSubnetFile writes the file other tools read (flannel's subnet.env),
 // atomically.
-func (n *Node) writeSubnetFile() error {
-	l := n.getLocal()
+func (n *Node) writeSubnetFile() error { return n.writeSubnetFileOf(n.getLocal()) }
+
+func (n *Node) writeSubnetFileOf(l router.Local) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "WEFT_NETWORK=%s\nWEFT_SUBNET=%s\nWEFT_ADDRESS=%s\nWEFT_MTU=%d\nWEFT_ENCAP=%s\n",
 		n.s.Network, l.Subnet, l.Addr, n.mtu, n.s.Encap)
+	// The IPv6 network, subnet and address, whichever of the above holds
+	// them (dual stack: the second; IPv6 only: the same as above).
+	net6, sub6, addr6 := n.s.Network6, l.Subnet6, l.Addr6
+	if n.s.Network.Addr().Is6() {
+		net6, sub6, addr6 = n.s.Network, l.Subnet, l.Addr
+	}
+	if net6.IsValid() {
+		fmt.Fprintf(&b, "WEFT_IPV6_NETWORK=%s\nWEFT_IPV6_SUBNET=%s\nWEFT_IPV6_ADDRESS=%s\n", net6, sub6, addr6)
+	}
 	if n.s.FlannelCompat {
-		// flannel writes the subnet's first host address: the CNI bridge's.
-		fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\nFLANNEL_MTU=%d\nFLANNEL_IPMASQ=false\n",
-			n.s.Network, netip.PrefixFrom(l.Subnet.Addr().Next(), l.Subnet.Bits()), n.mtu)
+		// As flannel writes them: FLANNEL_NETWORK and FLANNEL_SUBNET for
+		// IPv4, FLANNEL_IPV6_* for IPv6, each subnet with its first host
+		// address (the CNI bridge's).
+		if n.s.Network.Addr().Is4() {
+			fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\n", n.s.Network, netip.PrefixFrom(l.Subnet.Addr().Next(), l.Subnet.Bits()))
+		}
+		if net6.IsValid() {
+			fmt.Fprintf(&b, "FLANNEL_IPV6_NETWORK=%s\nFLANNEL_IPV6_SUBNET=%s\n", net6, netip.PrefixFrom(sub6.Addr().Next(), sub6.Bits()))
+		}
+		fmt.Fprintf(&b, "FLANNEL_MTU=%d\nFLANNEL_IPMASQ=false\n", n.mtu)
 	}
 	if err := os.MkdirAll(filepath.Dir(n.s.SubnetFile), 0o755); err != nil {
 		return fmt.Errorf("subnet file --subnet-file: %w", err)

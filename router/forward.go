@@ -318,10 +318,10 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 		case !ok:
 			drops[DropMalformed]++
 			continue
-		case !e.peer.Subnet.Contains(isrc):
+		case !e.peer.owns(isrc):
 			drops[DropSpoofed]++
 			continue
-		case !t.local.Contains(idst):
+		case !t.isLocal(idst):
 			drops[DropNotLocal]++
 			continue
 		}
@@ -376,12 +376,14 @@ func (r *worker) checkVXLAN(t *Table, d []byte, src netip.AddrPort, e *entry) (v
 		return dropped, DropMalformed
 	case f.VNI != r.cfg.VNI:
 		return dropped, DropVNIMismatch
-	case f.Dst != t.mac && f.Dst != encap.Broadcast:
+	case f.Dst != t.mac && f.Dst != encap.Broadcast && (f.Dst != t.solMAC || t.solMAC.IsZero()):
 		return dropped, DropNotOurMAC
 	}
 	switch f.EtherType {
-	case encap.EtherTypeIPv4, encap.EtherTypeIPv6:
+	case encap.EtherTypeIPv4:
 		return deliver, 0
+	case encap.EtherTypeIPv6:
+		return r.checkNDP(t, d, src, e)
 	case encap.EtherTypeARP:
 		if !encap.ARPReply(d[encap.VXLANHeaderLen:], t.mac, t.localAddr) {
 			return dropped, DropBadEtherType
@@ -393,4 +395,23 @@ func (r *worker) checkVXLAN(t *Table, d []byte, src netip.AddrPort, e *entry) (v
 		return answered, 0
 	}
 	return dropped, DropBadEtherType
+}
+
+// checkNDP answers a Neighbor Solicitation for our IPv6 VTEP address, as
+// checkVXLAN answers ARP; any other IPv6 packet is delivered (and checked
+// like every other).
+func (r *worker) checkNDP(t *Table, d []byte, src netip.AddrPort, e *entry) (verdict, DropReason) {
+	eth := d[encap.VXLANHeaderLen:]
+	if !t.localAddr6.IsValid() || !encap.IsNeighborSolicitation(eth) {
+		return deliver, 0
+	}
+	reply, ok := encap.NDPReply(eth, t.mac, t.localAddr6)
+	if !ok {
+		return deliver, 0 // not for us: dropped as not_local, as before
+	}
+	dst := netip.AddrPortFrom(src.Addr(), e.peer.Underlay.Port())
+	if err := r.In.WriteOne(d[:encap.VXLANHeaderLen+len(reply)], dst); err != nil {
+		return dropped, DropSendError
+	}
+	return answered, 0
 }

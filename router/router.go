@@ -37,10 +37,14 @@ type Config struct {
 	Name      string       // this host
 	Local     netip.Prefix // our subnet
 	LocalAddr netip.Addr   // the TUN's address (answered in ARP)
-	Claimed   int64        // unix ms when we claimed Local
-	Encap     encap.Kind
-	VNI       uint32
-	MAC       encap.MAC // our VTEP MAC
+	// Local6 and LocalAddr6 are a dual-stack host's IPv6 subnet and TUN
+	// address beside the IPv4 Local (invalid: single stack).
+	Local6     netip.Prefix
+	LocalAddr6 netip.Addr
+	Claimed    int64 // unix ms when we claimed Local
+	Encap      encap.Kind
+	VNI        uint32
+	MAC        encap.MAC // our VTEP MAC
 
 	Direct DirectMode
 	OnLink func(netip.Addr) bool // is an underlay address on our L2 segment?
@@ -125,10 +129,22 @@ func New(cfg Config, workers ...Worker) *Router {
 
 // Local is this host's identity in the overlay.
 type Local struct {
-	Subnet  netip.Prefix
-	Addr    netip.Addr
+	Subnet netip.Prefix
+	Addr   netip.Addr
+	// Subnet6 and Addr6 are a dual-stack host's IPv6 subnet and address
+	// beside the IPv4 Subnet (invalid: single stack).
+	Subnet6 netip.Prefix
+	Addr6   netip.Addr
 	MAC     encap.MAC
 	Claimed int64
+}
+
+// Subnets are the local subnets, one or two.
+func (l Local) Subnets() []netip.Prefix {
+	if l.Subnet6.IsValid() {
+		return []netip.Prefix{l.Subnet, l.Subnet6}
+	}
+	return []netip.Prefix{l.Subnet}
 }
 
 // SetLocal changes our subnet, address, VTEP MAC and claim time (after a
@@ -136,6 +152,7 @@ type Local struct {
 func (r *Router) SetLocal(l Local) []Conflict {
 	r.mu.Lock()
 	r.cfg.Local, r.cfg.LocalAddr, r.cfg.MAC, r.cfg.Claimed = l.Subnet, l.Addr, l.MAC, l.Claimed
+	r.cfg.Local6, r.cfg.LocalAddr6 = l.Subnet6, l.Addr6
 	peers := r.peers
 	r.mu.Unlock()
 	return r.SetPeers(peers)
@@ -144,9 +161,24 @@ func (r *Router) SetLocal(l Local) []Conflict {
 // newTable builds a table for peers around the local identity. r.mu is held
 // (or the router is not yet shared).
 func (r *Router) newTable(peers []Peer) *Table {
-	t, _, _ := buildTable(r.cfg.Local, r.cfg.Claimed, r.cfg.Name, peers)
-	t.localAddr, t.mac = r.cfg.LocalAddr, r.cfg.MAC
+	t, _, _ := buildTableDual(r.cfg.Local, r.cfg.Local6, r.cfg.Claimed, r.cfg.Name, peers)
+	r.setIdentity(t)
 	return t
+}
+
+// setIdentity gives t our addresses and MAC. r.mu is held (or the router
+// is not yet shared).
+func (r *Router) setIdentity(t *Table) {
+	t.localAddr, t.mac = r.cfg.LocalAddr, r.cfg.MAC
+	switch {
+	case r.cfg.LocalAddr6.IsValid():
+		t.localAddr6 = r.cfg.LocalAddr6
+	case r.cfg.LocalAddr.Is6():
+		t.localAddr6 = r.cfg.LocalAddr
+	}
+	if t.localAddr6.IsValid() {
+		t.solMAC = encap.SolicitedNodeMAC(t.localAddr6)
+	}
 }
 
 // SetPeers replaces the peer set: it builds and swaps in a new route table
@@ -156,8 +188,8 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	peers = slices.Clone(peers)
-	t, conflicts, reasons := buildTable(r.cfg.Local, r.cfg.Claimed, r.cfg.Name, peers)
-	t.localAddr, t.mac = r.cfg.LocalAddr, r.cfg.MAC
+	t, conflicts, reasons := buildTableDual(r.cfg.Local, r.cfg.Local6, r.cfg.Claimed, r.cfg.Name, peers)
+	r.setIdentity(t)
 
 	wantDirect := map[netip.Prefix]netip.Addr{}
 	viaOf := map[string]Via{}
@@ -174,11 +206,21 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 		switch {
 		case r.cfg.Direct != DirectOff && onLink:
 			e.via = ViaDirect
-			wantDirect[e.peer.Subnet] = e.peer.Underlay.Addr()
+			for _, sub := range e.peer.subnets() {
+				if sub.Addr().Is6() && e.peer.Underlay.Addr().Is4() {
+					// The kernel takes no IPv6 route through an IPv4
+					// gateway (IPv6 has no RTA_VIA): the IPv6 subnet
+					// of a peer on an IPv4 underlay stays in the tunnel.
+					continue
+				}
+				wantDirect[sub] = e.peer.Underlay.Addr()
+			}
 		case r.cfg.Direct == DirectOnly:
 			e.via = ViaNone
 			reasons[e.peer.Name] = "not on-link: host-gw cannot reach it"
-			t.lpm.Delete(e.peer.Subnet)
+			for _, sub := range e.peer.subnets() {
+				t.lpm.Delete(sub)
+			}
 			lpmChanged = true
 			viaOf[e.peer.Name] = ViaNone
 			continue
@@ -263,6 +305,7 @@ func (r *Router) RemoveRoutes() {
 type PeerStatus struct {
 	Name      string    `json:"name"`
 	Subnet    string    `json:"subnet"`
+	Subnet6   string    `json:"subnet6,omitempty"` // a dual-stack peer's IPv6 subnet
 	Underlay  string    `json:"underlay"`
 	State     string    `json:"state"`
 	Static    bool      `json:"static"`
@@ -287,6 +330,9 @@ func (r *Router) Status() []PeerStatus {
 		}
 		if p.Subnet.IsValid() {
 			s.Subnet = p.Subnet.String()
+		}
+		if p.Subnet6.IsValid() {
+			s.Subnet6 = p.Subnet6.String()
 		}
 		if p.Underlay.IsValid() {
 			s.Underlay = p.Underlay.String()

@@ -13,8 +13,11 @@ import (
 
 // Peer is another host of the overlay as the control plane sees it.
 type Peer struct {
-	Name     string
-	Subnet   netip.Prefix
+	Name   string
+	Subnet netip.Prefix
+	// Subnet6 is a dual-stack peer's IPv6 subnet beside its IPv4 Subnet
+	// (invalid for a single-stack peer).
+	Subnet6  netip.Prefix
 	Underlay netip.AddrPort // data-plane address
 	MAC      encap.MAC      // VTEP MAC (vxlan)
 	State    string         // alive, suspect, dead, left or static
@@ -33,6 +36,25 @@ type Peer struct {
 // routable reports whether traffic may flow to and from the peer.
 func (p *Peer) routable() bool {
 	return p.Static || p.State == "alive" || p.State == "suspect"
+}
+
+// subnets are the peer's one or two subnets.
+func (p *Peer) subnets() []netip.Prefix {
+	if p.Subnet6.IsValid() {
+		return []netip.Prefix{p.Subnet, p.Subnet6}
+	}
+	return []netip.Prefix{p.Subnet}
+}
+
+// owns reports whether a lies in one of the peer's subnets (the inbound
+// spoofing check, per family).
+func (p *Peer) owns(a netip.Addr) bool {
+	return p.Subnet.Contains(a) || p.Subnet6.Contains(a)
+}
+
+// isLocal reports whether a lies in one of our subnets.
+func (t *Table) isLocal(a netip.Addr) bool {
+	return t.local.Contains(a) || t.local6.Contains(a)
 }
 
 // Via says how a peer is reached.
@@ -56,12 +78,15 @@ type entry struct {
 // Table is an immutable snapshot of where every overlay address lives.
 // Forwarding loops load it once per batch through an atomic pointer.
 type Table struct {
-	local     netip.Prefix // our subnet
-	localAddr netip.Addr   // our TUN address (answered in ARP)
-	mac       encap.MAC    // our VTEP MAC
-	lpm       bart.Table[*entry]
-	byAddr    map[netip.Addr]*entry
-	entries   []*entry
+	local      netip.Prefix // our subnet
+	local6     netip.Prefix // our IPv6 subnet beside an IPv4 local (dual stack)
+	localAddr  netip.Addr   // our TUN address (answered in ARP)
+	localAddr6 netip.Addr   // our IPv6 TUN address, if any (answered in Neighbor Discovery)
+	solMAC     encap.MAC    // the solicited-node multicast MAC of localAddr6
+	mac        encap.MAC    // our VTEP MAC
+	lpm        bart.Table[*entry]
+	byAddr     map[netip.Addr]*entry
+	entries    []*entry
 }
 
 // Conflict records a peer refused a route because its subnet overlaps one
@@ -86,7 +111,15 @@ func (c Conflict) String() string {
 // smaller name. A peer that overlaps our subnet is never routed, whichever
 // claim was first; the returned Conflict says who won by the rule.
 func buildTable(local netip.Prefix, localClaimed int64, localName string, peers []Peer) (*Table, []Conflict, map[string]string) {
-	t := &Table{local: local, byAddr: make(map[netip.Addr]*entry)}
+	return buildTableDual(local, netip.Prefix{}, localClaimed, localName, peers)
+}
+
+// buildTableDual is buildTable for a host with up to two subnets, one per
+// family (local6 invalid: single stack). A peer is routed with both of its
+// subnets or not at all: one that overlaps a claim in either family is
+// refused, and the Conflict names the subnet at fault.
+func buildTableDual(local, local6 netip.Prefix, localClaimed int64, localName string, peers []Peer) (*Table, []Conflict, map[string]string) {
+	t := &Table{local: local, local6: local6, byAddr: make(map[netip.Addr]*entry)}
 	reasons := make(map[string]string)
 	cands := make([]*Peer, 0, len(peers))
 	for i := range peers {
@@ -110,28 +143,37 @@ func buildTable(local netip.Prefix, localClaimed int64, localName string, peers 
 		pfx  netip.Prefix
 	}
 	accepted := []claim{{"", local}}
+	if local6.IsValid() {
+		accepted = append(accepted, claim{"", local6})
+	}
 	var conflicts []Conflict
 	for _, p := range cands {
 		var winner *claim
-		for i := range accepted {
-			if accepted[i].pfx.Overlaps(p.Subnet) {
-				winner = &accepted[i]
-				break
+		var theirs netip.Prefix
+	find:
+		for _, sub := range p.subnets() {
+			for i := range accepted {
+				if accepted[i].pfx.Overlaps(sub) {
+					winner, theirs = &accepted[i], sub
+					break find
+				}
 			}
 		}
 		if winner != nil {
-			c := Conflict{Loser: p.Name, Winner: winner.name, Subnet: p.Subnet}
+			c := Conflict{Loser: p.Name, Winner: winner.name, Subnet: theirs}
 			if winner.name == "" && (p.Claimed < localClaimed || (p.Claimed == localClaimed && p.Name < localName)) {
-				c = Conflict{Loser: "", Winner: p.Name, Subnet: local}
+				c = Conflict{Loser: "", Winner: p.Name, Subnet: winner.pfx}
 			}
 			conflicts = append(conflicts, c)
 			reasons[p.Name] = "subnet conflict"
 			continue
 		}
-		accepted = append(accepted, claim{p.Name, p.Subnet})
 		e := &entry{peer: *p, ep: encap.NewEndpoint(p.Underlay), via: ViaTunnel}
+		for _, sub := range p.subnets() {
+			accepted = append(accepted, claim{p.Name, sub})
+			t.lpm.Insert(sub, e)
+		}
 		t.entries = append(t.entries, e)
-		t.lpm.Insert(p.Subnet, e)
 		t.byAddr[p.Underlay.Addr()] = e
 	}
 	return t, conflicts, reasons

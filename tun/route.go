@@ -37,9 +37,18 @@ func (r Route) netlink() *netlink.Route {
 	if r.Src.IsValid() {
 		nr.Src = r.Src.AsSlice()
 	}
-	if r.Via.IsValid() {
+	switch {
+	case r.Via.IsValid() && r.Via.Is6() != r.Dst.Addr().Is6():
+		// A gateway of the other family (an IPv4 overlay over an IPv6
+		// underlay, or the reverse): RTA_VIA, as "ip route ... via inet6".
+		family := netlink.FAMILY_V4
+		if r.Via.Is6() {
+			family = netlink.FAMILY_V6
+		}
+		nr.Via = &netlink.Via{AddrFamily: family, Addr: r.Via.AsSlice()}
+	case r.Via.IsValid():
 		nr.Gw = r.Via.AsSlice()
-	} else {
+	default:
 		nr.Scope = netlink.SCOPE_LINK
 	}
 	return nr
@@ -77,6 +86,10 @@ func OurRoutes() ([]Route, error) {
 			r := Route{Dst: ipNetToPrefix(nr.Dst), LinkIndex: nr.LinkIndex}
 			if a, ok := netip.AddrFromSlice(nr.Gw); ok {
 				r.Via = a.Unmap()
+			} else if via, ok := nr.Via.(*netlink.Via); ok {
+				if a, ok := netip.AddrFromSlice(via.Addr); ok {
+					r.Via = a.Unmap()
+				}
 			}
 			out = append(out, r)
 		}

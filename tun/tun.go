@@ -43,6 +43,9 @@ type Config struct {
 	// overlay network (flannel0 style), e.g. 10.244.1.0/16: the kernel then
 	// routes the whole network through the device.
 	Addr netip.Prefix
+	// Addr6 is a dual-stack host's IPv6 address beside the IPv4 Addr, with
+	// the IPv6 network's prefix length (invalid: single stack).
+	Addr6 netip.Prefix
 	// NoOffload opens the device without the virtio-net header: no TSO/USO
 	// superpackets, no GRO, one packet per read and write (flannel udp's
 	// design, for comparison and for kernels with broken offloads).
@@ -220,9 +223,18 @@ func (d *Device) configure(cfg Config) error {
 	// No IPv6 link-local address: a TUN has no neighbours, and the
 	// kernel's router solicitations would only be dropped as no_route.
 	_ = netlink.LinkSetIP6AddrGenMode(link, addrGenModeNone)
-	addr := &netlink.Addr{IPNet: prefixToIPNet(cfg.Addr)}
-	if err := netlink.AddrReplace(link, addr); err != nil {
-		return fmt.Errorf("add address %s to %s: %w", cfg.Addr, cfg.Name, err)
+	for _, a := range []netip.Prefix{cfg.Addr, cfg.Addr6} {
+		if !a.IsValid() {
+			continue
+		}
+		addr := &netlink.Addr{IPNet: prefixToIPNet(a)}
+		if a.Addr().Is6() {
+			// A TUN has no neighbours to detect a duplicate with.
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrReplace(link, addr); err != nil {
+			return fmt.Errorf("add address %s to %s: %w", a, cfg.Name, err)
+		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring %s up: %w", cfg.Name, err)
@@ -244,7 +256,11 @@ func (d *Device) SetAddress(next, old netip.Prefix) error {
 			return fmt.Errorf("remove address %s from %s: %w", old, d.name, err)
 		}
 	}
-	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: prefixToIPNet(next)}); err != nil {
+	addr := &netlink.Addr{IPNet: prefixToIPNet(next)}
+	if next.Addr().Is6() {
+		addr.Flags = unix.IFA_F_NODAD
+	}
+	if err := netlink.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("add address %s to %s: %w", next, d.name, err)
 	}
 	return nil

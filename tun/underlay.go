@@ -35,16 +35,19 @@ func (u Underlay) IsOnLink(a netip.Addr) bool {
 // FindUnderlay finds the underlay interface and address. With iface set, it
 // is that interface (and want, if valid, must be one of its addresses);
 // otherwise it is the interface holding want, or, with neither, the
-// interface of the default route.
+// interface of the default route. An unspecified want (0.0.0.0 or ::) asks
+// for any address of its family; an invalid one for an IPv4 address, or
+// an IPv6 one if the interface has no IPv4 address (an IPv6-only underlay).
 func FindUnderlay(iface string, want netip.Addr) (Underlay, error) {
 	var link netlink.Link
 	var err error
+	pinned := want.IsValid() && !want.IsUnspecified()
 	switch {
 	case iface != "":
 		if link, err = netlink.LinkByName(iface); err != nil {
 			return Underlay{}, fmt.Errorf("interface %q: %w", iface, err)
 		}
-	case want.IsValid():
+	case pinned:
 		if link, err = linkWithAddr(want); err != nil {
 			return Underlay{}, err
 		}
@@ -53,9 +56,30 @@ func FindUnderlay(iface string, want netip.Addr) (Underlay, error) {
 			return Underlay{}, err
 		}
 	}
+	families := []bool{false, true} // IPv4 first, then IPv6
+	if want.IsValid() {
+		families = []bool{want.Is6()}
+	}
+	var u Underlay
+	for _, v6 := range families {
+		if u, err = underlayOf(link, want, pinned, v6); err != nil || u.Addr.IsValid() {
+			break
+		}
+	}
+	if err != nil {
+		return Underlay{}, err
+	}
+	if !u.Addr.IsValid() {
+		return Underlay{}, fmt.Errorf("interface %s has no usable address", u.Iface)
+	}
+	return u, nil
+}
+
+// underlayOf is link as the underlay with its addresses of one family.
+func underlayOf(link netlink.Link, want netip.Addr, pinned, v6 bool) (Underlay, error) {
 	u := Underlay{Iface: link.Attrs().Name, Index: link.Attrs().Index, MTU: link.Attrs().MTU}
 	family := netlink.FAMILY_V4
-	if want.Is6() {
+	if v6 {
 		family = netlink.FAMILY_V6
 	}
 	addrs, err := netlink.AddrList(link, family)
@@ -69,17 +93,14 @@ func FindUnderlay(iface string, want netip.Addr) (Underlay, error) {
 		}
 		u.OnLink = append(u.OnLink, p.Masked())
 		u.Addrs = append(u.Addrs, p.Addr())
-		if !u.Addr.IsValid() && (!want.IsValid() || p.Addr() == want) {
+		if !u.Addr.IsValid() && (!pinned || p.Addr() == want) {
 			u.Addr = p.Addr()
 		}
 	}
-	if want.IsValid() && u.Addr != want {
+	if pinned && u.Addr != want {
 		// The advertised address need not be local (a NAT or a VIP in
 		// front of the host); tunnel traffic still leaves through iface.
 		u.Addr = want
-	}
-	if !u.Addr.IsValid() {
-		return Underlay{}, fmt.Errorf("interface %s has no usable address", u.Iface)
 	}
 	return u, nil
 }

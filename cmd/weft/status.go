@@ -16,6 +16,9 @@ func printStatus(w io.Writer, r node.Status) {
 	n := r.Node
 	fmt.Fprintf(w, "node      %s (%s)\n", n.Name, readyWord(n.Ready))
 	fmt.Fprintf(w, "subnet    %s of %s, address %s on %s, MTU %d\n", n.Subnet, n.Network, n.Address, n.TUN, n.MTU)
+	if n.Subnet6 != "" {
+		fmt.Fprintf(w, "subnet6   %s of %s, address %s\n", n.Subnet6, n.Network6, n.Address6)
+	}
 	fmt.Fprintf(w, "underlay  %s on %s, encap %s", n.Underlay, n.Iface, n.Encap)
 	if n.VTEPMAC != "" {
 		fmt.Fprintf(w, " (VNI %d, VTEP MAC %s)", n.VNI, n.VTEPMAC)
@@ -40,7 +43,11 @@ func printStatus(w io.Writer, r node.Status) {
 		if !p.LastSeen.IsZero() {
 			seen = time.Since(p.LastSeen).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Subnet, p.Underlay, p.State, p.Via, seen,
+		subnet := p.Subnet
+		if p.Subnet6 != "" {
+			subnet += "," + p.Subnet6
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, subnet, p.Underlay, p.State, p.Via, seen,
 			bytesHuman(p.TxBytes), bytesHuman(p.RxBytes), p.Reason)
 	}
 	tw.Flush()

@@ -257,13 +257,24 @@ func (h *Host) Attach(seg *Segment, addr netip.Prefix) (string, error) {
 		[]string{"-n", l.sw, "link", "add", swName, "type", "veth", "peer", "name", ifname, "netns", h.ns},
 		[]string{"-n", l.sw, "link", "set", swName, "master", seg.bridge},
 		[]string{"-n", l.sw, "link", "set", swName, "up"},
-		[]string{"-n", h.ns, "addr", "add", addr.String(), "dev", ifname},
+		addrAdd(h.ns, addr, ifname),
 		[]string{"-n", h.ns, "link", "set", ifname, "up"},
 	)
 	if err != nil {
 		return "", fmt.Errorf("netlab: Attach %s to %s: %w", h.name, seg.name, err)
 	}
 	return ifname, nil
+}
+
+// addrAdd is the ip(8) command that gives ifname in ns the address addr. An
+// IPv6 address skips duplicate address detection, so that it is usable at
+// once rather than "tentative" for a second or two.
+func addrAdd(ns string, addr netip.Prefix, ifname string) []string {
+	args := []string{"-n", ns, "addr", "add", addr.String(), "dev", ifname}
+	if addr.Addr().Is6() {
+		args = append(args, "nodad")
+	}
+	return args
 }
 
 // Link connects two hosts directly with a veth pair (no bridge), assigns
@@ -279,8 +290,8 @@ func (l *Lab) Link(h1, h2 *Host, addr1, addr2 netip.Prefix) (string, string, err
 	if1, if2 := h1.nextIf(), h2.nextIf()
 	err := l.ipCmds(
 		[]string{"-n", h1.ns, "link", "add", if1, "type", "veth", "peer", "name", if2, "netns", h2.ns},
-		[]string{"-n", h1.ns, "addr", "add", addr1.String(), "dev", if1},
-		[]string{"-n", h2.ns, "addr", "add", addr2.String(), "dev", if2},
+		addrAdd(h1.ns, addr1, if1),
+		addrAdd(h2.ns, addr2, if2),
 		[]string{"-n", h1.ns, "link", "set", if1, "up"},
 		[]string{"-n", h2.ns, "link", "set", if2, "up"},
 	)

@@ -63,9 +63,13 @@ func (f Files) YAML() string {
 
 // Node is what distinguishes one daemon of a lab from another.
 type Node struct {
-	Name        string
-	Network     netip.Prefix
-	Subnet      netip.Prefix   // invalid: choose one automatically
+	Name    string
+	Network netip.Prefix
+	Subnet  netip.Prefix // invalid: choose one automatically
+	// Network6 and Subnet6 make a dual-stack daemon: the IPv6 network
+	// beside Network, and its subnet (invalid: automatic).
+	Network6    netip.Prefix
+	Subnet6     netip.Prefix
 	PublicIP    netip.Addr     // invalid: follow the underlay interface (see Extra)
 	Join        []string       // seeds, host[:port]
 	MetricsAddr netip.AddrPort // invalid: weft's default (127.0.0.1:9586 in the daemon's namespace)
@@ -80,8 +84,14 @@ func RunArgs(f Files, n Node, extra ...string) []string {
 		panic("weftrun: RunArgs without Files (use FilesIn)")
 	}
 	args := []string{"run", "--name", n.Name, "--network", n.Network.String()}
+	if n.Network6.IsValid() {
+		args = append(args, "--network", n.Network6.String())
+	}
 	if n.Subnet.IsValid() {
 		args = append(args, "--subnet", n.Subnet.String())
+	}
+	if n.Subnet6.IsValid() {
+		args = append(args, "--subnet", n.Subnet6.String())
 	}
 	if n.PublicIP.IsValid() {
 		args = append(args, "--public-ip", n.PublicIP.String())
