@@ -57,6 +57,11 @@ type pathDef struct {
 	Kind pathKind
 	Args []string   // weft run flags that select the mode
 	Via  router.Via // the route weft must report for the peer before measuring
+	// BusyPoll: also pass --busy-poll with the -busy-poll duration.
+	BusyPoll bool
+	// Workers is the worker count the daemons must report (0: the
+	// default, the number of CPUs).
+	Workers int
 }
 
 // pathDefs, in the order they run.
@@ -67,6 +72,10 @@ var pathDefs = []pathDef{
 		Args: []string{"--encap", "udp", "--offload=false"}, Via: "tunnel"},
 	{Name: "weft-udp", Desc: "weft --encap udp: TUN offloads, UDP GSO/GRO, batched syscalls", Kind: kindWeft,
 		Args: []string{"--encap", "udp"}, Via: "tunnel"},
+	{Name: "weft-udp-w1", Desc: "weft --encap udp --workers 1: one forwarding worker, one socket on the data port (the design before workers)", Kind: kindWeft,
+		Args: []string{"--encap", "udp", "--workers", "1"}, Via: "tunnel", Workers: 1},
+	{Name: "weft-udp-bp", Desc: "weft --encap udp --busy-poll D (-busy-poll, default 50us): each worker spins on its TUN queue after a batch", Kind: kindWeft,
+		Args: []string{"--encap", "udp"}, Via: "tunnel", BusyPoll: true},
 	{Name: "weft-vxlan", Desc: "weft --encap vxlan (port 8472), same data path as weft-udp with a VXLAN header", Kind: kindWeft,
 		Args: []string{"--encap", "vxlan"}, Via: "tunnel"},
 	{Name: "weft-direct", Desc: "weft --encap udp --direct-routing: the on-link peer is reached by a plain kernel route", Kind: kindWeft,
@@ -212,6 +221,9 @@ func (b *bench) newDaemons(p pathDef) ([]*daemon, error) {
 		}
 		d := &daemon{host: h, name: name, peer: peer, underlay: underlay, subnet: subnet, files: files}
 		extra := append([]string(nil), p.Args...)
+		if p.BusyPoll {
+			extra = append(extra, "--busy-poll", b.opts.BusyPoll)
+		}
 		if b.opts.Profile {
 			extra = append(extra, "--pprof")
 		}
