@@ -60,7 +60,7 @@ type pathDef struct {
 	// BusyPoll: also pass --busy-poll with the -busy-poll duration.
 	BusyPoll bool
 	// Workers is the worker count the daemons must report (0: the
-	// default, the number of CPUs).
+	// default, the number of CPUs; --offload=false implies 1).
 	Workers int
 }
 
@@ -69,7 +69,7 @@ var pathDefs = []pathDef{
 	{Name: "veth", Desc: "raw veth pair: iperf3 straight to b's underlay address (the ceiling)", Kind: kindVeth},
 	{Name: "kvxlan", Desc: "kernel VXLAN device, VNI 1, port 8472, MTU 1450 (flannel's vxlan backend)", Kind: kindKVXLAN},
 	{Name: "weft-udp-nooff", Desc: "weft --encap udp --offload=false: flannel's udp design, one packet per syscall", Kind: kindWeft,
-		Args: []string{"--encap", "udp", "--offload=false"}, Via: "tunnel"},
+		Args: []string{"--encap", "udp", "--offload=false"}, Via: "tunnel", Workers: 1},
 	{Name: "weft-udp", Desc: "weft --encap udp: TUN offloads, UDP GSO/GRO, batched syscalls", Kind: kindWeft,
 		Args: []string{"--encap", "udp"}, Via: "tunnel"},
 	{Name: "weft-udp-w1", Desc: "weft --encap udp --workers 1: one forwarding worker, one socket on the data port (the design before workers)", Kind: kindWeft,
@@ -80,6 +80,17 @@ var pathDefs = []pathDef{
 		Args: []string{"--encap", "vxlan"}, Via: "tunnel"},
 	{Name: "weft-direct", Desc: "weft --encap udp --direct-routing: the on-link peer is reached by a plain kernel route", Kind: kindWeft,
 		Args: []string{"--encap", "udp", "--direct-routing"}, Via: "direct"},
+}
+
+// defaultWorkers says whether the path runs weft's default worker count
+// (no --workers flag).
+func (p pathDef) defaultWorkers() bool {
+	for _, a := range p.Args {
+		if a == "--workers" || strings.HasPrefix(a, "--workers=") {
+			return false
+		}
+	}
+	return true
 }
 
 func allPathNames() []string {

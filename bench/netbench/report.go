@@ -269,7 +269,7 @@ func (r *results) evalTargets() []target {
 	var parts []string
 	pass, seen := true, false
 	for _, p := range r.Paths {
-		if def, ok := pathByName(p.Name); ok && def.Workers != 0 {
+		if def, ok := pathByName(p.Name); ok && !def.defaultWorkers() {
 			continue // not the default worker count
 		}
 		for _, d := range p.Daemons {
