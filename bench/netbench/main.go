@@ -73,7 +73,7 @@ func run() int {
 	fs.IntVar(&o.Duration, "duration", 5, "seconds per iperf3 TCP run")
 	fs.IntVar(&o.UDPReps, "udp-reps", 3, "repetitions of the UDP small-datagram test (the table shows the median)")
 	fs.IntVar(&o.UDPDur, "udp-duration", 2, "seconds per iperf3 UDP run")
-	fs.StringVar(&paths, "paths", strings.Join(allPathNames(), ","), "comma-separated paths to measure, in this order: "+strings.Join(allPathNames(), ", "))
+	fs.StringVar(&paths, "paths", strings.Join(defaultPathNames(), ","), "comma-separated paths to measure (\"all\": every one), in this order: "+strings.Join(allPathNames(), ", "))
 	fs.IntVar(&o.Pings, "pings", 20, "echo requests for the RTT (after 3 warm-up pings)")
 	fs.Float64Var(&o.PingIntvl, "ping-interval", 0.05, "seconds between echo requests")
 	fs.IntVar(&o.UDPLen, "udp-len", 64, "UDP datagram payload (iperf3 -l)")

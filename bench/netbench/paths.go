@@ -59,6 +59,8 @@ type pathDef struct {
 	Via  router.Via // the route weft must report for the peer before measuring
 	// BusyPoll: also pass --busy-poll with the -busy-poll duration.
 	BusyPoll bool
+	// Extra paths run only when -paths names them (or "all").
+	Extra bool
 	// Workers is the worker count the daemons must report (0: the
 	// default, the number of CPUs; --offload=false implies 1).
 	Workers int
@@ -76,6 +78,8 @@ var pathDefs = []pathDef{
 		Args: []string{"--encap", "udp", "--workers", "1"}, Via: "tunnel", Workers: 1},
 	{Name: "weft-udp-bp", Desc: "weft --encap udp --busy-poll D (-busy-poll, default 50us): each worker spins on its TUN queue after a batch", Kind: kindWeft,
 		Args: []string{"--encap", "udp"}, Via: "tunnel", BusyPoll: true},
+	{Name: "weft-udp-fullcsum", Desc: "weft --encap udp --partial-checksums=false: full inner checksums in software, for an A/B of partial checksums (only when named)", Kind: kindWeft,
+		Args: []string{"--encap", "udp", "--partial-checksums=false"}, Via: "tunnel", Extra: true},
 	{Name: "weft-vxlan", Desc: "weft --encap vxlan (port 8472), same data path as weft-udp with a VXLAN header", Kind: kindWeft,
 		Args: []string{"--encap", "vxlan"}, Via: "tunnel"},
 	{Name: "weft-direct", Desc: "weft --encap udp --direct-routing: the on-link peer is reached by a plain kernel route", Kind: kindWeft,
@@ -97,6 +101,17 @@ func allPathNames() []string {
 	var names []string
 	for _, p := range pathDefs {
 		names = append(names, p.Name)
+	}
+	return names
+}
+
+// defaultPathNames are the paths of a run without -paths.
+func defaultPathNames() []string {
+	var names []string
+	for _, p := range pathDefs {
+		if !p.Extra {
+			names = append(names, p.Name)
+		}
 	}
 	return names
 }

@@ -308,6 +308,11 @@ func (r *results) comparisons() []string {
 			f(tcpMedian(w.TCP1), tcpMedian(w1.TCP1)), f(tcpMedian(w.TCP4), tcpMedian(w1.TCP4)), f(tcpMedian(w.TCP8), tcpMedian(w1.TCP8)),
 			f(udpPPS(w.UDP), udpPPS(w1.UDP)), f(perCore(w.TCP1), perCore(w1.TCP1))))
 	}
+	if fc := r.path("weft-udp-fullcsum"); w != nil && fc != nil {
+		out = append(out, fmt.Sprintf("partial checksums (weft-udp vs weft-udp-fullcsum): TCP 1 %s, TCP 4 %s, TCP 8 %s, UDP %s, Gbit/s per busy core %s",
+			f(tcpMedian(w.TCP1), tcpMedian(fc.TCP1)), f(tcpMedian(w.TCP4), tcpMedian(fc.TCP4)), f(tcpMedian(w.TCP8), tcpMedian(fc.TCP8)),
+			f(udpPPS(w.UDP), udpPPS(fc.UDP)), f(perCore(w.TCP1), perCore(fc.TCP1))))
+	}
 	if w != nil && bp != nil {
 		s := fmt.Sprintf("busy poll (weft-udp-bp vs weft-udp): TCP 1 %s, TCP 4 %s, UDP %s", f(tcpMedian(bp.TCP1), tcpMedian(w.TCP1)),
 			f(tcpMedian(bp.TCP4), tcpMedian(w.TCP4)), f(udpPPS(bp.UDP), udpPPS(w.UDP)))
