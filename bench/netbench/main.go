@@ -88,7 +88,7 @@ func run() int {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./bench/netbench [flags]   (as root)\n\npaths:\n")
 		for _, p := range pathDefs {
-			fmt.Fprintf(fs.Output(), "  %-15s %s\n", p.Name, p.Desc)
+			fmt.Fprintf(fs.Output(), "  %-18s %s\n", p.Name, p.Desc)
 		}
 		fmt.Fprintln(fs.Output(), "\nflags:")
 		fs.PrintDefaults()
