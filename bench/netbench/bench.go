@@ -64,7 +64,7 @@ func (b *bench) estimate() time.Duration {
 	var total time.Duration = 2 * time.Second    // lab
 	for _, n := range o.Paths {
 		p, _ := pathByName(n)
-		t := time.Duration(2*o.Reps)*(d+iperfOverhead) +
+		t := time.Duration(3*o.Reps)*(d+iperfOverhead) +
 			time.Duration(o.UDPReps)*(time.Duration(o.UDPDur)*time.Second+iperfOverhead) +
 			time.Duration(float64(o.Pings)*o.PingIntvl*float64(time.Second)) + time.Second // warm-up + ping
 		switch p.Kind {
@@ -172,6 +172,7 @@ func (b *bench) run(ctx context.Context) int {
 	res.Machine.LoadAvgEnd = loadAvg()
 	res.computeRatios()
 	res.Targets = res.evalTargets()
+	res.Comparisons = res.comparisons()
 	res.Failed = failed
 
 	fmt.Println()
@@ -291,10 +292,18 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 			if st, err := d.status(ctx); err == nil {
 				pr.Daemons[i].MTU = st.Node.MTU
 				pr.Daemons[i].Offloads = st.Node.Offloads
+				pr.Daemons[i].Workers = st.Node.Workers
+				want := p.Workers
+				if want == 0 {
+					want = min(runtime.NumCPU(), 256)
+				}
+				if st.Node.Workers != want {
+					pr.DaemonIssues = append(pr.DaemonIssues, fmt.Sprintf("weft on %s runs %d workers, want %d (a refused multi-queue TUN?)", d.name, st.Node.Workers, want))
+				}
 			}
 		}
-		fmt.Printf("   weft up in %s (pids a=%d b=%d, MTU %d, offloads %s)\n", fmtDur(time.Since(ts)),
-			ds[0].proc.PID(), ds[1].proc.PID(), pr.Daemons[0].MTU, fmtOffloads(pr.Daemons[0].Offloads))
+		fmt.Printf("   weft up in %s (pids a=%d b=%d, %d/%d workers, MTU %d, offloads %s)\n", fmtDur(time.Since(ts)),
+			ds[0].proc.PID(), ds[1].proc.PID(), pr.Daemons[0].Workers, pr.Daemons[1].Workers, pr.Daemons[0].MTU, fmtOffloads(pr.Daemons[0].Offloads))
 	}
 
 	if err := b.waitReachable(ctx, dst, 10*time.Second); err != nil {
@@ -345,18 +354,25 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 		return true
 	}
 
-	// TCP, 1 and 4 streams.
-	for _, streams := range []int{1, 4} {
+	// TCP, 1, 4 and 8 streams, with the machine's busy cores per run.
+	for _, streams := range []int{1, 4, 8} {
 		ts := &tcpStat{Streams: streams}
 		for rep := 1; rep <= o.Reps && ctx.Err() == nil; rep++ {
-			r, err := b.iperf3(ctx, dst, netlab.IPerf3Options{Seconds: o.Duration, Streams: streams})
+			r, mc, err := b.iperf3CPU(ctx, dst, netlab.IPerf3Options{Seconds: o.Duration, Streams: streams})
 			if err != nil {
 				errf("TCP %d stream(s), rep %d: %v", streams, rep, err)
 				continue
 			}
-			ts.Reps = append(ts.Reps, tcpRep{ReceivedBPS: r.ReceivedBPS, SentBPS: r.SentBPS, Retransmits: r.Retransmits, Seconds: r.Seconds})
+			tr := tcpRep{ReceivedBPS: r.ReceivedBPS, SentBPS: r.SentBPS, Retransmits: r.Retransmits, Seconds: r.Seconds, CPU: mc}
+			if mc != nil {
+				tr.BusyCores = mc.BusyCores
+				if mc.BusyCores > 0 {
+					tr.GbpsPerBusyCore = round3(r.ReceivedBPS / 1e9 / mc.BusyCores)
+				}
+			}
+			ts.Reps = append(ts.Reps, tr)
 			if o.Verbose {
-				fmt.Printf("   tcp%d rep %d: %s\n", streams, rep, r)
+				fmt.Printf("   tcp%d rep %d: %s; machine: %s\n", streams, rep, r, mc)
 			}
 		}
 		if len(ts.Reps) > 0 {
@@ -366,12 +382,29 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 			}
 			ts.MedianBPS = median(v)
 			ts.MinBPS, ts.MaxBPS = minMax(v)
-			fmt.Printf("   TCP %d stream(s): median %s Gbit/s of %d (min %s, max %s)\n", streams, gbps(ts.MedianBPS), len(v), gbps(ts.MinBPS), gbps(ts.MaxBPS))
+			var busy, per []float64
+			var mcs []*machineCPU
+			for _, r := range ts.Reps {
+				if r.CPU != nil && r.BusyCores > 0 {
+					busy = append(busy, r.BusyCores)
+					per = append(per, r.GbpsPerBusyCore)
+					mcs = append(mcs, r.CPU)
+				}
+			}
+			ts.BusyCores, ts.GbpsPerBusyCore, ts.CPU = round3(median(busy)), round3(median(per)), meanCPU(mcs)
+			fmt.Printf("   TCP %d stream(s): median %s Gbit/s of %d (min %s, max %s); machine %.2f busy cores, %.2f Gbit/s per busy core\n",
+				streams, gbps(ts.MedianBPS), len(v), gbps(ts.MinBPS), gbps(ts.MaxBPS), ts.BusyCores, ts.GbpsPerBusyCore)
+			if ts.CPU != nil {
+				fmt.Printf("     machine over the runs: %s\n", ts.CPU)
+			}
 		}
-		if streams == 1 {
+		switch streams {
+		case 1:
 			pr.TCP1 = ts
-		} else {
+		case 4:
 			pr.TCP4 = ts
+		default:
+			pr.TCP8 = ts
 		}
 		account(fmt.Sprintf("tcp%d", streams))
 		if !alive() {

@@ -52,6 +52,7 @@ type options struct {
 	PingIntvl  float64  `json:"ping_interval_s"`
 	UDPLen     int      `json:"udp_len"`
 	UDPRate    string   `json:"udp_rate"`
+	BusyPoll   string   `json:"busy_poll"`
 	Profile    bool     `json:"profile"`
 	ProfileSec int      `json:"profile_s"`
 	WeftBin    string   `json:"weft_bin,omitempty"`
@@ -72,11 +73,12 @@ func run() int {
 	fs.IntVar(&o.Duration, "duration", 5, "seconds per iperf3 TCP run")
 	fs.IntVar(&o.UDPReps, "udp-reps", 3, "repetitions of the UDP small-datagram test (the table shows the median)")
 	fs.IntVar(&o.UDPDur, "udp-duration", 2, "seconds per iperf3 UDP run")
-	fs.StringVar(&paths, "paths", strings.Join(allPathNames(), ","), "comma-separated paths to measure, in this order: "+strings.Join(allPathNames(), ", "))
+	fs.StringVar(&paths, "paths", strings.Join(defaultPathNames(), ","), "comma-separated paths to measure (\"all\": every one), in this order: "+strings.Join(allPathNames(), ", "))
 	fs.IntVar(&o.Pings, "pings", 20, "echo requests for the RTT (after 3 warm-up pings)")
 	fs.Float64Var(&o.PingIntvl, "ping-interval", 0.05, "seconds between echo requests")
 	fs.IntVar(&o.UDPLen, "udp-len", 64, "UDP datagram payload (iperf3 -l)")
 	fs.StringVar(&o.UDPRate, "udp-rate", "0", "UDP target bitrate (iperf3 -b; 0 = as fast as the sender can)")
+	fs.StringVar(&o.BusyPoll, "busy-poll", "50us", "weft --busy-poll duration of the weft-udp-bp path")
 	fs.BoolVar(&o.Profile, "profile", false, "capture a CPU profile of the sending weft (and the receiving one) during an extra TCP 1-stream run; needs weft --pprof")
 	fs.IntVar(&o.ProfileSec, "profile-seconds", 5, "length of the CPU profile")
 	fs.StringVar(&o.WeftBin, "weft", "", "use this weft binary instead of building ./cmd/weft")
@@ -86,7 +88,7 @@ func run() int {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./bench/netbench [flags]   (as root)\n\npaths:\n")
 		for _, p := range pathDefs {
-			fmt.Fprintf(fs.Output(), "  %-15s %s\n", p.Name, p.Desc)
+			fmt.Fprintf(fs.Output(), "  %-18s %s\n", p.Name, p.Desc)
 		}
 		fmt.Fprintln(fs.Output(), "\nflags:")
 		fs.PrintDefaults()
@@ -117,6 +119,11 @@ func run() int {
 		err = errors.New("-udp-len must be 16-1400")
 	case o.ProfileSec < 1 || o.ProfileSec > 60:
 		err = errors.New("-profile-seconds must be 1-60")
+	}
+	if err == nil {
+		if d, perr := time.ParseDuration(o.BusyPoll); perr != nil || d <= 0 || d > time.Second {
+			err = fmt.Errorf("-busy-poll %q: want a duration above 0 and at most 1s, such as 50us", o.BusyPoll)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "netbench:", err)

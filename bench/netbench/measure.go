@@ -68,17 +68,29 @@ func (b *bench) startIPerf3Server(ctx context.Context, port int) (*netlab.Proc, 
 // connection, a broken control connection) is retried once with a new
 // server; the first error is printed.
 func (b *bench) iperf3(ctx context.Context, dst netip.Addr, o netlab.IPerf3Options) (netlab.IPerf3Result, error) {
+	res, _, err := b.iperf3CPU(ctx, dst, o)
+	return res, err
+}
+
+// iperf3CPU is iperf3, and also returns the machine's CPU use (/proc/stat)
+// over the successful client run (server start-up excluded).
+func (b *bench) iperf3CPU(ctx context.Context, dst netip.Addr, o netlab.IPerf3Options) (netlab.IPerf3Result, *machineCPU, error) {
 	var res netlab.IPerf3Result
+	var mc *machineCPU
 	var lastErr error
 	for attempt := 1; attempt <= 2; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return res, err
+			return res, nil, err
 		}
 		port := b.nextPort()
 		srv, err := b.startIPerf3Server(ctx, port)
 		if err == nil {
 			o.Port = port
+			before, serr := readProcStat()
 			res, err = b.a.IPerf3Client(ctx, dst, o)
+			if after, aerr := readProcStat(); serr == nil && aerr == nil {
+				mc = cpuDelta(before, after)
+			}
 			// A one-shot server exits by itself after the test.
 			if werr := srv.Wait(2 * time.Second); errors.Is(werr, netlab.ErrNotExited) {
 				_ = srv.Stop(time.Second)
@@ -88,7 +100,7 @@ func (b *bench) iperf3(ctx context.Context, dst netip.Addr, o netlab.IPerf3Optio
 			}
 		}
 		if err == nil {
-			return res, nil
+			return res, mc, nil
 		}
 		lastErr = err
 		if ctx.Err() != nil {
@@ -99,7 +111,7 @@ func (b *bench) iperf3(ctx context.Context, dst netip.Addr, o netlab.IPerf3Optio
 			time.Sleep(500 * time.Millisecond)
 		}
 	}
-	return res, lastErr
+	return res, nil, lastErr
 }
 
 // ping sends warm-up echo requests until one is answered (at most

@@ -57,6 +57,13 @@ type pathDef struct {
 	Kind pathKind
 	Args []string   // weft run flags that select the mode
 	Via  router.Via // the route weft must report for the peer before measuring
+	// BusyPoll: also pass --busy-poll with the -busy-poll duration.
+	BusyPoll bool
+	// Extra paths run only when -paths names them (or "all").
+	Extra bool
+	// Workers is the worker count the daemons must report (0: the
+	// default, the number of CPUs; --offload=false implies 1).
+	Workers int
 }
 
 // pathDefs, in the order they run.
@@ -64,19 +71,47 @@ var pathDefs = []pathDef{
 	{Name: "veth", Desc: "raw veth pair: iperf3 straight to b's underlay address (the ceiling)", Kind: kindVeth},
 	{Name: "kvxlan", Desc: "kernel VXLAN device, VNI 1, port 8472, MTU 1450 (flannel's vxlan backend)", Kind: kindKVXLAN},
 	{Name: "weft-udp-nooff", Desc: "weft --encap udp --offload=false: flannel's udp design, one packet per syscall", Kind: kindWeft,
-		Args: []string{"--encap", "udp", "--offload=false"}, Via: "tunnel"},
+		Args: []string{"--encap", "udp", "--offload=false"}, Via: "tunnel", Workers: 1},
 	{Name: "weft-udp", Desc: "weft --encap udp: TUN offloads, UDP GSO/GRO, batched syscalls", Kind: kindWeft,
 		Args: []string{"--encap", "udp"}, Via: "tunnel"},
+	{Name: "weft-udp-w1", Desc: "weft --encap udp --workers 1: one forwarding worker, one socket on the data port (the design before workers)", Kind: kindWeft,
+		Args: []string{"--encap", "udp", "--workers", "1"}, Via: "tunnel", Workers: 1},
+	{Name: "weft-udp-bp", Desc: "weft --encap udp --busy-poll D (-busy-poll, default 50us): each worker spins on its TUN queue after a batch", Kind: kindWeft,
+		Args: []string{"--encap", "udp"}, Via: "tunnel", BusyPoll: true},
+	{Name: "weft-udp-fullcsum", Desc: "weft --encap udp --partial-checksums=false: full inner checksums in software, for an A/B of partial checksums (only when named)", Kind: kindWeft,
+		Args: []string{"--encap", "udp", "--partial-checksums=false"}, Via: "tunnel", Extra: true},
 	{Name: "weft-vxlan", Desc: "weft --encap vxlan (port 8472), same data path as weft-udp with a VXLAN header", Kind: kindWeft,
 		Args: []string{"--encap", "vxlan"}, Via: "tunnel"},
 	{Name: "weft-direct", Desc: "weft --encap udp --direct-routing: the on-link peer is reached by a plain kernel route", Kind: kindWeft,
 		Args: []string{"--encap", "udp", "--direct-routing"}, Via: "direct"},
 }
 
+// defaultWorkers says whether the path runs weft's default worker count
+// (no --workers flag).
+func (p pathDef) defaultWorkers() bool {
+	for _, a := range p.Args {
+		if a == "--workers" || strings.HasPrefix(a, "--workers=") {
+			return false
+		}
+	}
+	return true
+}
+
 func allPathNames() []string {
 	var names []string
 	for _, p := range pathDefs {
 		names = append(names, p.Name)
+	}
+	return names
+}
+
+// defaultPathNames are the paths of a run without -paths.
+func defaultPathNames() []string {
+	var names []string
+	for _, p := range pathDefs {
+		if !p.Extra {
+			names = append(names, p.Name)
+		}
 	}
 	return names
 }
@@ -212,6 +247,9 @@ func (b *bench) newDaemons(p pathDef) ([]*daemon, error) {
 		}
 		d := &daemon{host: h, name: name, peer: peer, underlay: underlay, subnet: subnet, files: files}
 		extra := append([]string(nil), p.Args...)
+		if p.BusyPoll {
+			extra = append(extra, "--busy-poll", b.opts.BusyPoll)
+		}
 		if b.opts.Profile {
 			extra = append(extra, "--pprof")
 		}
