@@ -436,6 +436,9 @@ func validate(c Config, src source) (node.Settings, error) {
 		s.Workers = *c.Workers
 	}
 	if !s.Offload {
+		if c.Workers != nil && *c.Workers > 1 {
+			return s, bad("workers", "workers", *c.Workers, "--offload=false runs one worker (one packet per system call, as flannel udp)")
+		}
 		s.Workers = 1 // the one-packet-per-syscall design, kept as it was
 	}
 	if c.BusyPoll != "" {

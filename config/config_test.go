@@ -161,9 +161,12 @@ func TestDataPathSettings(t *testing.T) {
 		t.Errorf("workers: 0 in the file: %v", err)
 	}
 	// One packet per syscall has one worker and full checksums.
-	s, _, _, _ = Parse(append(base, "--offload=false", "--workers", "4"), io.Discard)
+	s, _, _, _ = Parse(append(base, "--offload=false"), io.Discard)
 	if s.Workers != 1 || s.PartialChecksums {
 		t.Errorf("--offload=false: workers %d, partial checksums %v", s.Workers, s.PartialChecksums)
+	}
+	if _, _, _, err := Parse(append(base, "--offload=false", "--workers", "4"), io.Discard); err == nil || !strings.Contains(err.Error(), `invalid --workers "4": --offload=false runs one worker`) {
+		t.Errorf("--offload=false --workers 4: %v", err)
 	}
 }
 
