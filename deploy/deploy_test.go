@@ -72,7 +72,6 @@ var knownMetrics = map[string]metricInfo{
 	"weft_ready":                      {"gauge", nil},
 	"weft_handshakes_total": {"counter", map[string][]string{"result": {"initiated", "responded", "completed", "invalid", "replayed",
 		"unexpected", "rate_limited", "send_error"}}},
-	"weft_session_age_seconds":         {"gauge", map[string][]string{"peer": nil}},
 	"weft_encrypted_peers":             {"gauge", map[string][]string{"session": {"established", "none"}}},
 	"weft_peers_refused":               {"gauge", map[string][]string{"reason": {"no_key", "cipher"}}},
 	"weft_start_time_seconds":          {"gauge", nil},

@@ -28,6 +28,7 @@ type secureState struct {
 // before the gossip starts advertising the key.
 func (n *Node) loadSecure() error {
 	if !n.s.Encrypt {
+		n.reg.MustRegister(seal.Off{})
 		return nil
 	}
 	kp, path, created, err := seal.LoadOrCreateKey(n.s.StateDir)

@@ -109,3 +109,28 @@ func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, float64(n), r)
 	}
 }
+
+// Off is the collector of a host without --encrypt: the same metrics (but
+// weft_session_age_seconds), all zero, so that dashboards and alerts find
+// them on every host.
+type Off struct{}
+
+// Describe implements prometheus.Collector.
+func (Off) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descHandshakes
+	ch <- descSessions
+	ch <- descRefused
+}
+
+// Collect implements prometheus.Collector.
+func (Off) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range HandshakeResults {
+		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, 0, r)
+	}
+	for _, s := range []string{"established", "none"} {
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, 0, s)
+	}
+	for _, r := range []string{RefusedNoKey, RefusedCipher} {
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, 0, r)
+	}
+}
