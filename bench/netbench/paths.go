@@ -57,6 +57,9 @@ type pathDef struct {
 	Kind pathKind
 	Args []string   // weft run flags that select the mode
 	Via  router.Via // the route weft must report for the peer before measuring
+	// Files, if set, writes files the daemon needs into its directory and
+	// returns more flags (paths_encrypt.go).
+	Files func(dir string) ([]string, error)
 }
 
 // pathDefs, in the order they run.
@@ -71,6 +74,7 @@ var pathDefs = []pathDef{
 		Args: []string{"--encap", "vxlan"}, Via: "tunnel"},
 	{Name: "weft-direct", Desc: "weft --encap udp --direct-routing: the on-link peer is reached by a plain kernel route", Kind: kindWeft,
 		Args: []string{"--encap", "udp", "--direct-routing"}, Via: "direct"},
+	encryptedPath,
 }
 
 func allPathNames() []string {
@@ -212,6 +216,13 @@ func (b *bench) newDaemons(p pathDef) ([]*daemon, error) {
 		}
 		d := &daemon{host: h, name: name, peer: peer, underlay: underlay, subnet: subnet, files: files}
 		extra := append([]string(nil), p.Args...)
+		if p.Files != nil {
+			more, err := p.Files(files.Dir)
+			if err != nil {
+				return nil, err
+			}
+			extra = append(extra, more...)
+		}
 		if b.opts.Profile {
 			extra = append(extra, "--pprof")
 		}
