@@ -40,11 +40,12 @@ $(STATICCHECK):
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 	# Allocation counts need a build without -race (sync.Pool drops items there).
-	$(GO) test -count=1 -run 'Allocate' ./encap ./router ./tun
+	$(GO) test -count=1 -run 'Allocate' ./encap ./router ./tun ./seal
 
 # Each fuzz target for a short, bounded time (make fuzz: longer).
 FUZZ_TARGETS = ./encap:FuzzDecodeUDP ./encap:FuzzDecodeVXLAN ./membership:FuzzMetaUnmarshal ./config:FuzzConfig \
-               ./tun:FuzzSplit ./tun:FuzzRoundTrip ./tun:FuzzCoalesce
+               ./tun:FuzzSplit ./tun:FuzzRoundTrip ./tun:FuzzCoalesce \
+               ./seal:FuzzOpen ./seal:FuzzHandshake
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
@@ -75,7 +76,7 @@ bench:
 	$(GO) run ./bench/netbench $(BENCH_FLAGS)
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem ./encap ./router ./tun
+	$(GO) test -run '^$$' -bench . -benchmem ./encap ./router ./tun ./seal
 
 ## bench-gossip: 200 gossip instances on loopback: convergence and failure detection.
 bench-gossip:

@@ -66,6 +66,10 @@ type Config struct {
 	SubnetFile     string       `yaml:"subnetFile" flag:"subnet-file"`
 	FlannelCompat  bool         `yaml:"flannelCompat" flag:"flannel-compat"`
 	GossipKeyFile  string       `yaml:"gossipKeyFile" flag:"gossip-key-file"`
+	// The encrypted data plane (secure.go).
+	Encrypt           bool   `yaml:"encrypt" flag:"encrypt"`
+	EncryptCipher     string `yaml:"encryptCipher" flag:"encrypt-cipher"`
+	EncryptRekeyAfter string `yaml:"encryptRekeyAfter" flag:"encrypt-rekey-after"`
 }
 
 // PeerConfig is a static peer: a host that does not gossip (a kernel VTEP,
@@ -78,6 +82,8 @@ type PeerConfig struct {
 	IP      string `yaml:"ip"`
 	MAC     string `yaml:"mac"`
 	Port    int    `yaml:"port"`
+	// Encrypt=false lets a static peer carry plaintext under --encrypt.
+	Encrypt *bool `yaml:"encrypt"`
 }
 
 // stringList is a setting that takes one value or a list: a YAML string
@@ -181,8 +187,14 @@ func (p peerFlag) Set(s string) error {
 				return fmt.Errorf("port %q is not a number", v)
 			}
 			pc.Port = n
+		case "encrypt":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("encrypt %q: want true or false", v)
+			}
+			pc.Encrypt = &b
 		default:
-			return fmt.Errorf("unknown key %q (want name, subnet, subnet6, ip, mac, port)", k)
+			return fmt.Errorf("unknown key %q (want name, subnet, subnet6, ip, mac, port, encrypt)", k)
 		}
 	}
 	*p.v = append(*p.v, pc)
@@ -212,7 +224,7 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.StringVar(&c.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&c.LogFormat, "log-format", "", "text or json (default text)")
 	fs.BoolVar(&c.DirectRouting, "direct-routing", false, "reach peers on the same L2 segment by plain kernel routes, no tunnel")
-	fs.Var(peerFlag{&c.Peers}, "peer", "static peer name=N,subnet=CIDR,ip=ADDR[,mac=MAC][,port=P] (repeatable)")
+	fs.Var(peerFlag{&c.Peers}, "peer", "static peer name=N,subnet=CIDR,ip=ADDR[,mac=MAC][,port=P][,encrypt=false] (repeatable)")
 	fs.BoolVar(&c.PerPeerMetrics, "per-peer-metrics", false, "export per-peer traffic counters (one series per peer)")
 	fs.Func("workers", "forwarding workers, each with its own TUN queue and UDP sockets (default: the number of CPUs)", func(v string) error {
 		n, err := strconv.Atoi(v)
@@ -240,6 +252,7 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.StringVar(&c.SubnetFile, "subnet-file", "", "subnet file other tools read, like flannel's subnet.env (default /run/weft/subnet.env)")
 	fs.BoolVar(&c.FlannelCompat, "flannel-compat", false, "also write FLANNEL_* variables to the subnet file")
 	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line, the first used to encrypt (weft keygen makes one)")
+	encryptionFlags(fs, c)
 }
 
 // loadConfig reads a YAML config file strictly: an unknown key is an error
@@ -474,6 +487,9 @@ func validate(c Config, src source) (node.Settings, error) {
 		}
 		names[p.Name] = true
 		s.Live.Peers = append(s.Live.Peers, p)
+	}
+	if err := validateEncryption(c, &s, src); err != nil {
+		return s, err
 	}
 	return s, nil
 }

@@ -26,9 +26,10 @@ const (
 )
 
 // Headroom is the space every packet buffer keeps in front of the packet: room
-// for the TUN virtio-net header (10 bytes) and the largest encapsulation header
-// (VXLAN + Ethernet, 22 bytes), rounded up so that inner packets stay aligned.
-const Headroom = 32
+// for the TUN virtio-net header (10 bytes), or for the largest encapsulation
+// header (VXLAN + Ethernet, 22 bytes) behind an encrypted data plane's header
+// (16 bytes, package seal), rounded up so that inner packets stay aligned.
+const Headroom = 48
 
 const (
 	ipv4Header = 20

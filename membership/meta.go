@@ -64,6 +64,8 @@ type Meta struct {
 	// partial to peers that advertise it too, and takes them from such
 	// peers (the outer UDP checksum protects the bytes on the wire).
 	PartialChecksums bool
+	// Encryption is an optional section after the record (metaext.go).
+	Encryption Encryption
 }
 
 // MetaVersion is the first byte of an encoded single-stack Meta, and
@@ -158,7 +160,7 @@ func (m Meta) Validate() error {
 	if m.VNI >= 1<<24 {
 		return metaErrorf("VNI %d does not fit in 24 bits", m.VNI)
 	}
-	return nil
+	return m.Encryption.validate()
 }
 
 func checkUnderlay(a netip.Addr) error {
@@ -205,13 +207,13 @@ func (m Meta) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, byte(m.VNI>>16), byte(m.VNI>>8), byte(m.VNI))
 	b = append(b, m.VTEPMAC[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Claimed))
-	return b, nil
+	return m.appendSections(b), nil
 }
 
 // MarshalBinary encodes m compactly; the first byte is MetaVersion. It fails
 // if m is not valid (see Validate).
 func (m Meta) MarshalBinary() ([]byte, error) {
-	b, err := m.AppendBinary(make([]byte, 0, MetaMaxSize))
+	b, err := m.AppendBinary(make([]byte, 0, MetaMaxSize+2+sectionEncryptionLen))
 	if err != nil {
 		return nil, err
 	}
@@ -251,9 +253,6 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 	if len(b) < want {
 		return metaErrorf("truncated: have %d bytes, want %d", len(b), want)
 	}
-	if len(b) > want {
-		return metaErrorf("%d trailing bytes after %d-byte record", len(b)-want, want)
-	}
 
 	p := b[metaHeaderLen:]
 	subnetAddr, _ := netip.AddrFromSlice(p[:subnetLen]) // length is 4 or 16: cannot fail
@@ -283,6 +282,9 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 	copy(out.VTEPMAC[:], p[5:11])
 	out.Claimed = int64(binary.BigEndian.Uint64(p[11:19]))
 	out.PartialChecksums = flags&flagPartial != 0
+	if err := parseSections(b[want:], want, &out); err != nil {
+		return err
+	}
 	if err := out.Validate(); err != nil {
 		return err
 	}

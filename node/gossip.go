@@ -78,6 +78,7 @@ func (n *Node) meta() membership.Meta {
 		// Capabilities that change nothing without offloads are not
 		// advertised (--offload=false implies full checksums).
 		PartialChecksums: n.s.PartialChecksums,
+		Encryption:       n.secureMeta(),
 	}
 	if n.s.Encap == encap.VXLAN {
 		m.VNI = n.s.VNI
@@ -105,7 +106,8 @@ func (n *Node) watchMembers(ctx context.Context) {
 func (n *Node) syncPeers() {
 	n.syncMu.Lock()
 	defer n.syncMu.Unlock()
-	conflicts := n.rt.SetPeers(peersFrom(n.gossip().Members(), n.live.Load().Peers, n.meta()))
+	members := n.gossip().Members()
+	conflicts := n.rt.SetPeers(n.securePeers(peersFrom(members, n.live.Load().Peers, n.meta()), members))
 	for _, c := range conflicts {
 		if c.Loser == "" && n.s.AutoSubnet {
 			n.moveSubnet(c)

@@ -39,9 +39,10 @@ type Node struct {
 	underlay tun.Underlay
 	local    router.Local
 
-	dev   TUN
-	conns []Socket // every data socket, receiving and sending; none with encap none
-	rt    *router.Router
+	dev    TUN
+	conns  []Socket // every data socket, receiving and sending; none with encap none
+	rt     *router.Router
+	secure secureState // --encrypt (secure.go)
 
 	// The gossip is replaced when our underlay address changes (memberlist
 	// cannot change the address it advertises); swapped tells watchMembers.
@@ -150,6 +151,7 @@ func (n *Node) startBackground() {
 	ctx := n.bgCtx
 	n.bg.Go(func() { n.watchMembers(ctx) })
 	n.bg.Go(func() { n.reportDrops(ctx, 30*time.Second) })
+	n.runSecure(ctx)
 	if n.d.Watchdog > 0 {
 		n.bg.Go(func() { n.watchdog(ctx, n.d.Watchdog/2) })
 	}
@@ -214,7 +216,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.underlay = u
 	n.mtu = s.MTU
 	if n.mtu == 0 {
-		n.mtu = u.MTU - s.Encap.Overhead(u.Addr.Is6())
+		n.mtu = u.MTU - s.Encap.Overhead(u.Addr.Is6()) - n.sealOverhead()
 	}
 
 	// Routes a crashed run left behind go before anything new is made.
@@ -236,6 +238,9 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 
+	if err := n.loadSecure(); err != nil {
+		return err
+	}
 	// Gossip first: a host taking a fresh subnet learns the cluster's
 	// subnets before it settles on one.
 	if err := n.startGossip(ctx); err != nil {

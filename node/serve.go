@@ -38,7 +38,9 @@ func (n *Node) Status() Status {
 	if c := n.gossip(); c != nil {
 		ns.GossipHealth = c.Health()
 	}
-	return Status{Node: ns, Peers: n.rt.Status(), Drops: n.rt.Drops(), Totals: n.rt.Totals()}
+	st := Status{Node: ns, Peers: n.rt.Status(), Drops: n.rt.Drops(), Totals: n.rt.Totals()}
+	n.secureStatus(&st)
+	return st
 }
 
 func (n *Node) serveStatus(w http.ResponseWriter, _ *http.Request) {

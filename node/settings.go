@@ -8,6 +8,7 @@ import (
 
 	"github.com/weftnet/weft/encap"
 	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/seal"
 )
 
 // Settings is a node's validated configuration. Everything outside Live is
@@ -55,6 +56,12 @@ type Settings struct {
 	SubnetFile    string
 	FlannelCompat bool
 
+	// Encrypt seals every datagram to other weft hosts (package seal) with
+	// EncryptCipher, rekeying sessions after RekeyAfter.
+	Encrypt       bool
+	EncryptCipher seal.Cipher
+	RekeyAfter    time.Duration
+
 	Live Live
 }
 
@@ -76,6 +83,9 @@ type StaticPeer struct {
 	IP      netip.Addr
 	MAC     encap.MAC
 	Port    uint16
+	// Plaintext: the peer's traffic is not encrypted (encrypt=false, the
+	// only way a static peer is reached under --encrypt).
+	Plaintext bool
 }
 
 // fixedChanges lists, by their config key, the settings that differ between
@@ -116,6 +126,9 @@ func fixedChanges(a, b Settings) []string {
 	check("subnetFile", a.SubnetFile, b.SubnetFile)
 	check("flannelCompat", a.FlannelCompat, b.FlannelCompat)
 	check("subnetReclaim", a.SubnetReclaim, b.SubnetReclaim)
+	check("encrypt", a.Encrypt, b.Encrypt)
+	check("encryptCipher", a.EncryptCipher, b.EncryptCipher)
+	check("encryptRekeyAfter", a.RekeyAfter, b.RekeyAfter)
 	check("gossipKeyFile (turning encryption on or off)", len(a.Live.GossipKeys) > 0, len(b.Live.GossipKeys) > 0)
 	return out
 }

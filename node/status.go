@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/router"
+	"github.com/weftnet/weft/seal"
 )
 
 // Status is what `weft status` shows and what the control socket serves as
@@ -47,6 +48,8 @@ type NodeStatus struct {
 	UptimeSeconds float64         `json:"uptimeSeconds"`
 	Offloads      map[string]bool `json:"offloads,omitempty"`
 	GossipHealth  int             `json:"gossipHealth"`
+	// Encryption is the encrypted data plane (--encrypt; absent without).
+	Encryption *seal.Status `json:"encryption,omitempty"`
 }
 
 // Peer returns the named peer's status, or nil.

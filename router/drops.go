@@ -17,12 +17,16 @@ const (
 	DropBadEtherType                    // vxlan: neither IPv4, IPv6 nor ARP
 	DropSendError                       // the kernel refused the datagram
 	DropTUNWriteError                   // the TUN device refused the packet
+	DropBadAuth                         // encrypted: failed authentication
+	DropReplay                          // encrypted: a counter seen before, or too old for the replay window
+	DropNoSession                       // encrypted: no session with the peer (yet), or an unknown session index
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"no_route", "unknown_peer", "spoofed", "not_local", "malformed", "too_big",
 	"vni_mismatch", "not_our_mac", "bad_ethertype", "send_error", "tun_write_error",
+	"bad_auth", "replay", "no_session",
 }
 
 func (d DropReason) String() string {

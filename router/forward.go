@@ -165,7 +165,7 @@ func (r *worker) forwardOut(s *outboundState, n int) {
 	t := r.table.Load()
 	hdr := r.cfg.Encap.HeaderLen()
 	r.txBatch.Observe(float64(n))
-	var noRoute, malformed int
+	var noRoute, malformed, tooBig int
 	for i := range n {
 		s.owner[i] = nil
 		pkt := s.bufs[i][encap.Headroom : encap.Headroom+s.sizes[i]]
@@ -189,12 +189,19 @@ func (r *worker) forwardOut(s *outboundState, n int) {
 		if hdr > 0 {
 			encap.PutVXLAN(s.bufs[i][encap.Headroom-hdr:], r.cfg.VNI, e.peer.MAC, t.mac, encap.EtherTypeFor(pkt))
 		}
-		s.frames[i] = s.bufs[i][encap.Headroom-hdr : encap.Headroom+len(pkt)]
+		head, tail := sealRoom(e)
+		if encap.Headroom+len(pkt)+tail > len(s.bufs[i]) {
+			tooBig++
+			continue
+		}
+		s.frames[i] = s.bufs[i][encap.Headroom-hdr-head : encap.Headroom+len(pkt)+tail]
 		s.owner[i] = e
 	}
 	r.drop(DropNoRoute, noRoute)
 	r.drop(DropMalformed, malformed)
+	r.drop(DropTooBig, tooBig)
 
+	now := time.Now().UnixNano()
 	var txPackets, txBytes uint64
 	for i := range n {
 		e := s.owner[i]
@@ -204,12 +211,17 @@ func (r *worker) forwardOut(s *outboundState, n int) {
 		// Gather this peer's frames, in order; most batches have one peer.
 		g := s.group[:0]
 		var bytes uint64
+		over := hdr + sealOverhead(e)
 		for j := i; j < n; j++ {
 			if s.owner[j] == e {
 				g = append(g, s.frames[j])
-				bytes += uint64(len(s.frames[j]) - hdr)
+				bytes += uint64(len(s.frames[j]) - over)
 				s.owner[j] = nil
 			}
+		}
+		if !sealGroup(e, g, now) {
+			r.drop(DropNoSession, len(g))
+			continue
 		}
 		sent, err := r.Out.WriteTo(g, e.ep)
 		if err != nil {
@@ -302,6 +314,17 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 			drops[DropUnknownPeer]++
 			continue
 		}
+		shift := 0 // where the plaintext moved to (past an encrypted header)
+		if e.peer.Secure != nil {
+			pt, reason, ok := openDatagram(e, d, now)
+			if !ok {
+				if reason != dropNone {
+					drops[reason]++
+				}
+				continue
+			}
+			d, shift = pt, sealHeaderLen
+		}
 		inner := d
 		if r.cfg.Encap == encap.VXLAN {
 			switch v, reason := r.checkVXLAN(t, d, s.srcs[i], e); v {
@@ -330,7 +353,7 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 		if e.peer.PartialChecksums {
 			mode = tun.ChecksumPartial
 		}
-		s.out[mode] = append(s.out[mode], s.bufs[i][:off+l])
+		s.out[mode] = append(s.out[mode], s.bufs[i][shift:shift+off+l])
 		runPackets++
 		runBytes += uint64(l)
 	}
@@ -385,6 +408,9 @@ func (r *worker) checkVXLAN(t *Table, d []byte, src netip.AddrPort, e *entry) (v
 	case encap.EtherTypeIPv6:
 		return r.checkNDP(t, d, src, e)
 	case encap.EtherTypeARP:
+		if e.peer.Secure != nil {
+			return dropped, DropBadEtherType // weft hosts never ARP; the answer would leave in plaintext
+		}
 		if !encap.ARPReply(d[encap.VXLANHeaderLen:], t.mac, t.localAddr) {
 			return dropped, DropBadEtherType
 		}

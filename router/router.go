@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/seal"
 )
 
 // DirectMode says which peers are reached by plain kernel routes.
@@ -316,6 +317,9 @@ type PeerStatus struct {
 	TxBytes   uint64    `json:"txBytes"`
 	RxPackets uint64    `json:"rxPackets"`
 	RxBytes   uint64    `json:"rxBytes"`
+	// Encryption is the peer's sessions (filled in by the node; nil
+	// without --encrypt).
+	Encryption *seal.PeerStatus `json:"encryption,omitempty"`
 }
 
 // Status reports every peer known, routed or not.

@@ -9,6 +9,7 @@ import (
 	"github.com/gaissmai/bart"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/seal"
 )
 
 // Peer is another host of the overlay as the control plane sees it.
@@ -31,6 +32,9 @@ type Peer struct {
 	// Incompatible, if set, says why the peer cannot be routed (another
 	// encapsulation, undecodable metadata, ...).
 	Incompatible string
+	// Secure seals what is sent to the peer and opens what it sends (nil:
+	// plaintext; see secure.go).
+	Secure *seal.Peer
 }
 
 // routable reports whether traffic may flow to and from the peer.

@@ -64,6 +64,9 @@ type pathDef struct {
 	// Workers is the worker count the daemons must report (0: the
 	// default, the number of CPUs; --offload=false implies 1).
 	Workers int
+	// Files, if set, writes files the daemon needs into its directory and
+	// returns more flags (paths_encrypt.go).
+	Files func(dir string) ([]string, error)
 }
 
 // pathDefs, in the order they run.
@@ -84,6 +87,7 @@ var pathDefs = []pathDef{
 		Args: []string{"--encap", "vxlan"}, Via: "tunnel"},
 	{Name: "weft-direct", Desc: "weft --encap udp --direct-routing: the on-link peer is reached by a plain kernel route", Kind: kindWeft,
 		Args: []string{"--encap", "udp", "--direct-routing"}, Via: "direct"},
+	encryptedPath,
 }
 
 // defaultWorkers says whether the path runs weft's default worker count
@@ -249,6 +253,13 @@ func (b *bench) newDaemons(p pathDef) ([]*daemon, error) {
 		extra := append([]string(nil), p.Args...)
 		if p.BusyPoll {
 			extra = append(extra, "--busy-poll", b.opts.BusyPoll)
+		}
+		if p.Files != nil {
+			more, err := p.Files(files.Dir)
+			if err != nil {
+				return nil, err
+			}
+			extra = append(extra, more...)
 		}
 		if b.opts.Profile {
 			extra = append(extra, "--pprof")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/node"
+	"github.com/weftnet/weft/router"
 )
 
 // printStatus writes the report as a readable table.
@@ -34,6 +35,9 @@ func printStatus(w io.Writer, r node.Status) {
 		sort.Strings(on)
 		fmt.Fprintf(w, "offloads  %s\n", strings.Join(on, " "))
 	}
+	if e := n.Encryption; e != nil {
+		fmt.Fprintf(w, "encrypt   %s, key %s, handshakes %d completed %d answered\n", e.Cipher, e.PublicKey, e.Handshakes["completed"], e.Handshakes["responded"])
+	}
 	fmt.Fprintf(w, "traffic   tx %d packets %s, rx %d packets %s\n\n", r.Totals.TxPackets, bytesHuman(r.Totals.TxBytes), r.Totals.RxPackets, bytesHuman(r.Totals.RxBytes))
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -48,7 +52,7 @@ func printStatus(w io.Writer, r node.Status) {
 			subnet += "," + p.Subnet6
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, subnet, p.Underlay, p.State, p.Via, seen,
-			bytesHuman(p.TxBytes), bytesHuman(p.RxBytes), p.Reason)
+			bytesHuman(p.TxBytes), bytesHuman(p.RxBytes), peerNote(p))
 	}
 	tw.Flush()
 	if len(r.Peers) == 0 {
@@ -65,6 +69,18 @@ func printStatus(w io.Writer, r node.Status) {
 		drops = []string{"none"}
 	}
 	fmt.Fprintf(w, "\ndrops     %s\n", strings.Join(drops, " "))
+}
+
+// peerNote is why a peer is not routed, or else its encryption session.
+func peerNote(p router.PeerStatus) string {
+	if p.Reason != "" || p.Encryption == nil {
+		return p.Reason
+	}
+	e := p.Encryption
+	if e.Session == "established" {
+		return fmt.Sprintf("encrypted, session %s old", time.Duration(e.SessionAgeSeconds*float64(time.Second)).Round(time.Second))
+	}
+	return "encrypted, session " + e.Session
 }
 
 func readyWord(ok bool) string {

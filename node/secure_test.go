@@ -1,0 +1,90 @@
+package node
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/weftnet/weft/router"
+	"github.com/weftnet/weft/seal"
+)
+
+func encrypted(h *host) *host {
+	h.s.Encrypt, h.s.EncryptCipher, h.s.RekeyAfter = true, seal.AES256GCM, seal.DefaultRekeyAfter
+	h.s.Live.GossipKeys = [][]byte{bytes.Repeat([]byte{7}, 32)}
+	return h
+}
+
+// Two encrypted hosts carry packets both ways, sealed on the hub; a third
+// without --encrypt is refused by both (and refuses them); the handshake
+// goroutine ends with the node (goleak).
+func TestEncryptedHostsForward(t *testing.T) {
+	u := newHub()
+	a := encrypted(newHost(t, u, "a", 1, "10.244.1.0/24"))
+	b := encrypted(newHost(t, u, "b", 2, "10.244.2.0/24"))
+	c := newHost(t, u, "c", 3, "10.244.3.0/24")
+	c.s.Live.GossipKeys = a.s.Live.GossipKeys
+	a.mustStart()
+	b.mustStart(a)
+	c.mustStart(a)
+	eventually(t, "a routes b", routedVia(a, "b", router.ViaTunnel))
+	eventually(t, "b has a session with a", func() error {
+		if p := b.n.Status().Peer("a"); p == nil || p.Encryption == nil || p.Encryption.Session != "established" {
+			return fmt.Errorf("b's status of a: %+v", p)
+		}
+		return nil
+	})
+
+	out := ipv4("10.244.1.0", "10.244.2.7")
+	a.dev.in <- out
+	if got := recv(t, b.dev); !slices.Equal(got, out) {
+		t.Fatalf("b's TUN got %x, want %x", got, out)
+	}
+	b.dev.in <- ipv4("10.244.2.7", "10.244.1.0")
+	recv(t, a.dev)
+
+	eventually(t, "c refused", func() error {
+		pa, pc := a.n.Status().Peer("c"), c.n.Status().Peer("a")
+		if pa == nil || pa.Via != router.ViaNone || !strings.Contains(pa.Reason, "no data-plane key") {
+			return fmt.Errorf("a's status of c: %+v", pa)
+		}
+		if pc == nil || pc.Via != router.ViaNone || !strings.Contains(pc.Reason, "we do not") {
+			return fmt.Errorf("c's status of a: %+v", pc)
+		}
+		return nil
+	})
+	st := a.n.Status()
+	if st.Node.Encryption == nil || st.Node.Encryption.Cipher != "aes-256-gcm" || st.Node.Encryption.Handshakes[seal.HSCompleted]+st.Node.Encryption.Handshakes[seal.HSResponded] == 0 {
+		t.Errorf("a's encryption status: %+v", st.Node.Encryption)
+	}
+	if st.Node.MTU != 0 && st.Node.MTU != 1440 {
+		t.Errorf("MTU %d, want 1440 (1500 - 28 - 32)", st.Node.MTU)
+	}
+	fi, err := os.Stat(filepath.Join(a.s.StateDir, seal.KeyFileName))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("a's key file: %v %v", fi, err)
+	}
+}
+
+// A key file readable by others is refused at start, naming it.
+func TestEncryptedKeyFileModeRefused(t *testing.T) {
+	a := encrypted(newHost(t, newHub(), "a", 1, "10.244.1.0/24"))
+	if err := os.MkdirAll(a.s.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(a.s.StateDir, seal.KeyFileName)
+	if err := os.WriteFile(path, []byte("bm90IGEga2V5IGJ1dCAzMiBieXRlcyBsb25nLi4uLi4=\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := a.start()
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "0644") {
+		t.Fatalf("start with a 0644 key file: %v", err)
+	}
+}

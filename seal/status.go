@@ -1,0 +1,136 @@
+package seal
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// PeerStatus is a peer's encryption state in `weft status`.
+type PeerStatus struct {
+	// Session is "established" (a session to send with), "handshaking"
+	// (none yet, a handshake under way) or "none".
+	Session           string    `json:"session"`
+	SessionAgeSeconds float64   `json:"sessionAgeSeconds,omitempty"`
+	Initiator         bool      `json:"initiator,omitempty"`
+	SendCounter       uint64    `json:"sendCounter,omitempty"`
+	Handshakes        uint64    `json:"handshakes"`
+	LastHandshake     time.Time `json:"lastHandshake,omitzero"`
+	Key               string    `json:"key"`
+}
+
+// Status is this host's encryption state in `weft status`.
+type Status struct {
+	Cipher     string            `json:"cipher"`
+	PublicKey  string            `json:"publicKey"`
+	Handshakes map[string]uint64 `json:"handshakes"`
+}
+
+// Status reports the cipher, our key and the handshake counters.
+func (m *Manager) Status() Status {
+	return Status{Cipher: m.cfg.Cipher.String(), PublicKey: m.cfg.Static.Public.String(), Handshakes: m.Handshakes()}
+}
+
+// PeerStatus reports the named peer's sessions, or nil if it is not an
+// encrypted peer.
+func (m *Manager) PeerStatus(name string) *PeerStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.peers[name]
+	if p == nil {
+		return nil
+	}
+	now := m.cfg.Now().UnixNano()
+	st := &PeerStatus{Session: "none", Handshakes: p.handshakes, LastHandshake: p.lastHandshake, Key: p.key.String()}
+	if s := p.current.Load(); s != nil && now-s.created < m.rejectAfter {
+		st.Session = "established"
+		st.SessionAgeSeconds = time.Duration(now - s.created).Seconds()
+		st.Initiator = s.initiator
+		st.SendCounter = s.sendCtr.Load()
+	} else if p.pending != nil || p.pendingResponder(now, m.rejectAfter) {
+		st.Session = "handshaking"
+	}
+	return st
+}
+
+var (
+	descHandshakes = prometheus.NewDesc("weft_handshakes_total", "Data-plane handshake messages, by outcome.", []string{"result"}, nil)
+	descSessionAge = prometheus.NewDesc("weft_session_age_seconds", "Age of the session each encrypted peer's traffic is sent with (absent: no session).", []string{"peer"}, nil)
+	descSessions   = prometheus.NewDesc("weft_encrypted_peers", "Encrypted peers, by whether they have a session to send with.", []string{"session"}, nil)
+	descRefused    = prometheus.NewDesc("weft_peers_refused", "Peers refused by the encrypted data plane, by reason: no_key (it advertises no data-plane key, e.g. runs without --encrypt), cipher (another cipher).", []string{"reason"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (m *Manager) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descHandshakes
+	ch <- descSessionAge
+	ch <- descSessions
+	ch <- descRefused
+}
+
+// RefusedNoKey and RefusedCipher are the reasons of weft_peers_refused.
+const (
+	RefusedNoKey  = "no_key"
+	RefusedCipher = "cipher"
+)
+
+// Collect implements prometheus.Collector.
+func (m *Manager) Collect(ch chan<- prometheus.Metric) {
+	for i, r := range HandshakeResults {
+		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, float64(m.hs[i].Load()), r)
+	}
+	m.mu.Lock()
+	now := m.cfg.Now().UnixNano()
+	var with, without int
+	type age struct {
+		name string
+		s    float64
+	}
+	ages := make([]age, 0, len(m.peers))
+	for name, p := range m.peers {
+		if s := p.current.Load(); s != nil && now-s.created < m.rejectAfter {
+			with++
+			ages = append(ages, age{name, time.Duration(now - s.created).Seconds()})
+		} else {
+			without++
+		}
+	}
+	refused := map[string]int{RefusedNoKey: 0, RefusedCipher: 0}
+	for _, r := range m.refused {
+		refused[r]++
+	}
+	m.mu.Unlock()
+	for _, a := range ages {
+		ch <- prometheus.MustNewConstMetric(descSessionAge, prometheus.GaugeValue, a.s, a.name)
+	}
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(with), "established")
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(without), "none")
+	for r, n := range refused {
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, float64(n), r)
+	}
+}
+
+// Off is the collector of a host without --encrypt: the same metrics (but
+// weft_session_age_seconds), all zero, so that dashboards and alerts find
+// them on every host.
+type Off struct{}
+
+// Describe implements prometheus.Collector.
+func (Off) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descHandshakes
+	ch <- descSessions
+	ch <- descRefused
+}
+
+// Collect implements prometheus.Collector.
+func (Off) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range HandshakeResults {
+		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, 0, r)
+	}
+	for _, s := range []string{"established", "none"} {
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, 0, s)
+	}
+	for _, r := range []string{RefusedNoKey, RefusedCipher} {
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, 0, r)
+	}
+}
