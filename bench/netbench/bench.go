@@ -54,6 +54,41 @@ func (b *bench) hasWeft() bool {
 	return false
 }
 
+// hasV6 says whether a selected path runs over the IPv6 underlay.
+func (b *bench) hasV6() bool {
+	for _, n := range b.opts.Paths {
+		if p, _ := pathByName(n); p.V6 {
+			return true
+		}
+	}
+	return false
+}
+
+// addUnderlay6 gives both veth ends their IPv6 underlay address, without
+// duplicate address detection (as netlab does for IPv6 addresses), and
+// checks that a reaches b over it.
+func (b *bench) addUnderlay6(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, setupCmdTimeout)
+	defer cancel()
+	for _, x := range []struct {
+		h    *netlab.Host
+		dev  string
+		addr netip.Addr
+	}{{b.a, b.ifA, underlay6A}, {b.b, b.ifB, underlay6B}} {
+		if _, err := x.h.IP(ctx, "addr", "add", netip.PrefixFrom(x.addr, 64).String(), "dev", x.dev, "nodad"); err != nil {
+			return err
+		}
+	}
+	res, err := b.a.Ping(ctx, underlay6B, 1)
+	if err != nil {
+		return fmt.Errorf("IPv6 underlay a -> b: %w", err)
+	}
+	if res.Received != 1 {
+		return fmt.Errorf("IPv6 underlay a -> b: %v", res)
+	}
+	return nil
+}
+
 // estimate is the expected wall time of the measurements (setup included,
 // weft build excluded), from the options and this machine's typical
 // start-up costs.
@@ -149,7 +184,15 @@ func (b *bench) run(ctx context.Context) int {
 		fail("building the lab: %v", err)
 		return exitFailed
 	}
-	fmt.Printf("lab %s: a=%s (%s %s) <-veth-> b=%s (%s %s)\n\n", b.lab.ID(), b.a.NS(), b.ifA, underlayA, b.b.NS(), b.ifB, underlayB)
+	if b.hasV6() {
+		if err := b.addUnderlay6(ctx); err != nil {
+			fail("building the lab: %v", err)
+			return exitFailed
+		}
+		fmt.Printf("lab %s: a=%s (%s %s %s) <-veth-> b=%s (%s %s %s)\n\n", b.lab.ID(), b.a.NS(), b.ifA, underlayA, underlay6A, b.b.NS(), b.ifB, underlayB, underlay6B)
+	} else {
+		fmt.Printf("lab %s: a=%s (%s %s) <-veth-> b=%s (%s %s)\n\n", b.lab.ID(), b.a.NS(), b.ifA, underlayA, b.b.NS(), b.ifB, underlayB)
+	}
 
 	for _, n := range o.Paths {
 		if ctx.Err() != nil {
@@ -229,7 +272,7 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 		dst = underlayB
 	case kindKVXLAN:
 		dst = overlayB
-		err := b.setupKVXLAN(ctx)
+		err := b.setupKVXLAN(ctx, p)
 		defer func() {
 			if err := b.teardownKVXLAN(); err != nil {
 				errf("kernel VXLAN teardown: %v", err)

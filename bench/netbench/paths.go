@@ -21,6 +21,10 @@ var (
 	underlayB = netip.MustParseAddr("192.168.60.2")
 	overlayA  = netip.MustParseAddr("10.244.1.0")
 	overlayB  = netip.MustParseAddr("10.244.2.0")
+	// The IPv6 underlay of the *6 paths, on the same veth pair (added
+	// without DAD only when such a path runs; the overlay stays IPv4).
+	underlay6A = netip.MustParseAddr("fd00:60::1")
+	underlay6B = netip.MustParseAddr("fd00:60::2")
 )
 
 const (
@@ -34,6 +38,9 @@ const (
 	kvxlanVNI  = "1"
 	kvxlanPort = "8472"
 	kvxlanMTU  = "1450"
+	// Over IPv6 the outer header is 20 bytes longer (70 in all, as
+	// flannel's vxlan backend computes it for an IPv6 underlay).
+	kvxlanMTU6 = "1430"
 	kvxlanMACA = "02:00:0a:f4:01:00"
 	kvxlanMACB = "02:00:0a:f4:02:00"
 
@@ -61,6 +68,9 @@ type pathDef struct {
 	BusyPoll bool
 	// Extra paths run only when -paths names them (or "all").
 	Extra bool
+	// V6: the underlay is IPv6 (underlay6A/B), the overlay IPv4 as
+	// everywhere.
+	V6 bool
 	// Workers is the worker count the daemons must report (0: the
 	// default, the number of CPUs; --offload=false implies 1).
 	Workers int
@@ -73,10 +83,14 @@ type pathDef struct {
 var pathDefs = []pathDef{
 	{Name: "veth", Desc: "raw veth pair: iperf3 straight to b's underlay address (the ceiling)", Kind: kindVeth},
 	{Name: "kvxlan", Desc: "kernel VXLAN device, VNI 1, port 8472, MTU 1450 (flannel's vxlan backend)", Kind: kindKVXLAN},
+	{Name: "kvxlan6", Desc: "kernel VXLAN device over an IPv6 underlay (fd00:60::/64), MTU 1430 (only when named)", Kind: kindKVXLAN,
+		V6: true, Extra: true},
 	{Name: "weft-udp-nooff", Desc: "weft --encap udp --offload=false: flannel's udp design, one packet per syscall", Kind: kindWeft,
 		Args: []string{"--encap", "udp", "--offload=false"}, Via: "tunnel", Workers: 1},
 	{Name: "weft-udp", Desc: "weft --encap udp: TUN offloads, UDP GSO/GRO, batched syscalls", Kind: kindWeft,
 		Args: []string{"--encap", "udp"}, Via: "tunnel"},
+	{Name: "weft-udp6", Desc: "weft --encap udp over an IPv6 underlay (fd00:60::/64, MTU 1452), against kvxlan6 (only when named)", Kind: kindWeft,
+		Args: []string{"--encap", "udp"}, Via: "tunnel", V6: true, Extra: true},
 	{Name: "weft-udp-w1", Desc: "weft --encap udp --workers 1: one forwarding worker, one socket on the data port (the design before workers)", Kind: kindWeft,
 		Args: []string{"--encap", "udp", "--workers", "1"}, Via: "tunnel", Workers: 1},
 	{Name: "weft-udp-bp", Desc: "weft --encap udp --busy-poll D (-busy-poll, default 50us): each worker spins on its TUN queue after a batch", Kind: kindWeft,
@@ -99,6 +113,14 @@ func (p pathDef) defaultWorkers() bool {
 		}
 	}
 	return true
+}
+
+// underlays are a's and b's underlay addresses on path p.
+func (p pathDef) underlays() (a, b netip.Addr) {
+	if p.V6 {
+		return underlay6A, underlay6B
+	}
+	return underlayA, underlayB
 }
 
 func allPathNames() []string {
@@ -172,19 +194,26 @@ type vtep struct {
 	peerAddr netip.Addr
 	peerMAC  string
 	peerIP   netip.Addr
+	mtu      string
 }
 
 // setupKVXLAN creates vxlan0 on both hosts exactly as flannel's vxlan
-// backend does (no learning, static neighbour and FDB entries).
-func (b *bench) setupKVXLAN(ctx context.Context) error {
+// backend does (no learning, static neighbour and FDB entries), over path
+// p's underlay (IPv4 or IPv6: local and the FDB's dst are of its family).
+func (b *bench) setupKVXLAN(ctx context.Context, p pathDef) error {
+	ua, ub := p.underlays()
+	mtu := kvxlanMTU
+	if p.V6 {
+		mtu = kvxlanMTU6
+	}
 	for _, v := range []vtep{
-		{b.a, b.ifA, underlayA, overlayA, kvxlanMACA, subnetB, overlayB, kvxlanMACB, underlayB},
-		{b.b, b.ifB, underlayB, overlayB, kvxlanMACB, subnetA, overlayA, kvxlanMACA, underlayA},
+		{b.a, b.ifA, ua, overlayA, kvxlanMACA, subnetB, overlayB, kvxlanMACB, ub, mtu},
+		{b.b, b.ifB, ub, overlayB, kvxlanMACB, subnetA, overlayA, kvxlanMACA, ua, mtu},
 	} {
 		ctx, cancel := context.WithTimeout(ctx, setupCmdTimeout)
 		cmds := [][]string{
 			{"link", "add", kvxlanDev, "type", "vxlan", "id", kvxlanVNI, "dstport", kvxlanPort, "local", v.local.String(), "dev", v.dev, "nolearning"},
-			{"link", "set", kvxlanDev, "mtu", kvxlanMTU, "address", v.mac, "up"},
+			{"link", "set", kvxlanDev, "mtu", v.mtu, "address", v.mac, "up"},
 			{"addr", "add", v.addr.String() + "/32", "dev", kvxlanDev},
 			{"route", "add", v.peerNet, "via", v.peerAddr.String(), "dev", kvxlanDev, "onlink"},
 			{"neigh", "add", v.peerAddr.String(), "lladdr", v.peerMAC, "dev", kvxlanDev, "nud", "permanent"},
@@ -275,11 +304,12 @@ func (b *bench) newDaemons(p pathDef) ([]*daemon, error) {
 		}, extra...)
 		return d, nil
 	}
-	a, err := mk(b.a, "a", "b", underlayA, underlayB, subnetA)
+	ua, ub := p.underlays()
+	a, err := mk(b.a, "a", "b", ua, ub, subnetA)
 	if err != nil {
 		return nil, err
 	}
-	bd, err := mk(b.b, "b", "a", underlayB, underlayA, subnetB)
+	bd, err := mk(b.b, "b", "a", ub, ua, subnetB)
 	if err != nil {
 		return nil, err
 	}

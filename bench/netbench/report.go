@@ -195,11 +195,17 @@ func perCore(t *tcpStat) float64 {
 }
 
 func (r *results) computeRatios() {
-	k := r.path("kvxlan")
-	if k == nil {
-		return
-	}
+	// Each path against the kernel VXLAN of its underlay's family: the *6
+	// paths against kvxlan6 (when it ran), the others against kvxlan.
+	k4, k6 := r.path("kvxlan"), r.path("kvxlan6")
 	for _, p := range r.Paths {
+		k := k4
+		if def, ok := pathByName(p.Name); ok && def.V6 {
+			k = k6
+		}
+		if k == nil {
+			continue
+		}
 		p.Ratio = &ratios{
 			TCP1:    ratio(tcpMedian(p.TCP1), tcpMedian(k.TCP1)),
 			TCP4:    ratio(tcpMedian(p.TCP4), tcpMedian(k.TCP4)),
@@ -313,6 +319,23 @@ func (r *results) comparisons() []string {
 			f(tcpMedian(w.TCP1), tcpMedian(fc.TCP1)), f(tcpMedian(w.TCP4), tcpMedian(fc.TCP4)), f(tcpMedian(w.TCP8), tcpMedian(fc.TCP8)),
 			f(udpPPS(w.UDP), udpPPS(fc.UDP)), f(perCore(w.TCP1), perCore(fc.TCP1))))
 	}
+	if w6, k6 := r.path("weft-udp6"), r.path("kvxlan6"); w6 != nil && (k6 != nil || w != nil) {
+		s := "IPv6 underlay:"
+		if k6 != nil {
+			s += fmt.Sprintf(" weft-udp6 vs kvxlan6: TCP 1 %s, TCP 4 %s, TCP 8 %s, UDP %s, Gbit/s per busy core %s;",
+				f(tcpMedian(w6.TCP1), tcpMedian(k6.TCP1)), f(tcpMedian(w6.TCP4), tcpMedian(k6.TCP4)), f(tcpMedian(w6.TCP8), tcpMedian(k6.TCP8)),
+				f(udpPPS(w6.UDP), udpPPS(k6.UDP)), f(perCore(w6.TCP1), perCore(k6.TCP1)))
+		}
+		if w != nil {
+			s += fmt.Sprintf(" weft-udp6 vs weft-udp (IPv4 underlay): TCP 1 %s, TCP 4 %s, UDP %s;",
+				f(tcpMedian(w6.TCP1), tcpMedian(w.TCP1)), f(tcpMedian(w6.TCP4), tcpMedian(w.TCP4)), f(udpPPS(w6.UDP), udpPPS(w.UDP)))
+		}
+		if k := r.path("kvxlan"); k != nil && k6 != nil {
+			s += fmt.Sprintf(" kvxlan6 vs kvxlan: TCP 1 %s, TCP 4 %s, UDP %s;",
+				f(tcpMedian(k6.TCP1), tcpMedian(k.TCP1)), f(tcpMedian(k6.TCP4), tcpMedian(k.TCP4)), f(udpPPS(k6.UDP), udpPPS(k.UDP)))
+		}
+		out = append(out, strings.TrimSuffix(s, ";"))
+	}
 	if w != nil && bp != nil {
 		s := fmt.Sprintf("busy poll (weft-udp-bp vs weft-udp): TCP 1 %s, TCP 4 %s, UDP %s", f(tcpMedian(bp.TCP1), tcpMedian(w.TCP1)),
 			f(tcpMedian(bp.TCP4), tcpMedian(w.TCP4)), f(udpPPS(bp.UDP), udpPPS(w.UDP)))
@@ -425,6 +448,9 @@ func (r *results) printNotes() {
 		o.Pings, o.PingIntvl)
 	fmt.Printf("busy cores: the whole machine's (%d CPUs) non-idle, non-iowait time from /proc/stat over each TCP 1-stream run, median; Gbit/s/core: each run's throughput / its busy cores, median.\n",
 		r.Machine.NumCPU)
+	if r.path("kvxlan6") != nil {
+		fmt.Printf("vs kVXLAN: the *6 paths (IPv6 underlay) against kvxlan6, the others against kvxlan.\n")
+	}
 	for _, p := range r.Paths {
 		for _, e := range p.Errors {
 			fmt.Printf("FAILED %s: %s\n", p.Name, e)
