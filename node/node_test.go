@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,7 +39,8 @@ type host struct {
 	dir    string
 	s      Settings
 	tun    chan *fakeTUN // the device of each start
-	mod    func(*Deps)   // changes the fakes' Deps, if set
+	log    *testWriter
+	mod    func(*Deps) // changes the fakes' Deps, if set
 	dev    *fakeTUN
 	n      *Node
 	cancel context.CancelFunc
@@ -61,7 +63,7 @@ func newHost(t *testing.T, h *hub, name string, i byte, subnet string) *host {
 		s.Subnet = netip.MustParsePrefix(subnet)
 	}
 	ev := &events{}
-	return &host{t: t, name: name, ev: ev, kernel: newFakeKernel(ev, netip.AddrFrom4([4]byte{127, 0, 0, i})), hub: h, dir: dir, s: s, tun: make(chan *fakeTUN, 8)}
+	return &host{t: t, name: name, ev: ev, kernel: newFakeKernel(ev, netip.AddrFrom4([4]byte{127, 0, 0, i})), hub: h, dir: dir, s: s, tun: make(chan *fakeTUN, 8), log: newTestWriter(t, name)}
 }
 
 func (h *host) deps() Deps {
@@ -80,7 +82,7 @@ func (h *host) deps() Deps {
 			return h.hub.attach(func() netip.Addr { u, _ := h.kernel.FindUnderlay("", netip.Addr{}); return u.Addr }, addr.Port()), nil
 		},
 		Kernel:  h.kernel,
-		Logger:  slog.New(slog.NewTextHandler(testWriter{h.t, h.name}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:  slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Version: "test",
 	}
 }
@@ -126,13 +128,32 @@ func (h *host) stop() {
 	h.cancel = nil
 }
 
+// testWriter logs to the test until it ends: memberlist does not wait
+// for a probe in flight at Shutdown, and its late log lines must not reach
+// a finished test.
 type testWriter struct {
 	t    *testing.T
 	name string
+	mu   sync.Mutex
+	done bool
 }
 
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Logf("%s: %s", w.name, strings.TrimSpace(string(b)))
+func newTestWriter(t *testing.T, name string) *testWriter {
+	w := &testWriter{t: t, name: name}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *testWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Logf("%s: %s", w.name, strings.TrimSpace(string(b)))
+	}
 	return len(b), nil
 }
 

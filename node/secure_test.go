@@ -32,12 +32,15 @@ func TestEncryptedHostsForward(t *testing.T) {
 	b.mustStart(a)
 	c.mustStart(a)
 	eventually(t, "a routes b", routedVia(a, "b", router.ViaTunnel))
-	eventually(t, "b has a session with a", func() error {
-		if p := b.n.Status().Peer("a"); p == nil || p.Encryption == nil || p.Encryption.Session != "established" {
-			return fmt.Errorf("b's status of a: %+v", p)
-		}
-		return nil
-	})
+	for _, pair := range [][2]*host{{b, a}, {a, b}} {
+		h, peer := pair[0], pair[1]
+		eventually(t, h.name+" has a session with "+peer.name, func() error {
+			if p := h.n.Status().Peer(peer.name); p == nil || p.Encryption == nil || p.Encryption.Session != "established" {
+				return fmt.Errorf("%s's status of %s: %+v", h.name, peer.name, p)
+			}
+			return nil
+		})
+	}
 
 	out := ipv4("10.244.1.0", "10.244.2.7")
 	a.dev.in <- out
