@@ -306,21 +306,7 @@ func rootState(t *testing.T) string {
 // matching filter, and returns its output lines.
 func capture(t *testing.T, h *netlab.Host, ifname, filter string, count int, traffic func()) string {
 	t.Helper()
-	p, err := h.Start("tcpdump", "-n", "-l", "-i", ifname, "-c", fmt.Sprint(count), filter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pollUntil(time.Now().Add(10*time.Second), func() error {
-		if strings.Contains(p.Logs(), "listening on") {
-			return nil
-		}
-		if p.Exited() {
-			return permanent{fmt.Errorf("tcpdump exited: %s", p.Logs())}
-		}
-		return errors.New("tcpdump not listening yet")
-	}); err != nil {
-		t.Fatal(err)
-	}
+	p := startTcpdump(t, h, ifname, 10*time.Second, "-n", "-l", "-c", fmt.Sprint(count), filter)
 	traffic()
 	if err := p.Wait(10 * time.Second); err != nil {
 		_ = p.Kill()

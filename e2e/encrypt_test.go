@@ -144,21 +144,7 @@ func udpPayloads(path string, src, dst netip.AddrPort) ([][]byte, []uint16, erro
 // underlayCapture runs tcpdump on h's eth0 into a file until stop is called.
 func underlayCapture(t *testing.T, h *netlab.Host, path, filter string) (stop func()) {
 	t.Helper()
-	p, err := h.Start("tcpdump", "-i", "eth0", "-nn", "-U", "--immediate-mode", "-s", "0", "-w", path, filter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pollUntil(time.Now().Add(10*time.Second), func() error {
-		if p.Exited() {
-			return permanent{fmt.Errorf("tcpdump exited: %s", p.Logs())}
-		}
-		if !strings.Contains(p.Logs(), "listening on eth0") {
-			return errors.New("tcpdump is not listening yet")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	p := startTcpdump(t, h, "eth0", 10*time.Second, "-nn", "-U", "--immediate-mode", "-s", "0", "-w", path, filter)
 	return func() {
 		time.Sleep(500 * time.Millisecond) // the last packets reach the capture
 		_ = p.Signal(syscall.SIGINT)

@@ -61,21 +61,7 @@ func TestGarbageFloodWhileTransferring(t *testing.T) {
 
 	// Watch b's TUN for anything to or from UDP port 9. A control packet
 	// sent by a through the tunnel proves the capture sees what arrives.
-	dump, err := b.host.Start("tcpdump", "-i", "weft0", "-nn", "-l", "-c", "100000", "udp port 9")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pollUntil(time.Now().Add(15*time.Second), func() error {
-		if dump.Exited() {
-			return permanent{fmt.Errorf("tcpdump exited: %s", dump.Logs())}
-		}
-		if !strings.Contains(dump.Logs(), "listening on weft0") {
-			return errors.New("tcpdump is not listening yet")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	dump := startTcpdump(t, b.host, "weft0", 15*time.Second, "-nn", "-l", "-c", "100000", "udp port 9")
 	const controls = 3
 	var sent map[string]int
 	if err := runTrustHelperIn(ctx, a.host, "udp-send", udpSendSpec{

@@ -803,3 +803,26 @@ func (c *cluster) dump() {
 // routeProto is the routing protocol number weft marks its kernel routes
 // with ("ip route show proto 87").
 const routeProto = "87"
+
+// startTcpdump starts tcpdump in h on ifname with args (filter and
+// options), and returns once it is listening, so that nothing sent after
+// it returns is missed.
+func startTcpdump(t *testing.T, h *netlab.Host, ifname string, wait time.Duration, args ...string) *netlab.Proc {
+	t.Helper()
+	p, err := h.Start("tcpdump", append([]string{"-i", ifname}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pollUntil(time.Now().Add(wait), func() error {
+		if strings.Contains(p.Logs(), "listening on "+ifname) {
+			return nil
+		}
+		if p.Exited() {
+			return permanent{fmt.Errorf("tcpdump exited: %s", p.Logs())}
+		}
+		return errors.New("tcpdump is not listening yet")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
