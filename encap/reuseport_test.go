@@ -91,3 +91,58 @@ func TestListenReusePortSpreadsFlows(t *testing.T) {
 	}
 	t.Logf("datagrams per socket: %v", perSocket)
 }
+
+// TestSteerBySourcePort: with the group steered, a datagram from source
+// port p reaches socket p mod 2, whatever the kernel's hash would say.
+func TestSteerBySourcePort(t *testing.T) {
+	for _, lo := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(lo, func(t *testing.T) { testSteerBySourcePort(t, netip.MustParseAddrPort(lo)) })
+	}
+}
+
+func testSteerBySourcePort(t *testing.T, lo netip.AddrPort) {
+	first, err := ListenReusePort(lo, 16, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	second, err := ListenReusePort(first.LocalAddr(), 16, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if err := first.SteerBySourcePort(2); err != nil {
+		t.Fatal(err)
+	}
+	const senders = 16
+	for range senders {
+		tx, err := Listen(lo, 16, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Close()
+		if err := tx.WriteOne([]byte("flow"), first.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in, sizes, srcs := bufs(16), make([]int, 16), make([]netip.AddrPort, 16)
+	got := 0
+	for i, c := range []*Conn{first, second} {
+		for got < senders {
+			_ = c.uc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			n, err := c.ReadBatch(in, Headroom, sizes, srcs)
+			if err != nil {
+				break
+			}
+			for _, src := range srcs[:n] {
+				if int(src.Port())%2 != i {
+					t.Errorf("datagram from port %d reached socket %d", src.Port(), i)
+				}
+				got++
+			}
+		}
+	}
+	if got != senders {
+		t.Fatalf("%d of %d datagrams received", got, senders)
+	}
+}

@@ -62,6 +62,11 @@ type Socket interface {
 	GRO() bool
 	// Syscalls counts the sendmmsg and recvmmsg calls made.
 	Syscalls() (sendmmsg, recvmmsg uint64)
+	// LocalAddr is the socket's bound address and port.
+	LocalAddr() netip.AddrPort
+	// SteerBySourcePort makes the socket's SO_REUSEPORT group give a
+	// datagram to the socket whose index is its source port modulo n.
+	SteerBySourcePort(n int) error
 }
 
 // Kernel is the node's view of the kernel's interfaces and routes.

@@ -151,6 +151,9 @@ func (h *hub) attach(addr func() netip.Addr, port uint16) *fakeSocket {
 	h.mu.Lock()
 	h.next++
 	s.id = h.next
+	if s.port == 0 { // an ephemeral port
+		s.port = uint16(40000 + s.id)
+	}
 	h.socks[s] = true
 	h.mu.Unlock()
 	return s
@@ -229,6 +232,12 @@ func (s *fakeSocket) Close() error {
 	s.once.Do(func() { close(s.closed); s.hub.detach(s) })
 	return nil
 }
+
+func (s *fakeSocket) LocalAddr() netip.AddrPort { return s.local() }
+
+// SteerBySourcePort changes nothing: the hub always steers a group by
+// source port, in the order its sockets were bound.
+func (s *fakeSocket) SteerBySourcePort(int) error { return nil }
 
 func (s *fakeSocket) GSO() bool                  { return true }
 func (s *fakeSocket) GRO() bool                  { return true }

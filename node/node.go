@@ -337,8 +337,11 @@ func (n *Node) openDataPath() error {
 // workers each receive on a socket of a SO_REUSEPORT group on the data port
 // and send from a socket of their own on an ephemeral port (the kernel's
 // ip_local_port_range, as the kernel VXLAN device's default source port
-// range): a flow's outer source port is then its worker's, and the peer's
-// kernel spreads our flows over its workers' sockets.
+// range) that is ≡ the worker's index modulo the number of workers. The
+// group is steered by source port modulo the number of workers, so the
+// peer's worker i receives what our worker i sends, and its replies, sent
+// from its worker i's port, reach our worker i: a flow keeps one worker
+// (and one TUN queue) on both hosts, whatever ports the kernel chose.
 func (n *Node) openSockets(workers []router.Worker, batch int) error {
 	s := n.s
 	unspec := unspecifiedLike(n.getUnderlay().Addr)
@@ -350,26 +353,58 @@ func (n *Node) openSockets(workers []router.Worker, batch int) error {
 		}
 		return c, err
 	}
-	for i := range workers {
-		if len(workers) == 1 {
-			c, err := open(listen, false)
-			if err != nil {
-				return err
-			}
-			workers[i].In, workers[i].Out = c, c
-			return nil
+	if len(workers) == 1 {
+		c, err := open(listen, false)
+		if err != nil {
+			return err
 		}
+		workers[0].In, workers[0].Out = c, c
+		return nil
+	}
+	var group []Socket
+	for i := range workers {
 		in, err := open(listen, true)
 		if err != nil {
 			return err
 		}
-		out, err := open(netip.AddrPortFrom(unspec, 0), false)
+		group = append(group, in)
+		workers[i].In = in
+	}
+	if err := group[0].SteerBySourcePort(len(workers)); err != nil {
+		return err
+	}
+	for i := range workers {
+		out, err := n.sendSocket(unspec, i, len(workers), batch)
 		if err != nil {
 			return err
 		}
-		workers[i].In, workers[i].Out = in, out
+		n.conns = append(n.conns, out)
+		workers[i].Out = out
 	}
 	return nil
+}
+
+// sendSocket opens a socket on an ephemeral port p with p mod n = i.
+// Ports the kernel offers that do not fit are held until one does, so that
+// it does not offer them again, then released.
+func (n *Node) sendSocket(unspec netip.Addr, i, workers, batch int) (Socket, error) {
+	var misfits []Socket
+	defer func() {
+		for _, c := range misfits {
+			c.Close()
+		}
+	}()
+	for range 64 * workers {
+		c, err := n.d.Listen(netip.AddrPortFrom(unspec, 0), batch, n.s.Offload, false)
+		if err != nil {
+			return nil, err
+		}
+		if int(c.LocalAddr().Port())%workers == i {
+			return c, nil
+		}
+		misfits = append(misfits, c)
+	}
+	return nil, fmt.Errorf("no ephemeral UDP port ≡ %d (mod %d) for worker %d's sending socket", i, workers, i)
 }
 
 func (n *Node) closeData() {
