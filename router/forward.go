@@ -220,7 +220,9 @@ func (r *worker) forwardOut(s *outboundState, n int) {
 			}
 		}
 		if !sealGroup(e, g, now) {
-			r.drop(DropNoSession, len(g))
+			// No session yet: the peer holds a few frames until its
+			// handshake completes; the rest are dropped.
+			r.drop(DropNoSession, len(g)-e.peer.Secure.Stage(g, now))
 			continue
 		}
 		sent, err := r.Out.WriteTo(g, e.ep)

@@ -33,7 +33,7 @@ func sealOverhead(e *entry) int {
 }
 
 // sealGroup seals e's frames in place; false if e has no session yet (the
-// frames are dropped as no_session while the handshake runs).
+// caller hands them to the peer's Stage while the handshake runs).
 func sealGroup(e *entry, g [][]byte, now int64) bool {
 	if e.peer.Secure == nil {
 		return true

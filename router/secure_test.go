@@ -157,7 +157,11 @@ func TestForwardEncrypted(t *testing.T) {
 	}
 }
 
-func TestForwardEncryptedWithoutSessionDrops(t *testing.T) {
+// TestForwardEncryptedWithoutSessionHolds: before the first handshake a
+// peer's packets are handed to its stage (sent when the session is there),
+// up to seal.StageFrames; the rest are dropped as no_session. Nothing goes
+// out in plaintext.
+func TestForwardEncryptedWithoutSessionHolds(t *testing.T) {
 	ka, _ := seal.GenerateKey()
 	kb, _ := seal.GenerateKey()
 	m, err := seal.New(seal.Config{Static: ka, Cipher: seal.AES256GCM, Send: func([]byte, netip.AddrPort) error { return nil }})
@@ -167,11 +171,21 @@ func TestForwardEncryptedWithoutSessionDrops(t *testing.T) {
 	dev, conn := newFakeDevice(true), newFakeConn(true)
 	r := New(testConfig(encap.UDP), Worker{Dev: dev, In: conn, Out: conn})
 	peers := testPeers()
-	peers[0].Secure = m.SetPeers([]seal.PeerConfig{{Name: "b", Key: kb.Public, Addr: addrB}})["b"]
+	p := m.SetPeers([]seal.PeerConfig{{Name: "b", Key: kb.Public, Addr: addrB}})["b"]
+	peers[0].Secure = p
 	r.SetPeers(peers)
 	r.w(0).forwardOut(loadOut(r, ipv4("10.244.1.0", "10.244.2.7", 300)), 1)
+	if len(conn.groups()) != 0 || r.Drops()["no_session"] != 0 {
+		t.Fatalf("sent %d groups, drops %v: want nothing sent, nothing dropped", len(conn.groups()), r.Drops())
+	}
+	for range seal.StageFrames {
+		r.w(0).forwardOut(loadOut(r, ipv4("10.244.1.0", "10.244.2.7", 300)), 1)
+	}
 	if len(conn.groups()) != 0 || r.Drops()["no_session"] != 1 {
-		t.Fatalf("sent %d groups, drops %v: want nothing sent, one no_session", len(conn.groups()), r.Drops())
+		t.Fatalf("sent %d groups, drops %v: want nothing sent, one no_session past the %d held", len(conn.groups()), r.Drops(), seal.StageFrames)
+	}
+	if got := p.Stage([][]byte{make([]byte, seal.Overhead+1)}, 0); got != 0 {
+		t.Fatalf("the stage took %d more frames: it should be full", got)
 	}
 }
 

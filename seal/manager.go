@@ -109,7 +109,8 @@ type Manager struct {
 	lastTS  uint64          // the newest timestamp we sent
 	refused map[string]string
 
-	hs [8]atomic.Uint64 // by HandshakeResults
+	hs     [8]atomic.Uint64 // by HandshakeResults
+	staged [2]atomic.Uint64 // by StagedResults
 }
 
 // New returns a Manager with no peers.
@@ -225,6 +226,7 @@ func (m *Manager) SetPeers(peers []PeerConfig) map[string]*Peer {
 // forget drops a peer that left (or changed its key). m.mu is held.
 func (m *Manager) forget(p *Peer) {
 	p.gone = true
+	m.flush(p, m.cfg.Now())
 	for _, s := range p.sessions() {
 		delete(m.indices, s.local)
 	}
@@ -293,6 +295,7 @@ func (m *Manager) tick() {
 		if p.pending != nil {
 			m.indices[p.pending.local] = true
 		}
+		m.flush(p, now)
 		if !m.due(p, now) {
 			continue
 		}
@@ -505,6 +508,9 @@ func (m *Manager) complete(p *Peer, b []byte, now time.Time) {
 	p.lastHandshake = now
 	m.count(HSCompleted)
 	m.log.Debug("handshake completed", "peer", p.name, "index", pd.local, "peer_index", r.sender)
+	// The frames held while there was no session go first; any of them
+	// also confirms the session to the responder, as the keepalive does.
+	m.flush(p, now)
 	ka := make([]byte, Overhead)
 	if base, ok := s.reserve(1, m.cfg.RejectAfterMessages); ok {
 		s.sealFrame(ka, base)

@@ -42,6 +42,10 @@ type Peer struct {
 	recv    [recvSlots]atomic.Pointer[session]
 	slotMu  sync.Mutex // changes of the slots: the Manager's installs, a worker's confirm
 	kicked  atomic.Bool
+	stage   stage // frames held while there is no session (stage.go)
+	// inUse is the session the peer sends with: the last one a datagram
+	// was received under (stored only when it changes).
+	inUse atomic.Pointer[session]
 
 	// The Manager's, under m.mu.
 	addr          netip.AddrPort
@@ -132,6 +136,9 @@ func (p *Peer) Open(d []byte, now int64) ([]byte, Result) {
 	if !s.confirmed.Load() {
 		p.confirm(s)
 	}
+	if p.inUse.Load() != s {
+		p.inUse.Store(s)
+	}
 	return pt, Deliver
 }
 
@@ -167,25 +174,51 @@ func (p *Peer) confirm(s *session) {
 	if cur := p.current.Load(); cur == nil || s.created > cur.created {
 		p.current.Store(s)
 	}
+	if p.stage.held.Load() > 0 {
+		p.kick() // the Manager sends the held frames
+	}
 }
 
-// install adds s to the receive slots, in place of an empty one or else the
-// oldest that we do not send with. A session we initiated is confirmed and
+// install adds s to the receive slots, in place of an empty one, an
+// unconfirmed one, or else the oldest that we do not send with. A session we initiated is confirmed and
 // sent with at once; one we answered waits for the initiator's first
 // datagram (confirm).
 func (p *Peer) install(s *session) {
 	p.slotMu.Lock()
 	defer p.slotMu.Unlock()
 	cur := p.current.Load()
-	victim := -1
+	// What must stay: the session we send with, the one the peer sends
+	// with (the last we received under), and the newest one we answered
+	// (the peer may start sending with it at any moment) unless s
+	// supersedes it. Initiations the peer superseded are dead: their
+	// sessions go first, then the oldest of the rest.
+	inUse := p.inUse.Load()
+	var newest *session // the newest unconfirmed session
+	for i := range p.recv {
+		if o := p.recv[i].Load(); o != nil && !o.confirmed.Load() && (newest == nil || o.created > newest.created) {
+			newest = o
+		}
+	}
+	victim, rank := -1, 0
 	for i := range p.recv {
 		o := p.recv[i].Load()
 		if o == nil {
 			victim = i
 			break
 		}
-		if o != cur && (victim < 0 || o.created < p.recv[victim].Load().created) {
-			victim = i
+		if o == cur || o == inUse {
+			continue
+		}
+		r := 2 // confirmed, not in use
+		switch {
+		case o.confirmed.Load():
+		case o != newest || !s.initiator:
+			r = 3 // superseded by a newer initiation
+		default:
+			r = 1
+		}
+		if r > rank || (r == rank && o.created < p.recv[victim].Load().created) {
+			victim, rank = i, r
 		}
 	}
 	p.recv[victim].Store(s)

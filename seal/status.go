@@ -57,6 +57,7 @@ var (
 	descHandshakes = prometheus.NewDesc("weft_handshakes_total", "Data-plane handshake messages, by outcome.", []string{"result"}, nil)
 	descSessionAge = prometheus.NewDesc("weft_session_age_seconds", "Age of the session each encrypted peer's traffic is sent with (absent: no session).", []string{"peer"}, nil)
 	descSessions   = prometheus.NewDesc("weft_encrypted_peers", "Encrypted peers, by whether they have a session to send with.", []string{"session"}, nil)
+	descStaged     = prometheus.NewDesc("weft_staged_packets_total", "Packets held while their encrypted peer had no session yet (a handshake under way), by outcome: sent once the session was there, or expired (none within 5 s, or the peer left). Those that did not fit the peer's queue are counted as no_session drops.", []string{"result"}, nil)
 	descRefused    = prometheus.NewDesc("weft_peers_refused", "Peers refused by the encrypted data plane, by reason: no_key (it advertises no data-plane key, e.g. runs without --encrypt), cipher (another cipher).", []string{"reason"}, nil)
 )
 
@@ -66,6 +67,7 @@ func (m *Manager) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSessionAge
 	ch <- descSessions
 	ch <- descRefused
+	ch <- descStaged
 }
 
 // RefusedNoKey and RefusedCipher are the reasons of weft_peers_refused.
@@ -78,6 +80,9 @@ const (
 func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 	for i, r := range HandshakeResults {
 		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, float64(m.hs[i].Load()), r)
+	}
+	for i, r := range StagedResults {
+		ch <- prometheus.MustNewConstMetric(descStaged, prometheus.CounterValue, float64(m.staged[i].Load()), r)
 	}
 	m.mu.Lock()
 	now := m.cfg.Now().UnixNano()
@@ -120,6 +125,7 @@ func (Off) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descHandshakes
 	ch <- descSessions
 	ch <- descRefused
+	ch <- descStaged
 }
 
 // Collect implements prometheus.Collector.
@@ -132,5 +138,8 @@ func (Off) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, r := range []string{RefusedNoKey, RefusedCipher} {
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, 0, r)
+	}
+	for _, r := range StagedResults {
+		ch <- prometheus.MustNewConstMetric(descStaged, prometheus.CounterValue, 0, r)
 	}
 }

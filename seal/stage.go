@@ -1,0 +1,111 @@
+package seal
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// While a peer has no session to send with (its first handshake, or again
+// after a restart of either side), the forwarding workers hand the frames
+// they cannot seal to Stage instead of dropping them, as WireGuard's
+// staged queue does: the first packets of a flow toward a new peer (a TCP
+// SYN, the first ping) then arrive one handshake round trip late instead
+// of a retransmission timeout late. The Manager seals and sends them as
+// soon as a session is there. The queue is small and bounded: it bridges
+// one handshake, it is no buffer for a peer that does not answer.
+
+const (
+	// StageFrames is how many frames a peer holds while it has no session;
+	// more are dropped (the router counts them as no_session).
+	StageFrames = 32
+	// StageMaxAge is how long a held frame waits for a session before it
+	// is dropped (counted in weft_staged_packets_total{result="expired"}).
+	StageMaxAge = 5 * time.Second
+)
+
+// Results of weft_staged_packets_total.
+const (
+	StagedSent    = "sent"    // sealed and sent once the session was there
+	StagedExpired = "expired" // no session within StageMaxAge, or the peer left
+)
+
+// stage is a peer's held frames. Workers add under mu (only while there is
+// no session: not the steady state); the Manager takes them.
+type stage struct {
+	mu     sync.Mutex
+	frames [][]byte
+	since  int64        // unix ns when the oldest held frame came
+	held   atomic.Int32 // len(frames), read without mu
+}
+
+// Stage holds copies of frames (each as Seal takes it: header room,
+// plaintext, tag room) until the peer has a session, and returns how many
+// it took; the rest did not fit. now is the time in unix nanoseconds.
+// Staged frames are sent by the Manager and keep their order.
+func (p *Peer) Stage(frames [][]byte, now int64) int {
+	st := &p.stage
+	st.mu.Lock()
+	n := min(len(frames), StageFrames-len(st.frames))
+	if n > 0 && len(st.frames) == 0 {
+		st.since = now
+	}
+	for _, f := range frames[:max(n, 0)] {
+		st.frames = append(st.frames, append([]byte(nil), f...))
+	}
+	st.held.Store(int32(len(st.frames)))
+	st.mu.Unlock()
+	p.kick()
+	return max(n, 0)
+}
+
+// take removes and returns the held frames.
+func (st *stage) take() ([][]byte, int64) {
+	if st.held.Load() == 0 {
+		return nil, 0
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	f, since := st.frames, st.since
+	st.frames = nil
+	st.held.Store(0)
+	return f, since
+}
+
+// flush sends p's held frames if p has a session now, and drops them if
+// they waited too long or p is gone. m.mu is held.
+func (m *Manager) flush(p *Peer, now time.Time) {
+	if p.stage.held.Load() == 0 {
+		return
+	}
+	s := p.current.Load()
+	ready := s != nil && now.UnixNano()-s.created < m.rejectAfter && !p.gone
+	if !ready && !p.gone && now.UnixNano()-p.stage.since < int64(StageMaxAge) {
+		return
+	}
+	frames, _ := p.stage.take()
+	if len(frames) == 0 {
+		return
+	}
+	if !ready || !p.Seal(frames, now.UnixNano()) {
+		m.staged[1].Add(uint64(len(frames)))
+		return
+	}
+	for _, f := range frames {
+		if err := m.cfg.Send(f, p.addr); err != nil {
+			m.staged[1].Add(1)
+			m.log.Debug("sending a held datagram", "peer", p.name, "to", p.addr, "err", err)
+			continue
+		}
+		m.staged[0].Add(1)
+	}
+}
+
+// StagedResults lists the outcomes of weft_staged_packets_total in a fixed
+// order.
+var StagedResults = []string{StagedSent, StagedExpired}
+
+// Staged reports the held frames' outcomes, by StagedResults.
+func (m *Manager) Staged() map[string]uint64 {
+	return map[string]uint64{StagedSent: m.staged[0].Load(), StagedExpired: m.staged[1].Load()}
+}
