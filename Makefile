@@ -72,8 +72,16 @@ $(CNITOOL): FORCE
 FORCE:
 
 ## bench: iperf3 across namespace hosts, weft beside kernel VXLAN and raw veth (root).
-bench:
+bench: $(TOOLS)/wireguard
 	$(GO) run ./bench/netbench $(BENCH_FLAGS)
+
+# wireguard-go, the encrypted path's baseline, at the module version weft's
+# go.mod already pins for its TUN baseline; `wg` comes from wireguard-tools.
+WIREGUARD_GO_VERSION := v0.0.0-20260522210424-ecfc5a8d5446
+# (go install names it after the module: bin/tools/wireguard.)
+$(TOOLS)/wireguard:
+	GOBIN=$(TOOLS) $(GO) install golang.zx2c4.com/wireguard@$(WIREGUARD_GO_VERSION)
+	@command -v wg >/dev/null || echo "bench: wg not found; the wireguard-go path needs it: apt-get install wireguard-tools" >&2
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./encap ./router ./tun ./seal

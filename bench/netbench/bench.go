@@ -282,6 +282,18 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 			errf("kernel VXLAN setup: %v", err)
 			return pr
 		}
+	case kindWireguardGo:
+		dst = overlayB
+		procs, err := b.setupWireguardGo(ctx)
+		defer func() {
+			if err := b.stopWireguardGo(procs); err != nil {
+				errf("wireguard-go teardown: %v", err)
+			}
+		}()
+		if err != nil {
+			errf("wireguard-go setup: %v", err)
+			return pr
+		}
 	case kindWeft:
 		dst = overlayB
 		var err error

@@ -55,6 +55,7 @@ const (
 	kindVeth pathKind = iota
 	kindKVXLAN
 	kindWeft
+	kindWireguardGo
 )
 
 // pathDef is one data path the benchmark measures.
@@ -102,6 +103,7 @@ var pathDefs = []pathDef{
 	{Name: "weft-direct", Desc: "weft --encap udp --direct-routing: the on-link peer is reached by a plain kernel route", Kind: kindWeft,
 		Args: []string{"--encap", "udp", "--direct-routing"}, Via: "direct"},
 	encryptedPath,
+	wireguardPath,
 }
 
 // defaultWorkers says whether the path runs weft's default worker count

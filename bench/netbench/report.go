@@ -226,6 +226,8 @@ const (
 	targetVXLAN    = 0.9  // weft-vxlan, x weft-udp (within 10%)
 	targetNoOff    = 3    // weft-udp TCP 1 stream, x weft-udp-nooff
 	targetRSSLimit = 64   // MiB, every daemon at the default worker count
+	targetEncWG    = 2.0  // weft-udp-encrypt TCP 1 stream and UDP, x wireguard-go (issue 13)
+	targetEncPlain = 0.6  // weft-udp-encrypt TCP 1 stream, x weft-udp (issue 13)
 )
 
 // evalTargets checks the issue's targets.
@@ -270,6 +272,14 @@ func (r *results) evalTargets() []target {
 	cmp(fmt.Sprintf("weft-vxlan TCP 4 streams within 10%% of weft-udp (>= %.2gx)", targetVXLAN), xt4, wt4, targetVXLAN, "Gbit/s", 1e9, "weft-vxlan and weft-udp")
 	cmp(fmt.Sprintf("weft-vxlan UDP %d-byte within 10%% of weft-udp (>= %.2gx)", r.Options.UDPLen, targetVXLAN), xu, wu, targetVXLAN, "kpps", 1e3, "weft-vxlan and weft-udp")
 	cmp(fmt.Sprintf("weft-udp TCP 1 stream >= %dx weft-udp-nooff (one packet per syscall)", targetNoOff), wt1, nt1, targetNoOff, "Gbit/s", 1e9, "weft-udp and weft-udp-nooff")
+
+	// Issue 13: the encrypted data plane against wireguard-go and against
+	// weft without encryption.
+	et1, _, eu, _ := get(r.path("weft-udp-encrypt"))
+	gt1, _, gu, _ := get(r.path("wireguard-go"))
+	cmp(fmt.Sprintf("weft-udp-encrypt TCP 1 stream >= %.2gx wireguard-go", targetEncWG), et1, gt1, targetEncWG, "Gbit/s", 1e9, "weft-udp-encrypt and wireguard-go")
+	cmp(fmt.Sprintf("weft-udp-encrypt UDP %d-byte delivered >= %.2gx wireguard-go", r.Options.UDPLen, targetEncWG), eu, gu, targetEncWG, "kpps", 1e3, "weft-udp-encrypt and wireguard-go")
+	cmp(fmt.Sprintf("weft-udp-encrypt TCP 1 stream >= %.2gx weft-udp", targetEncPlain), et1, wt1, targetEncPlain, "Gbit/s", 1e9, "weft-udp-encrypt and weft-udp")
 
 	t = target{Name: fmt.Sprintf("every weft daemon's peak RSS < %d MiB at the default worker count", targetRSSLimit)}
 	var parts []string
