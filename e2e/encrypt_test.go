@@ -388,4 +388,133 @@ func TestEncryptedDataPlane(t *testing.T) {
 		}
 	}
 	t.Logf("after kill -9: traffic both ways %v after b was alive again", time.Since(aliveAt).Round(time.Millisecond))
+
+	// Rotating b's static key as README says: stop it, remove data.key,
+	// start it. b advertises the new key; a and cc drop the old sessions
+	// and handshake with the new key: traffic flows both ways again soon
+	// after b is alive again, and their status shows the new key. Then the
+	// same after a crash (kill -9), where a and cc still hold b, alive,
+	// with its old key and sessions when it comes back with a new one.
+	for _, crash := range []bool{false, true} {
+		rotateStaticKey(t, ctx, c, b, []*node{a, cc}, crash)
+	}
+}
+
+// rotateStaticKey stops n (SIGTERM, or with crash SIGKILL), removes its
+// data.key, starts it, and requires its peers to reach it, and it them,
+// with the new key within 3 s of it being alive again.
+func rotateStaticKey(t *testing.T, ctx context.Context, c *cluster, n *node, peers []*node, crash bool) {
+	t.Helper()
+	began := time.Now()
+	how := "stop"
+	if crash {
+		how = "kill -9"
+	}
+	oldKey := publicKey(t, n)
+	for _, o := range peers {
+		st, err := status(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := st.Peer(n.name); p == nil || p.Encryption == nil || p.Encryption.Key != oldKey || p.Encryption.Session != "established" {
+			t.Fatalf("%s: %s's status of %s before the key rotation: %+v, want an established session with key %s", how, o.name, n.name, p, oldKey)
+		}
+	}
+	if crash {
+		if err := n.proc.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = n.proc.Wait(10 * time.Second)
+	} else {
+		stopNode(t, n)
+	}
+	if err := os.Remove(filepath.Join(n.files.StateDir, seal.KeyFileName)); err != nil {
+		t.Fatal(err)
+	}
+	logOffs := map[string]int{}
+	for _, o := range peers {
+		logOffs[o.name] = len(o.proc.Logs())
+	}
+	c.start(n)
+	startedAt := time.Now()
+	var newKey string
+	if err := pollFast(time.Now().Add(formationTimeout), func() error {
+		if err := readyz(n); err != nil {
+			return err
+		}
+		st, err := status(n)
+		if err != nil {
+			return err
+		}
+		if st.Node.Encryption == nil {
+			return fmt.Errorf("%s's status has no encryption section", n.name)
+		}
+		newKey = st.Node.Encryption.PublicKey
+		if err := seesAlive(st, otherNames(peers, nil)...); err != nil {
+			return err
+		}
+		for _, o := range peers {
+			st, err := status(o)
+			if err != nil {
+				return err
+			}
+			if err := seesAlive(st, n.name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%s: %v", how, err)
+	}
+	aliveAt := time.Now()
+	if newKey == oldKey {
+		t.Fatalf("%s: %s kept its static key %s after data.key was removed", how, n.name, oldKey)
+	}
+	if !strings.Contains(n.proc.Logs(), "created the data-plane key") {
+		t.Errorf("%s: %s's log does not say that it created a new data-plane key", how, n.name)
+	}
+	for _, o := range peers {
+		for _, pair := range [][2]*node{{o, n}, {n, o}} {
+			if err := pingWithin(ctx, pair[0], pair[1].overlay, 3*time.Second); err != nil {
+				t.Fatalf("%s: %s -> %s: no traffic within 3 s of %s being alive again with a new key: %v", how, pair[0].name, pair[1].name, n.name, err)
+			}
+		}
+	}
+	flowing := time.Since(aliveAt)
+	for _, o := range peers {
+		st, err := status(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := st.Peer(n.name)
+		if p == nil || p.Encryption == nil || p.Encryption.Key != newKey || p.Encryption.Session != "established" ||
+			p.Encryption.Handshakes == 0 || !p.Encryption.LastHandshake.After(startedAt) {
+			t.Errorf("%s: %s's status of %s after the key rotation: %+v, want an established session with key %s, handshaken since the restart", how, o.name, n.name, p.Encryption, newKey)
+		}
+		nst, err := status(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q := nst.Peer(o.name); q == nil || q.Encryption == nil || q.Encryption.Session != "established" {
+			t.Errorf("%s: %s's status of %s after the key rotation: %+v", how, n.name, o.name, q)
+		}
+		if strings.Contains(o.proc.Logs()[logOffs[o.name]:], "peer refused") {
+			t.Errorf("%s: %s refused %s after its key rotation:\n%s", how, o.name, n.name, tail(o.proc.Logs(), 20))
+		}
+	}
+	t.Logf("static key rotation (%s) on %s: %s -> %s; alive again %v after its start, traffic both ways with %s %v later; the step took %v",
+		how, n.name, oldKey, newKey, aliveAt.Sub(startedAt).Round(time.Millisecond), strings.Join(otherNames(peers, nil), ", "), flowing.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+}
+
+// publicKey is n's data-plane public key from its status.
+func publicKey(t *testing.T, n *node) string {
+	t.Helper()
+	st, err := status(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Node.Encryption == nil {
+		t.Fatalf("%s's status has no encryption section: %s", n.name, st.raw)
+	}
+	return st.Node.Encryption.PublicKey
 }
