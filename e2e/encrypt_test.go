@@ -388,4 +388,318 @@ func TestEncryptedDataPlane(t *testing.T) {
 		}
 	}
 	t.Logf("after kill -9: traffic both ways %v after b was alive again", time.Since(aliveAt).Round(time.Millisecond))
+
+	// Rotating b's static key as README says: stop it, remove data.key,
+	// start it. b advertises the new key; a and cc drop the old sessions
+	// and handshake with the new key: traffic flows both ways again soon
+	// after b is alive again, and their status shows the new key. Then the
+	// same after a crash (kill -9), where a and cc still hold b, alive,
+	// with its old key and sessions when it comes back with a new one.
+	for _, crash := range []bool{false, true} {
+		rotateStaticKey(t, ctx, c, b, []*node{a, cc}, crash)
+	}
+}
+
+// rotateStaticKey stops n (SIGTERM, or with crash SIGKILL), removes its
+// data.key, starts it, and requires its peers to reach it, and it them,
+// with the new key within 3 s of it being alive again.
+func rotateStaticKey(t *testing.T, ctx context.Context, c *cluster, n *node, peers []*node, crash bool) {
+	t.Helper()
+	began := time.Now()
+	how := "stop"
+	if crash {
+		how = "kill -9"
+	}
+	oldKey := publicKey(t, n)
+	for _, o := range peers {
+		st, err := status(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := st.Peer(n.name); p == nil || p.Encryption == nil || p.Encryption.Key != oldKey || p.Encryption.Session != "established" {
+			t.Fatalf("%s: %s's status of %s before the key rotation: %+v, want an established session with key %s", how, o.name, n.name, p, oldKey)
+		}
+	}
+	if crash {
+		if err := n.proc.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = n.proc.Wait(10 * time.Second)
+	} else {
+		stopNode(t, n)
+	}
+	if err := os.Remove(filepath.Join(n.files.StateDir, seal.KeyFileName)); err != nil {
+		t.Fatal(err)
+	}
+	logOffs := map[string]int{}
+	for _, o := range peers {
+		logOffs[o.name] = len(o.proc.Logs())
+	}
+	c.start(n)
+	startedAt := time.Now()
+	var newKey string
+	if err := pollFast(time.Now().Add(formationTimeout), func() error {
+		if err := readyz(n); err != nil {
+			return err
+		}
+		st, err := status(n)
+		if err != nil {
+			return err
+		}
+		if st.Node.Encryption == nil {
+			return fmt.Errorf("%s's status has no encryption section", n.name)
+		}
+		newKey = st.Node.Encryption.PublicKey
+		if err := seesAlive(st, otherNames(peers, nil)...); err != nil {
+			return err
+		}
+		for _, o := range peers {
+			st, err := status(o)
+			if err != nil {
+				return err
+			}
+			if err := seesAlive(st, n.name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%s: %v", how, err)
+	}
+	aliveAt := time.Now()
+	if newKey == oldKey {
+		t.Fatalf("%s: %s kept its static key %s after data.key was removed", how, n.name, oldKey)
+	}
+	if !strings.Contains(n.proc.Logs(), "created the data-plane key") {
+		t.Errorf("%s: %s's log does not say that it created a new data-plane key", how, n.name)
+	}
+	for _, o := range peers {
+		for _, pair := range [][2]*node{{o, n}, {n, o}} {
+			if err := pingWithin(ctx, pair[0], pair[1].overlay, 3*time.Second); err != nil {
+				t.Fatalf("%s: %s -> %s: no traffic within 3 s of %s being alive again with a new key: %v", how, pair[0].name, pair[1].name, n.name, err)
+			}
+		}
+	}
+	flowing := time.Since(aliveAt)
+	for _, o := range peers {
+		st, err := status(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := st.Peer(n.name)
+		if p == nil || p.Encryption == nil || p.Encryption.Key != newKey || p.Encryption.Session != "established" ||
+			p.Encryption.Handshakes == 0 || !p.Encryption.LastHandshake.After(startedAt) {
+			t.Errorf("%s: %s's status of %s after the key rotation: %+v, want an established session with key %s, handshaken since the restart", how, o.name, n.name, p.Encryption, newKey)
+		}
+		nst, err := status(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q := nst.Peer(o.name); q == nil || q.Encryption == nil || q.Encryption.Session != "established" {
+			t.Errorf("%s: %s's status of %s after the key rotation: %+v", how, n.name, o.name, q)
+		}
+		if strings.Contains(o.proc.Logs()[logOffs[o.name]:], "peer refused") {
+			t.Errorf("%s: %s refused %s after its key rotation:\n%s", how, o.name, n.name, tail(o.proc.Logs(), 20))
+		}
+	}
+	t.Logf("static key rotation (%s) on %s: %s -> %s; alive again %v after its start, traffic both ways with %s %v later; the step took %v",
+		how, n.name, oldKey, newKey, aliveAt.Sub(startedAt).Round(time.Millisecond), strings.Join(otherNames(peers, nil), ", "), flowing.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+}
+
+// publicKey is n's data-plane public key from its status.
+func publicKey(t *testing.T, n *node) string {
+	t.Helper()
+	st, err := status(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Node.Encryption == nil {
+		t.Fatalf("%s's status has no encryption section: %s", n.name, st.raw)
+	}
+	return st.Node.Encryption.PublicKey
+}
+
+// TestEncryptedStaticPeer: an encrypted host a has a kernel VXLAN VTEP k as
+// a static peer with encrypt=false, and an encrypted weft peer b. a and k
+// ping each other in plaintext while a and b encrypt: on a's underlay the
+// pings' pattern is in the datagrams between a and k and never in those
+// between a and b. A static peer without encrypt=false is a usage error at
+// start and makes a reload refused: such a peer gets no datagram.
+func TestEncryptedStaticPeer(t *testing.T) {
+	tp := newLab(t, "bridge", "ethtool", "tcpdump")
+	seg := tp.segment("lan0", underlayNet)
+	a := tp.addNode("a", seg, netip.MustParseAddr("192.168.50.1"), 1)
+	b := tp.addNode("b", seg, netip.MustParseAddr("192.168.50.2"), 2)
+	kAddr, kOverlay := netip.MustParseAddr("192.168.50.9"), netip.MustParseAddr("10.244.9.0")
+	// k2: a host at the address of the static peer that a reload tries to
+	// add without encrypt=false (it runs nothing: it must get nothing).
+	k2Addr := netip.MustParseAddr("192.168.50.10")
+	k, err := tp.lab.Host("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := tp.lab.Host("k2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []struct {
+		h    *netlab.Host
+		addr netip.Addr
+	}{{k, kAddr}, {k2, k2Addr}} {
+		if _, err := h.h.Attach(seg, netip.PrefixFrom(h.addr, 24)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tp.addExtra(k, []string{"ip", "-s", "link", "show", "vxlan0"}, []string{"bridge", "fdb", "show", "dev", "vxlan0"})
+
+	key := keygen(t, a)
+	enc := func(n *node) []string {
+		return []string{"--encap", "vxlan", "--encrypt", "--gossip-key-file", keyFile(n)}
+	}
+	for _, n := range []*node{a, b} {
+		writeKeys(t, n, key)
+	}
+	kFlag := "name=k,subnet=10.244.9.0/24,ip=" + kAddr.String() + ",mac=" + kernelVTEPMAC
+
+	// Without encrypt=false the static peer is a usage error naming it.
+	code, _, stderr := runWeft(t, a, runArgs(a, nil, append(enc(a), "--peer", kFlag)...)...)
+	if code != 2 || !strings.Contains(stderr, "--peer") || !strings.Contains(stderr, "encrypt=false") {
+		t.Fatalf("--encrypt with a static peer without encrypt=false: exit %d, %q", code, stderr)
+	}
+
+	// a's static peers come from its config file, so that a reload can
+	// change them.
+	cfg := filepath.Join(a.files.Dir, "peers.yaml")
+	kPeer := "  - {name: k, subnet: 10.244.9.0/24, ip: " + kAddr.String() + ", mac: \"" + kernelVTEPMAC + "\", encrypt: false}\n"
+	writeFile(t, cfg, "peers:\n"+kPeer)
+	a.args = runArgs(a, []string{b.underlay.String()}, append(enc(a), "--config", cfg)...)
+	b.args = runArgs(b, []string{a.underlay.String()}, enc(b)...)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	kernelVTEP(t, ctx, k, kAddr, a.underlay, false)
+	tp.startAll()
+	if err := pollUntil(time.Now().Add(formationTimeout), func() error {
+		for _, pair := range [][2]*node{{a, b}, {b, a}} {
+			if pair[0].proc.Exited() {
+				return errExited(pair[0])
+			}
+			st, err := status(pair[0])
+			if err != nil {
+				return err
+			}
+			if err := seesAlive(st, pair[1].name); err != nil {
+				return err
+			}
+			if err := hasSession(st, pair[1].name); err != nil {
+				return err
+			}
+		}
+		st, err := status(a)
+		if err != nil {
+			return err
+		}
+		p := st.Peer("k")
+		if p == nil || p.State != "static" || p.Via != "tunnel" || p.Encryption == nil || p.Encryption.Session != "plaintext" {
+			return fmt.Errorf("a's status of k: %+v, want static via tunnel, session plaintext", p)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("a and b encrypted, k plaintext: %v", err)
+	}
+
+	kNode := &node{name: "k", host: k}
+	// The first ping may wait for routes and neighbours.
+	for _, p := range []struct {
+		src *node
+		dst netip.Addr
+	}{{a, kOverlay}, {kNode, a.overlay}, {a, b.overlay}, {b, a.overlay}} {
+		if err := pingWithin(ctx, p.src, p.dst, 5*time.Second); err != nil {
+			t.Fatalf("ping %s -> %s: %v", p.src.name, p.dst, err)
+		}
+	}
+
+	// Pings with a pattern, captured on a's underlay.
+	const pattern = "WEFT-E2E-PLAIN16"
+	hexPattern := fmt.Sprintf("%x", pattern)
+	pcap := filepath.Join(a.files.Dir, "static.pcap")
+	stop := underlayCapture(t, a.host, pcap, "udp port 8472")
+	pingPattern := func(src *node, dst netip.Addr) {
+		t.Helper()
+		out, err := src.host.Run(ctx, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-w", "5", "-p", hexPattern, dst.String())
+		res, perr := netlab.ParsePing(out)
+		if err != nil || perr != nil || res.Received != 3 {
+			t.Errorf("ping -p %s -> %s: %v %v %v\n%s", src.name, dst, res, err, perr, out)
+		}
+	}
+	pingPattern(a, kOverlay)
+	pingPattern(kNode, a.overlay)
+	pingPattern(a, b.overlay)
+	pingPattern(b, a.overlay)
+	stop()
+	for _, dir := range []struct {
+		what     string
+		src, dst netip.Addr
+		plain    bool
+	}{
+		{"a -> k", a.underlay, kAddr, true},
+		{"k -> a", kAddr, a.underlay, true},
+		{"a -> b", a.underlay, b.underlay, false},
+		{"b -> a", b.underlay, a.underlay, false},
+	} {
+		pls, _, err := udpPayloads(pcap, netip.AddrPortFrom(dir.src, 0), netip.AddrPortFrom(dir.dst, 8472))
+		if err != nil {
+			t.Fatal(err)
+		}
+		withPattern, vxlan := 0, 0
+		for _, p := range pls {
+			if bytes.Contains(p, []byte(pattern)) {
+				withPattern++
+			}
+			if len(p) >= 8 && p[0] == 0x08 { // VXLAN flags: the VNI is valid
+				vxlan++
+			}
+		}
+		t.Logf("%s: %d datagrams, %d plain VXLAN, %d with the pattern", dir.what, len(pls), vxlan, withPattern)
+		switch {
+		case dir.plain && (withPattern < 3 || vxlan != len(pls)):
+			t.Errorf("%s (encrypt=false): %d of %d datagrams plain VXLAN, %d with the pattern; want plaintext VXLAN carrying the 3 pings", dir.what, vxlan, len(pls), withPattern)
+		case !dir.plain && (len(pls) < 3 || withPattern > 0 || vxlan > 0):
+			t.Errorf("%s (encrypted): %d datagrams, %d plain VXLAN, %d with the pattern; want at least 3, all encrypted", dir.what, len(pls), vxlan, withPattern)
+		}
+	}
+
+	// A reload that adds a static peer without encrypt=false is refused:
+	// a keeps its peers, k2 is neither listed nor reached.
+	writeFile(t, cfg, "peers:\n"+kPeer+"  - {name: k2, subnet: 10.244.10.0/24, ip: "+k2Addr.String()+", mac: \"02:00:00:00:00:0a\"}\n")
+	pcap2 := filepath.Join(a.files.Dir, "reload.pcap")
+	stop = underlayCapture(t, a.host, pcap2, "host "+k2Addr.String())
+	logOff := len(a.proc.Logs())
+	if err := a.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	line, err := waitLogLine(a.proc, logOff, time.Now().Add(10*time.Second), "reload refused")
+	if err != nil {
+		t.Fatalf("a did not refuse a static peer without encrypt=false on reload: %v\n%s", err, tail(a.proc.Logs(), 10))
+	}
+	if !strings.Contains(line, "encrypt=false") {
+		t.Errorf("the refusal does not say encrypt=false: %s", line)
+	}
+	st, err := status(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := st.Peer("k2"); p != nil {
+		t.Errorf("a lists k2 after the refused reload: %+v", *p)
+	}
+	if err := pingOK(ctx, a, netip.MustParseAddr("10.244.10.1"), 1); err == nil {
+		t.Error("a reaches k2's subnet after the refused reload")
+	}
+	pingPattern(a, kOverlay)
+	pingPattern(a, b.overlay)
+	stop()
+	if pls, _, err := udpPayloads(pcap2, netip.AddrPortFrom(a.underlay, 0), netip.AddrPortFrom(k2Addr, 0)); err != nil || len(pls) > 0 {
+		t.Errorf("a sent %d datagrams to k2 (%v)", len(pls), err)
+	}
+	t.Logf("reload refused: %s", line)
 }

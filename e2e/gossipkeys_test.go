@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/seal"
 )
 
 // keygen runs "weft keygen" in n's namespace.
@@ -160,10 +164,13 @@ func TestWrongGossipKeyRefused(t *testing.T) {
 	}
 }
 
-// TestGossipKeyRotation: a and b rotate their gossip key K1 -> K2 by
-// rewriting their key files and sending SIGHUP (install, use, remove) and
-// stay joined throughout; then d, with only K2, joins, and e, with only K1,
-// is refused.
+// TestGossipKeyRotation: a and b, both with the encrypted data plane,
+// rotate their gossip key K1 -> K2 by rewriting their key files and sending
+// SIGHUP (install, use, remove) while a TCP transfer a -> b and a ping
+// b -> a run through the overlay: they stay joined, each keeps the other's
+// session (never refused), the transfer never stalls, no ping is lost and
+// no datagram is dropped for want of a session or a valid tag. Then d, with
+// only K2, joins, and e, with only K1, is refused.
 func TestGossipKeyRotation(t *testing.T) {
 	c := newCluster(t, "a", "b", "d", "e")
 	a, b, d, e := c.by["a"], c.by["b"], c.by["d"], c.by["e"]
@@ -173,7 +180,8 @@ func TestGossipKeyRotation(t *testing.T) {
 	writeKeys(t, d, k2)
 	writeKeys(t, e, k1)
 	for _, n := range c.nodes {
-		n.args = append(n.args, "--gossip-key-file", keyFile(n))
+		// A 10 s rekey: handshakes happen during the rotation too.
+		n.args = append(n.args, "--gossip-key-file", keyFile(n), "--encrypt", "--encrypt-rekey-after", "10s")
 	}
 	pair := []*node{a, b}
 	for _, n := range pair {
@@ -214,8 +222,58 @@ func TestGossipKeyRotation(t *testing.T) {
 	}
 	errsBefore := keyErrs()
 
+	// Both sessions up and traffic flowing before the rotation starts.
+	if err := pollUntil(time.Now().Add(10*time.Second), func() error {
+		for _, n := range pair {
+			v, err := status(n)
+			if err != nil {
+				return err
+			}
+			if err := hasSession(v, otherNames(pair, n)...); err != nil {
+				return err
+			}
+		}
+		return pingOK(ctx, a, b.overlay, 1)
+	}); err != nil {
+		t.Fatalf("a and b have no encrypted sessions before the rotation: %v", err)
+	}
+	dropsOf := func() map[string]float64 {
+		m := map[string]float64{}
+		for _, n := range pair {
+			for _, r := range []string{"no_session", "bad_auth", "replay"} {
+				m[n.name+" "+r] = drop(ctx, t, n, r)
+			}
+		}
+		return m
+	}
+	dropsBefore := dropsOf()
+	hsBefore := counter(ctx, t, a, "weft_handshakes_total", "result", "completed") + counter(ctx, t, b, "weft_handshakes_total", "result", "completed")
+
+	// Traffic through the whole rotation: TCP a -> b (rate-capped, so that
+	// the gossip and the watchers below keep their CPU on a shared 2-core
+	// machine) and ICMP b -> a, 200 ms apart. Both last longer than the
+	// rotation takes (~15 s); that they are still running when it ends is
+	// checked below.
+	const trafficSecs = 25
+	if _, err := b.host.IPerf3Server(5201); err != nil {
+		t.Fatal(err)
+	}
+	trafficStart := time.Now()
+	iperfDone := iperfInBackground(ctx, a, b.overlay, netlab.IPerf3Options{Port: 5201, Seconds: trafficSecs, Bitrate: "200M"})
+	type pingOut struct {
+		res netlab.PingResult
+		err error
+	}
+	pingDone := make(chan pingOut, 1)
+	go func() {
+		res, err := b.host.Ping(ctx, a.overlay, int(trafficSecs*time.Second/netlab.PingInterval))
+		pingDone <- pingOut{res, err}
+	}()
+	time.Sleep(2 * time.Second) // a steady transfer first
+
 	// Watch a and b throughout the rotation: each must list the other as
-	// alive at every look.
+	// alive, routed, with an established session (not refused) at every
+	// look.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var (
 		watchWG   sync.WaitGroup
@@ -233,6 +291,8 @@ func TestGossipKeyRotation(t *testing.T) {
 				if err != nil {
 					lapses = append(lapses, err.Error())
 				} else if err := seesAlive(v, other...); err != nil {
+					lapses = append(lapses, time.Now().Format("15:04:05.000")+" "+err.Error())
+				} else if err := hasSession(v, other...); err != nil {
 					lapses = append(lapses, time.Now().Format("15:04:05.000")+" "+err.Error())
 				}
 				watchMu.Unlock()
@@ -301,11 +361,28 @@ func TestGossipKeyRotation(t *testing.T) {
 	}
 	stopWatch()
 	watchWG.Wait()
+	rotated := time.Since(trafficStart)
 	if len(lapses) > 0 {
-		t.Errorf("a or b did not list the other as alive at %d of %d looks during the rotation:\n%s", len(lapses), lookCount, strings.Join(lapses[:min(len(lapses), 10)], "\n"))
+		t.Errorf("a or b did not list the other as alive with a session at %d of %d looks during the rotation:\n%s", len(lapses), lookCount, strings.Join(lapses[:min(len(lapses), 10)], "\n"))
 	} else {
-		t.Logf("a and b listed each other as alive at all %d looks during the rotation", lookCount)
+		t.Logf("a and b listed each other as alive with an established session at all %d looks during the rotation", lookCount)
 	}
+	// The traffic must have covered the whole rotation.
+	if len(iperfDone) > 0 || len(pingDone) > 0 {
+		t.Fatalf("the traffic ended before the rotation did (%v after it started): raise trafficSecs", rotated.Round(time.Millisecond))
+	}
+	if now := dropsOf(); !maps.Equal(now, dropsBefore) {
+		t.Errorf("datagrams dropped during the rotation: before %v, after %v", dropsBefore, now)
+	}
+	hs := counter(ctx, t, a, "weft_handshakes_total", "result", "completed") + counter(ctx, t, b, "weft_handshakes_total", "result", "completed") - hsBefore
+	for _, n := range pair {
+		for _, r := range []string{seal.RefusedNoKey, seal.RefusedCipher} {
+			if v := counter(ctx, t, n, "weft_peers_refused", "reason", r); v != 0 {
+				t.Errorf("%s: weft_peers_refused{reason=%s} = %v after the rotation", n.name, r, v)
+			}
+		}
+	}
+	t.Logf("rotation done %v into the traffic; %v handshakes completed meanwhile; drops %v", rotated.Round(time.Millisecond), hs, dropsBefore)
 
 	// d (K2 only) joins the rotated cluster; e (K1 only) is refused.
 	c.start(d)
@@ -341,4 +418,45 @@ func TestGossipKeyRotation(t *testing.T) {
 	if ke == 0 && jf == 0 {
 		t.Errorf("e counts neither key errors nor join failures")
 	}
+
+	// The traffic of the rotation: TCP never stalled, no ping lost.
+	out := awaitIperf(t, iperfDone, time.Until(trafficStart.Add(trafficSecs*time.Second+30*time.Second)), "iperf3 a -> b")
+	if out.err != nil {
+		t.Fatalf("iperf3 a -> b across the rotation: %v", out.err)
+	}
+	ivs, low := iperfIntervals(out.res.Raw)
+	t.Logf("iperf3 TCP a -> b across the rotation: %v; lowest 1 s interval %.1f Mbit/s", out.res, low/1e6)
+	t.Logf("iperf3 intervals: %s", ivs)
+	// Capped at 200 Mbit/s: a second under 20 is a stall (a lost
+	// retransmission timeout or longer), not the machine being slow.
+	if out.res.ReceivedBPS <= 0 || low < 20e6 {
+		t.Errorf("the transfer stalled during the rotation: %v, lowest 1 s interval %.1f Mbit/s", out.res, low/1e6)
+	}
+	var po pingOut
+	select {
+	case po = <-pingDone:
+	case <-time.After(time.Until(trafficStart.Add(trafficSecs*time.Second + 30*time.Second))):
+		t.Fatal("the ping b -> a did not end")
+	}
+	if po.err != nil || po.res.Sent < trafficSecs*4 || po.res.Received != po.res.Sent {
+		t.Errorf("ping b -> a across the rotation: %v, %v (want none lost)\n%s", po.res, po.err, po.res.Output)
+	} else {
+		t.Logf("ping b -> a across the rotation: %v", po.res)
+	}
+}
+
+// hasSession requires st to show an established session with every name.
+func hasSession(st *statusDoc, names ...string) error {
+	for _, name := range names {
+		p := st.Peer(name)
+		switch {
+		case p == nil:
+			return fmt.Errorf("%s does not list %s: %s", st.Node.Name, name, st.summary())
+		case p.Reason != "":
+			return fmt.Errorf("%s refuses %s: %s", st.Node.Name, name, p.Reason)
+		case p.Encryption == nil || p.Encryption.Session != "established":
+			return fmt.Errorf("%s has no established session with %s: %+v", st.Node.Name, name, p.Encryption)
+		}
+	}
+	return nil
 }

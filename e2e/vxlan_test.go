@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/netlab"
 )
 
 // The VXLAN encapsulation is wire-compatible with the Linux kernel's VXLAN
@@ -60,39 +62,7 @@ func vxlanInterop(t *testing.T, arp bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	// k: the kernel VTEP, as flannel's vxlan backend sets it up.
-	fdbDst := weftVTEPMAC
-	if arp {
-		fdbDst = "00:00:00:00:00:00" // flood entry: broadcasts (ARP) go to a
-	}
-	cmds := [][]string{
-		{"ip", "link", "add", "vxlan0", "type", "vxlan", "id", "1", "dstport", "8472", "local", kAddr.String(), "dev", "eth0", "nolearning"},
-		{"ip", "link", "set", "vxlan0", "address", kernelVTEPMAC, "mtu", "1450", "up"},
-		{"ip", "addr", "add", "10.244.9.0/32", "dev", "vxlan0"},
-		{"ip", "route", "add", "10.244.1.0/24", "via", "10.244.1.0", "dev", "vxlan0", "onlink"},
-	}
-	if !arp {
-		cmds = append(cmds, []string{"ip", "neigh", "add", "10.244.1.0", "lladdr", weftVTEPMAC, "dev", "vxlan0", "nud", "permanent"})
-	}
-	cmds = append(cmds,
-		[]string{"bridge", "fdb", "append", fdbDst, "dev", "vxlan0", "dst", a.underlay.String()},
-		// veth artifact, not a weft problem: over veth the kernel VTEP
-		// hands its packets on with CHECKSUM_PARTIAL, i.e. the inner TCP
-		// checksum is not filled in (it is left to "hardware", and a veth
-		// peer in another namespace simply trusts it). A kernel receiver
-		// would accept such an skb, but weft reads the datagram from a UDP
-		// socket and sees a bad inner checksum, so its kernel on the TUN
-		// side drops the TCP segments. A real NIC fills the checksum in.
-		// With TX checksum offload off on k's eth0, the kernel computes it
-		// in software before the packet leaves k. Without this ping (ICMP,
-		// checksummed in full by the stack) works but TCP fails.
-		[]string{"ethtool", "-K", "eth0", "tx", "off"},
-	)
-	for _, c := range cmds {
-		if out, err := k.Run(ctx, c[0], c[1:]...); err != nil {
-			t.Fatalf("setting up the kernel VTEP on k: %v: %s", err, out)
-		}
-	}
+	kernelVTEP(t, ctx, k, kAddr, a.underlay, arp)
 
 	tp.startAll()
 	// a is alone in its gossip cluster: wait for /readyz and the static
@@ -182,6 +152,46 @@ func vxlanInterop(t *testing.T, arp bool) {
 		t.Fatal(err)
 	}
 	t.Logf("drops on a: %v", st.Drops)
+}
+
+// kernelVTEP sets k up as a kernel VXLAN VTEP at kAddr, as flannel's vxlan
+// backend does, with the weft host at weft (10.244.1.0/24, VTEP MAC
+// weftVTEPMAC) as its only peer. With arp, k has no neighbour entry for
+// weft's VTEP and floods its ARP requests to weft.
+func kernelVTEP(t *testing.T, ctx context.Context, k *netlab.Host, kAddr, weft netip.Addr, arp bool) {
+	t.Helper()
+	fdbDst := weftVTEPMAC
+	if arp {
+		fdbDst = "00:00:00:00:00:00" // flood entry: broadcasts (ARP) go to a
+	}
+	cmds := [][]string{
+		{"ip", "link", "add", "vxlan0", "type", "vxlan", "id", "1", "dstport", "8472", "local", kAddr.String(), "dev", "eth0", "nolearning"},
+		{"ip", "link", "set", "vxlan0", "address", kernelVTEPMAC, "mtu", "1450", "up"},
+		{"ip", "addr", "add", "10.244.9.0/32", "dev", "vxlan0"},
+		{"ip", "route", "add", "10.244.1.0/24", "via", "10.244.1.0", "dev", "vxlan0", "onlink"},
+	}
+	if !arp {
+		cmds = append(cmds, []string{"ip", "neigh", "add", "10.244.1.0", "lladdr", weftVTEPMAC, "dev", "vxlan0", "nud", "permanent"})
+	}
+	cmds = append(cmds,
+		[]string{"bridge", "fdb", "append", fdbDst, "dev", "vxlan0", "dst", weft.String()},
+		// veth artifact, not a weft problem: over veth the kernel VTEP
+		// hands its packets on with CHECKSUM_PARTIAL, i.e. the inner TCP
+		// checksum is not filled in (it is left to "hardware", and a veth
+		// peer in another namespace simply trusts it). A kernel receiver
+		// would accept such an skb, but weft reads the datagram from a UDP
+		// socket and sees a bad inner checksum, so its kernel on the TUN
+		// side drops the TCP segments. A real NIC fills the checksum in.
+		// With TX checksum offload off on k's eth0, the kernel computes it
+		// in software before the packet leaves k. Without this ping (ICMP,
+		// checksummed in full by the stack) works but TCP fails.
+		[]string{"ethtool", "-K", "eth0", "tx", "off"},
+	)
+	for _, c := range cmds {
+		if out, err := k.Run(ctx, c[0], c[1:]...); err != nil {
+			t.Fatalf("setting up the kernel VTEP on k: %v: %s", err, out)
+		}
+	}
 }
 
 // TestVXLANCluster: three weft hosts with --encap vxlan on one bridge form
