@@ -23,12 +23,16 @@ import (
 // offloads and UDP GSO/GRO by itself.
 var wireguardPath = pathDef{
 	Name: "wireguard-go",
-	Desc: "wireguard-go (bin/tools, pinned in the Makefile) configured with wg: ChaCha20-Poly1305, TUN offloads and UDP GSO/GRO, MTU 1420, port 51820",
+	Desc: "wireguard-go (bin/tools, pinned in the Makefile) configured with wg: ChaCha20-Poly1305, TUN offloads and UDP GSO/GRO, MTU 1420, port 51820, devices wg-a and wg-b",
 	Kind: kindWireguardGo,
 }
 
+// wgDev names each host's device after the host: wireguard-go's UAPI
+// socket is /var/run/wireguard/<dev>.sock, and /run is shared by all
+// namespaces, so two wg0s would talk to one socket.
+func wgDev(h *netlab.Host) string { return "wg-" + h.Name()[len(h.Name())-1:] }
+
 const (
-	wgDev  = "wg0"
 	wgPort = "51820"
 	wgMTU  = "1420"
 )
@@ -94,12 +98,12 @@ func (b *bench) setupWireguardGo(ctx context.Context) ([]*netlab.Proc, error) {
 		{b.a, ka, kb.pub, overlayA.String(), underlayB.String(), subnetB},
 		{b.b, kb, ka.pub, overlayB.String(), underlayA.String(), subnetA},
 	} {
-		proc, err := s.h.StartEnv([]string{"WG_PROCESS_FOREGROUND=1"}, bin, "-f", wgDev)
+		proc, err := s.h.StartEnv([]string{"WG_PROCESS_FOREGROUND=1"}, bin, "-f", wgDev(s.h))
 		if err != nil {
 			return procs, err
 		}
 		procs = append(procs, proc)
-		if err := waitLink(ctx, s.h, wgDev, proc); err != nil {
+		if err := waitLink(ctx, s.h, wgDev(s.h), proc); err != nil {
 			return procs, err
 		}
 		keyFile := filepath.Join(dir, s.h.Name()+".key")
@@ -107,15 +111,15 @@ func (b *bench) setupWireguardGo(ctx context.Context) ([]*netlab.Proc, error) {
 			return procs, err
 		}
 		cctx, cancel := context.WithTimeout(ctx, setupCmdTimeout)
-		if _, err := s.h.Run(cctx, "wg", "set", wgDev, "listen-port", wgPort, "private-key", keyFile,
+		if _, err := s.h.Run(cctx, "wg", "set", wgDev(s.h), "listen-port", wgPort, "private-key", keyFile,
 			"peer", s.peerPub, "endpoint", s.peerAddr+":"+wgPort, "allowed-ips", s.peerNet); err != nil {
 			cancel()
 			return procs, err
 		}
 		for _, c := range [][]string{
-			{"addr", "add", s.addr + "/32", "dev", wgDev},
-			{"link", "set", wgDev, "mtu", wgMTU, "up"},
-			{"route", "add", s.peerNet, "dev", wgDev},
+			{"addr", "add", s.addr + "/32", "dev", wgDev(s.h)},
+			{"link", "set", wgDev(s.h), "mtu", wgMTU, "up"},
+			{"route", "add", s.peerNet, "dev", wgDev(s.h)},
 		} {
 			if _, err := s.h.IP(cctx, c...); err != nil {
 				cancel()
@@ -149,7 +153,7 @@ func waitLink(ctx context.Context, h *netlab.Host, dev string, proc *netlab.Proc
 }
 
 // stopWireguardGo ends the wireguard-go processes (the device goes with
-// them) and checks that wg0 is gone.
+// them) and deletes a device that outlived its process.
 func (b *bench) stopWireguardGo(procs []*netlab.Proc) error {
 	var errs []error
 	for _, p := range procs {
@@ -159,8 +163,8 @@ func (b *bench) stopWireguardGo(procs []*netlab.Proc) error {
 	}
 	for _, h := range []*netlab.Host{b.a, b.b} {
 		ctx, cancel := context.WithTimeout(context.Background(), setupCmdTimeout)
-		if ok, _ := h.LinkExists(ctx, wgDev); ok {
-			_, _ = h.IP(ctx, "link", "del", wgDev)
+		if ok, _ := h.LinkExists(ctx, wgDev(h)); ok {
+			_, _ = h.IP(ctx, "link", "del", wgDev(h))
 		}
 		cancel()
 	}
