@@ -60,16 +60,16 @@ func (p *Peer) Stage(frames [][]byte, now int64) int {
 }
 
 // take removes and returns the held frames.
-func (st *stage) take() ([][]byte, int64) {
+func (st *stage) take() [][]byte {
 	if st.held.Load() == 0 {
-		return nil, 0
+		return nil
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	f, since := st.frames, st.since
+	f := st.frames
 	st.frames = nil
 	st.held.Store(0)
-	return f, since
+	return f
 }
 
 // flush sends p's held frames if p has a session now, and drops them if
@@ -83,7 +83,7 @@ func (m *Manager) flush(p *Peer, now time.Time) {
 	if !ready && !p.gone && now.UnixNano()-p.stage.since < int64(StageMaxAge) {
 		return
 	}
-	frames, _ := p.stage.take()
+	frames := p.stage.take()
 	if len(frames) == 0 {
 		return
 	}
