@@ -74,6 +74,7 @@ var knownMetrics = map[string]metricInfo{
 		"unexpected", "rate_limited", "send_error"}}},
 	"weft_encrypted_peers":             {"gauge", map[string][]string{"session": {"established", "none"}}},
 	"weft_peers_refused":               {"gauge", map[string][]string{"reason": {"no_key", "cipher"}}},
+	"weft_staged_packets_total":        {"counter", map[string][]string{"result": {"sent", "expired"}}},
 	"weft_start_time_seconds":          {"gauge", nil},
 	"process_cpu_seconds_total":        {"counter", nil},
 	"process_resident_memory_bytes":    {"gauge", nil},

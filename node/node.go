@@ -87,6 +87,9 @@ func Start(ctx context.Context, s Settings, d Deps) (*Node, error) {
 	if d.Notify == nil {
 		d.Notify = func(string) {}
 	}
+	if err := checkPlaintextPeers(s.Encrypt, s.Live.Peers); err != nil {
+		return nil, err
+	}
 	live := s.Live
 	s.Live = Live{}
 	n := &Node{s: s, d: d, log: d.Logger, started: d.Now(), swapped: make(chan struct{}, 1), done: make(chan struct{})}

@@ -34,6 +34,9 @@ func (n *Node) Reload(next Settings) ([]string, error) {
 	if fixed := fixedChanges(cur, next); len(fixed) > 0 {
 		return nil, &RestartError{Settings: fixed}
 	}
+	if err := checkPlaintextPeers(cur.Encrypt, next.Live.Peers); err != nil {
+		return nil, err
+	}
 	old, nw := cur.Live, next.Live
 	var changed []string
 	var errs []error

@@ -54,6 +54,23 @@ func (n *Node) loadSecure() error {
 	return nil
 }
 
+// checkPlaintextPeers refuses, under encrypt, a static peer that is not
+// marked Plaintext. A static peer gossips no data-plane key, so its traffic
+// can only be plaintext, and the mark is the caller's consent to that (the
+// config's encrypt=false); a library caller that forgot it gets an error,
+// not a peer silently sent in the clear.
+func checkPlaintextPeers(encrypt bool, peers []StaticPeer) error {
+	if !encrypt {
+		return nil
+	}
+	for _, p := range peers {
+		if !p.Plaintext {
+			return fmt.Errorf("static peer %s (%s): with Encrypt a static peer carries plaintext, and only if it is marked Plaintext (encrypt=false)", p.Name, p.IP)
+		}
+	}
+	return nil
+}
+
 // sealOverhead is what encryption adds to each datagram (for the MTU).
 func (n *Node) sealOverhead() int {
 	if n.s.Encrypt {

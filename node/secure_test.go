@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -89,5 +90,36 @@ func TestEncryptedKeyFileModeRefused(t *testing.T) {
 	err := a.start()
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "0644") {
 		t.Fatalf("start with a 0644 key file: %v", err)
+	}
+}
+
+// Under Encrypt a static peer must be marked Plaintext, at start and on
+// reload: a library caller cannot send a peer plaintext by omission.
+func TestEncryptedStaticPeerNeedsPlaintext(t *testing.T) {
+	u := newHub()
+	k := StaticPeer{Name: "k", Subnet: netip.MustParsePrefix("10.244.9.0/24"), IP: netip.MustParseAddr("127.0.0.9"), Port: 8285}
+	a := encrypted(newHost(t, u, "a", 1, "10.244.1.0/24"))
+	a.s.Live.Peers = []StaticPeer{k}
+	if err := a.start(); err == nil || !strings.Contains(err.Error(), "static peer k (127.0.0.9)") || !strings.Contains(err.Error(), "Plaintext") {
+		t.Fatalf("start with an unmarked static peer: %v", err)
+	}
+
+	b := encrypted(newHost(t, u, "b", 2, "10.244.2.0/24"))
+	b.mustStart()
+	next := b.s
+	next.Live.Peers = []StaticPeer{k}
+	if changed, err := b.n.Reload(next); err == nil || changed != nil || !strings.Contains(err.Error(), "static peer k") {
+		t.Fatalf("reload with an unmarked static peer: changed %v, err %v", changed, err)
+	}
+	if b.n.Status().Peer("k") != nil {
+		t.Fatal("a refused reload added the peer")
+	}
+	k.Plaintext = true
+	next.Live.Peers = []StaticPeer{k}
+	if _, err := b.n.Reload(next); err != nil {
+		t.Fatalf("reload with a plaintext static peer: %v", err)
+	}
+	if p := b.n.Status().Peer("k"); p == nil || p.Encryption == nil || p.Encryption.Session != "plaintext" {
+		t.Fatalf("the plaintext static peer's status: %+v", p)
 	}
 }
