@@ -10,10 +10,14 @@ import (
 
 // Machine-wide CPU accounting over one iperf3 run, from /proc/stat and
 // /proc/softirqs (both machine-wide: a network namespace does not change
-// them). Busy cores = (total - idle - iowait) jiffies / CLK_TCK / elapsed,
-// summed over all CPUs: 2.00 is the whole of a 2-core machine. It counts
-// everything that ran, iperf3, both daemons, the kernel's softirq work and
-// any neighbour's job, which is why the load average is recorded beside it.
+// them). Busy cores = (total - idle - iowait - steal) jiffies / CLK_TCK /
+// elapsed, summed over all CPUs: 2.00 is the whole of a 2-core machine. It
+// counts everything that ran in this guest, iperf3, both daemons, the
+// kernel's softirq work and any neighbour's job, which is why the load
+// average is recorded beside it. Steal (time the hypervisor gave this
+// guest's runnable vCPUs to its other guests) is not work done here, so it
+// is left out of the busy time and reported apart: on a shared host it
+// came and went by the second, up to 0.9 of a core, whatever the path.
 
 // procStat is one reading of /proc/stat and /proc/softirqs.
 type procStat struct {
@@ -71,12 +75,12 @@ func readProcStat() (procStat, error) {
 // machineCPU is the machine's CPU use over an interval.
 type machineCPU struct {
 	Seconds   float64 `json:"seconds"`
-	BusyCores float64 `json:"busy_cores"` // (total - idle - iowait) / elapsed, all CPUs
+	BusyCores float64 `json:"busy_cores"` // (total - idle - iowait - steal) / elapsed, all CPUs
 	// Parts of the busy time, in cores.
 	UserCores    float64   `json:"user_cores"`
 	SystemCores  float64   `json:"system_cores"`
 	SoftirqCores float64   `json:"softirq_cores"`
-	StealCores   float64   `json:"steal_cores"` // counted as busy (the formula's), shown apart: the hypervisor's
+	StealCores   float64   `json:"steal_cores"` // not counted as busy: the hypervisor's other guests
 	PerCPUBusy   []float64 `json:"per_cpu_busy"`
 	CtxtPerSec   float64   `json:"context_switches_per_s"`
 	// /proc/softirqs deltas per second (NET_RX, NET_TX, SCHED, ...).
@@ -92,7 +96,7 @@ func cpuDelta(a, b procStat) *machineCPU {
 	busy := func(x, y [8]uint64) float64 {
 		var t float64
 		for i := range 8 {
-			if i == 3 || i == 4 { // idle, iowait
+			if i == 3 || i == 4 || i == 7 { // idle, iowait, steal
 				continue
 			}
 			t += d(x, y, i)

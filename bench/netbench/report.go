@@ -374,7 +374,7 @@ func passFail(ok bool) string {
 // to paste into bench/README.md).
 func (r *results) table() string {
 	header := []string{"path", "TCP 1 Gbit/s", "TCP 4 Gbit/s", "TCP 8 Gbit/s", fmt.Sprintf("UDP%d kpps (loss)", r.Options.UDPLen), "ping ms",
-		"busy cores TCP 1", "Gbit/s/core", "CPU s (a/b)", "RSS MiB (a/b)", "vs kVXLAN (TCP1/4/8/UDP/per core)"}
+		"busy cores TCP 1 (steal)", "Gbit/s/core", "CPU s (a/b)", "RSS MiB (a/b)", "vs kVXLAN (TCP1/4/8/UDP/per core)"}
 	rows := [][]string{header}
 	for _, p := range r.Paths {
 		row := make([]string, len(header))
@@ -395,6 +395,9 @@ func (r *results) table() string {
 		}
 		if p.TCP1 != nil && p.TCP1.BusyCores > 0 {
 			row[6] = fmt.Sprintf("%.2f", p.TCP1.BusyCores)
+			if p.TCP1.CPU != nil {
+				row[6] += fmt.Sprintf(" (%.2f)", p.TCP1.CPU.StealCores)
+			}
 			row[7] = fmt.Sprintf("%.2f", p.TCP1.GbpsPerBusyCore)
 		}
 		if len(p.Daemons) == 2 && p.Daemons[0].PeakRSSMiB > 0 {
@@ -456,7 +459,7 @@ func (r *results) printNotes() {
 		o.Reps, o.Duration, o.UDPLen, o.UDPRate, o.UDPReps, o.UDPDur)
 	fmt.Printf("ping: average RTT of %d echo requests %.3g s apart; CPU: utime+stime of each weft daemon over all the measurements above; RSS: VmHWM.\n",
 		o.Pings, o.PingIntvl)
-	fmt.Printf("busy cores: the whole machine's (%d CPUs) non-idle, non-iowait time from /proc/stat over each TCP 1-stream run, median; Gbit/s/core: each run's throughput / its busy cores, median.\n",
+	fmt.Printf("busy cores: the whole machine's (%d CPUs) non-idle, non-iowait, non-steal time from /proc/stat over each TCP 1-stream run, median; Gbit/s/core: each run's throughput / its busy cores, median.\n",
 		r.Machine.NumCPU)
 	if r.path("kvxlan6") != nil {
 		fmt.Printf("vs kVXLAN: the *6 paths (IPv6 underlay) against kvxlan6, the others against kvxlan.\n")
