@@ -123,3 +123,42 @@ func TestEncryptedStaticPeerNeedsPlaintext(t *testing.T) {
 		t.Fatalf("the plaintext static peer's status: %+v", p)
 	}
 }
+
+// The cipher is cluster-wide: hosts that seal with ChaCha20-Poly1305 carry
+// packets between them, and refuse (and are refused by) one that seals with
+// AES-256-GCM, with the reason in the status.
+func TestEncryptedCipherMismatchRefused(t *testing.T) {
+	u := newHub()
+	a := encrypted(newHost(t, u, "a", 1, "10.244.1.0/24"))
+	b := encrypted(newHost(t, u, "b", 2, "10.244.2.0/24"))
+	c := encrypted(newHost(t, u, "c", 3, "10.244.3.0/24"))
+	b.s.EncryptCipher, c.s.EncryptCipher = seal.ChaCha20Poly1305, seal.ChaCha20Poly1305
+	a.mustStart()
+	b.mustStart(a)
+	c.mustStart(a)
+	eventually(t, "b and c have a session", func() error {
+		for _, pair := range [][2]*host{{b, c}, {c, b}} {
+			if p := pair[0].n.Status().Peer(pair[1].name); p == nil || p.Encryption == nil || p.Encryption.Session != "established" {
+				return fmt.Errorf("%s's status of %s: %+v", pair[0].name, pair[1].name, p)
+			}
+		}
+		return nil
+	})
+	out := ipv4("10.244.2.0", "10.244.3.9")
+	b.dev.in <- out
+	if got := recv(t, c.dev); !slices.Equal(got, out) {
+		t.Fatalf("c's TUN got %x, want %x", got, out)
+	}
+	if st := c.n.Status(); st.Node.Encryption == nil || st.Node.Encryption.Cipher != "chacha20-poly1305" {
+		t.Errorf("c's encryption status: %+v", st.Node.Encryption)
+	}
+	eventually(t, "a and b refuse each other", func() error {
+		for _, pair := range [][2]*host{{a, b}, {b, a}, {a, c}} {
+			p := pair[0].n.Status().Peer(pair[1].name)
+			if p == nil || p.Via != router.ViaNone || !strings.Contains(p.Reason, "the cipher is cluster-wide") {
+				return fmt.Errorf("%s's status of %s: %+v", pair[0].name, pair[1].name, p)
+			}
+		}
+		return nil
+	})
+}

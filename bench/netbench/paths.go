@@ -103,6 +103,7 @@ var pathDefs = []pathDef{
 	{Name: "weft-direct", Desc: "weft --encap udp --direct-routing: the on-link peer is reached by a plain kernel route", Kind: kindWeft,
 		Args: []string{"--encap", "udp", "--direct-routing"}, Via: "direct"},
 	encryptedPath,
+	encryptedChaChaPath,
 	wireguardPath,
 }
 

@@ -15,6 +15,15 @@ var encryptedPath = pathDef{
 	Files: gossipKeyFlags,
 }
 
+// encryptedChaChaPath is the same with ChaCha20-Poly1305, wireguard-go's
+// cipher: the like-for-like comparison with it (only when named).
+var encryptedChaChaPath = pathDef{
+	Name: "weft-udp-encrypt-chacha",
+	Desc: "weft --encap udp --encrypt --encrypt-cipher chacha20-poly1305: the encrypted path with wireguard-go's cipher (only when named)",
+	Kind: kindWeft, Args: []string{"--encap", "udp", "--encrypt", "--encrypt-cipher", "chacha20-poly1305"}, Via: "tunnel",
+	Files: gossipKeyFlags, Extra: true,
+}
+
 // benchGossipKey is the gossip key both daemons of the path share (a
 // fixed test key: the lab is private and torn down after the run).
 const benchGossipKey = "d2VmdC1uZXRiZW5jaC1nb3NzaXAta2V5LTMyYnl0ZXM="

@@ -329,6 +329,18 @@ func (r *results) comparisons() []string {
 			f(tcpMedian(w.TCP1), tcpMedian(fc.TCP1)), f(tcpMedian(w.TCP4), tcpMedian(fc.TCP4)), f(tcpMedian(w.TCP8), tcpMedian(fc.TCP8)),
 			f(udpPPS(w.UDP), udpPPS(fc.UDP)), f(perCore(w.TCP1), perCore(fc.TCP1))))
 	}
+	if cc, wg := r.path("weft-udp-encrypt-chacha"), r.path("wireguard-go"); cc != nil {
+		s := "ChaCha20-Poly1305:"
+		if wg != nil {
+			s += fmt.Sprintf(" weft-udp-encrypt-chacha vs wireguard-go (the same cipher): TCP 1 %s, TCP 4 %s, UDP %s;",
+				f(tcpMedian(cc.TCP1), tcpMedian(wg.TCP1)), f(tcpMedian(cc.TCP4), tcpMedian(wg.TCP4)), f(udpPPS(cc.UDP), udpPPS(wg.UDP)))
+		}
+		if e := r.path("weft-udp-encrypt"); e != nil {
+			s += fmt.Sprintf(" weft-udp-encrypt-chacha vs weft-udp-encrypt (AES-256-GCM): TCP 1 %s, TCP 4 %s, UDP %s;",
+				f(tcpMedian(cc.TCP1), tcpMedian(e.TCP1)), f(tcpMedian(cc.TCP4), tcpMedian(e.TCP4)), f(udpPPS(cc.UDP), udpPPS(e.UDP)))
+		}
+		out = append(out, strings.TrimSuffix(s, ";"))
+	}
 	if w6, k6 := r.path("weft-udp6"), r.path("kvxlan6"); w6 != nil && (k6 != nil || w != nil) {
 		s := "IPv6 underlay:"
 		if k6 != nil {
