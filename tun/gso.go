@@ -143,11 +143,13 @@ func splitGSO(pkt []byte, hdr vnetHdr, bufs [][]byte, sizes []int, offset int, i
 	}
 	var seq0 uint32
 	var id0 uint16
+	var ipSum uint64 // IPv4: the header's sum without its length, ID and checksum
 	if h.proto == unix.IPPROTO_TCP {
 		seq0 = binary.BigEndian.Uint32(pkt[h.ipLen+4:])
 	}
 	if !h.v6 {
 		id0 = binary.BigEndian.Uint16(pkt[4:])
+		ipSum = sum(pkt[:2], 0) + sum(pkt[6:10], 0) + sum(pkt[12:h.ipLen], 0)
 	}
 	// Segments 1..n-1 first: they copy the superpacket's headers, which
 	// segment 0, when in place, patches last.
@@ -169,8 +171,7 @@ func splitGSO(pkt []byte, hdr vnetHdr, bufs [][]byte, sizes []int, offset int, i
 		} else {
 			binary.BigEndian.PutUint16(out[2:], uint16(segLen))
 			binary.BigEndian.PutUint16(out[4:], id0+uint16(i))
-			out[10], out[11] = 0, 0
-			binary.BigEndian.PutUint16(out[10:], ^checksum(out[:h.ipLen], 0))
+			binary.BigEndian.PutUint16(out[10:], ^fold(ipSum+uint64(segLen)+uint64(id0+uint16(i))))
 		}
 		l4 := out[h.ipLen:]
 		if h.proto == unix.IPPROTO_TCP {
