@@ -49,7 +49,7 @@ type ConnStats struct {
 
 // Conn is a UDP socket that sends and receives batches of datagrams.
 //
-// ReadBatch and WriteTo may run concurrently with each other, but each must
+// ReadViews and WriteTo may run concurrently with each other, but each must
 // be called from one goroutine at a time: the receive and the send side each
 // own preallocated state and share no lock. WriteOne is safe from anywhere.
 type Conn struct {
@@ -82,8 +82,8 @@ type recvState struct {
 	got   int
 	errno syscall.Errno
 
-	// UDP GRO: datagrams land in groBufs and are split into the caller's
-	// buffers; a split that did not fit resumes at (pendMsg, pendOff).
+	// UDP GRO: datagrams land in groBufs and are handed out as views of
+	// their segments; a batch that did not fit resumes at (pendMsg, pendOff).
 	groBufs  [][]byte
 	groSeg   []int
 	groSrc   []netip.AddrPort
@@ -335,29 +335,61 @@ func (r *recvState) recvmmsg(fd uintptr) bool {
 	}
 }
 
-// ReadBatch reads up to len(bufs) datagrams. Datagram i is placed at
-// bufs[i][offset:offset+sizes[i]], and srcs[i] is the address it came from.
-// It blocks until at least one datagram is available. A zero-length datagram
-// is returned too, with size 0: it is the caller's to count.
-func (c *Conn) ReadBatch(bufs [][]byte, offset int, sizes []int, srcs []netip.AddrPort) (int, error) {
+// ReadViews reads a batch of datagrams and copies none: views[i] is
+// datagram i, srcs[i] the address it came from. With UDP GRO the views
+// point into c's own receive buffers, one per segment of a coalesced
+// datagram, where they stay valid, and the caller's to change in place,
+// until the next read from c; without it the datagrams are read into
+// bufs[i][offset:] and the views point there. A view's capacity ends with
+// it, so nothing written through it reaches the next datagram. It blocks
+// until at least one datagram is available; a zero-length datagram is
+// returned too, as an empty view, for the caller to count.
+func (c *Conn) ReadViews(bufs [][]byte, offset int, views [][]byte, srcs []netip.AddrPort) (int, error) {
 	r := &c.recv
-	if c.gro {
-		if r.pendMsgs == 0 {
-			if err := c.readInto(r.groBufs, 0); err != nil {
-				return 0, err
-			}
+	if !c.gro {
+		n := min(len(bufs), len(views), len(r.hdrs))
+		if err := c.readInto(bufs[:n], offset); err != nil {
+			return 0, err
 		}
-		return r.split(bufs, offset, sizes, srcs), nil
+		for i := range r.got {
+			l := offset + int(r.hdrs[i].Len)
+			views[i] = bufs[i][offset:l:l]
+			srcs[i] = sockaddrToAddrPort(&r.names[i])
+		}
+		return r.got, nil
 	}
-	n := min(len(bufs), len(r.hdrs))
-	if err := c.readInto(bufs[:n], offset); err != nil {
-		return 0, err
+	if r.pendMsgs == 0 {
+		if err := c.readInto(r.groBufs, 0); err != nil {
+			return 0, err
+		}
 	}
-	for i := range r.got {
-		sizes[i] = int(r.hdrs[i].Len)
-		srcs[i] = sockaddrToAddrPort(&r.names[i])
+	n := 0
+	for r.pendMsg < r.pendMsgs && n < len(views) {
+		m := r.pendMsg
+		total := int(r.hdrs[m].Len)
+		seg := r.groSeg[m]
+		if seg <= 0 {
+			seg = max(total, 1)
+		}
+		if total == 0 {
+			views[n], srcs[n] = r.groBufs[m][:0:0], r.groSrc[m]
+			n++
+		}
+		for r.pendOff < total && n < len(views) {
+			end := min(r.pendOff+seg, total)
+			views[n], srcs[n] = r.groBufs[m][r.pendOff:end:end], r.groSrc[m]
+			n++
+			r.pendOff = end
+		}
+		if r.pendOff >= total {
+			r.pendMsg++
+			r.pendOff = 0
+		}
 	}
-	return r.got, nil
+	if r.pendMsg >= r.pendMsgs {
+		r.pendMsgs = 0
+	}
+	return n, nil
 }
 
 func (c *Conn) readInto(bufs [][]byte, offset int) error {
@@ -382,42 +414,6 @@ func (c *Conn) readInto(bufs [][]byte, offset int) error {
 		r.pendMsgs, r.pendMsg, r.pendOff = r.got, 0, 0
 	}
 	return nil
-}
-
-// split copies the pending GRO datagrams, segment by segment, into bufs.
-func (r *recvState) split(bufs [][]byte, offset int, sizes []int, srcs []netip.AddrPort) int {
-	n := 0
-	for r.pendMsg < r.pendMsgs && n < len(bufs) {
-		m := r.pendMsg
-		total := int(r.hdrs[m].Len)
-		if total == 0 {
-			// A zero-length datagram has no segments, but it is still a
-			// datagram: hand it on, empty, for the caller to count.
-			sizes[n], srcs[n] = 0, r.groSrc[m]
-			n++
-			r.pendMsg++
-			continue
-		}
-		seg := r.groSeg[m]
-		if seg <= 0 {
-			seg = total
-		}
-		for r.pendOff < total && n < len(bufs) {
-			end := min(r.pendOff+seg, total)
-			sizes[n] = copy(bufs[n][offset:], r.groBufs[m][r.pendOff:end])
-			srcs[n] = r.groSrc[m]
-			n++
-			r.pendOff = end
-		}
-		if r.pendOff >= total {
-			r.pendMsg++
-			r.pendOff = 0
-		}
-	}
-	if r.pendMsg >= r.pendMsgs {
-		r.pendMsgs = 0
-	}
-	return n
 }
 
 // groSegment returns the UDP_GRO segment size from a control message

@@ -52,11 +52,11 @@ func TestConnRoundTrip(t *testing.T) {
 			if err != nil || sent != len(want) {
 				t.Fatalf("WriteTo sent %d of %d: %v", sent, len(want), err)
 			}
-			in, sizes, srcs := bufs(128), make([]int, 128), make([]netip.AddrPort, 128)
+			in, views, srcs := bufs(128), make([][]byte, 128), make([]netip.AddrPort, 128)
 			var got [][]byte
 			deadline := time.Now().Add(5 * time.Second)
 			for len(got) < len(want) && time.Now().Before(deadline) {
-				n, err := rx.ReadBatch(in, Headroom, sizes, srcs)
+				n, err := rx.ReadViews(in, Headroom, views, srcs)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -64,7 +64,7 @@ func TestConnRoundTrip(t *testing.T) {
 					if srcs[i] != tx.LocalAddr() {
 						t.Fatalf("datagram from %v, want %v", srcs[i], tx.LocalAddr())
 					}
-					got = append(got, bytes.Clone(in[i][Headroom:Headroom+sizes[i]]))
+					got = append(got, bytes.Clone(views[i]))
 				}
 			}
 			if len(got) != len(want) {
@@ -92,13 +92,13 @@ func TestConnBatchPathsAllocateNothing(t *testing.T) {
 		pkts[i] = make([]byte, 1200)
 	}
 	ep := NewEndpoint(rx.LocalAddr())
-	in, sizes, srcs := bufs(64), make([]int, 64), make([]netip.AddrPort, 64)
+	in, views, srcs := bufs(64), make([][]byte, 64), make([]netip.AddrPort, 64)
 	round := func() {
 		if _, err := tx.WriteTo(pkts, ep); err != nil {
 			t.Fatal(err)
 		}
 		for got := 0; got < len(pkts); {
-			n, err := rx.ReadBatch(in, Headroom, sizes, srcs)
+			n, err := rx.ReadViews(in, Headroom, views, srcs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,7 +118,7 @@ func BenchmarkConnLoopback(b *testing.B) {
 		pkts[i] = make([]byte, 1400)
 	}
 	ep := NewEndpoint(rx.LocalAddr())
-	in, sizes, srcs := bufs(64), make([]int, 64), make([]netip.AddrPort, 64)
+	in, views, srcs := bufs(64), make([][]byte, 64), make([]netip.AddrPort, 64)
 	b.SetBytes(64 * 1400)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -126,7 +126,7 @@ func BenchmarkConnLoopback(b *testing.B) {
 			b.Fatal(err)
 		}
 		for got := 0; got < len(pkts); {
-			n, err := rx.ReadBatch(in, Headroom, sizes, srcs)
+			n, err := rx.ReadViews(in, Headroom, views, srcs)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -136,7 +136,7 @@ func BenchmarkConnLoopback(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/packet")
 }
 
-// TestConnEmptyDatagrams: a zero-length datagram is a datagram: ReadBatch
+// TestConnEmptyDatagrams: a zero-length datagram is a datagram: ReadViews
 // returns it with size 0 (for the router to count as a drop), between the
 // others and in order, with UDP GRO and without.
 func TestConnEmptyDatagrams(t *testing.T) {
@@ -159,15 +159,15 @@ func TestConnEmptyDatagrams(t *testing.T) {
 					t.Fatalf("send %d bytes: %d sent, %v", size, n, err)
 				}
 			}
-			in, sizes, srcs := bufs(128), make([]int, 128), make([]netip.AddrPort, 128)
+			in, views, srcs := bufs(128), make([][]byte, 128), make([]netip.AddrPort, 128)
 			var got []int
-			// A lost datagram would block ReadBatch: closing the socket
+			// A lost datagram would block ReadViews: closing the socket
 			// ends it.
 			stop := time.AfterFunc(5*time.Second, func() { rx.Close() })
 			defer stop.Stop()
 			for len(got) < len(want) {
 				// Small batches, so that a split resumes mid-datagram.
-				n, err := rx.ReadBatch(in[:3], Headroom, sizes, srcs)
+				n, err := rx.ReadViews(in, Headroom, views[:3], srcs)
 				if err != nil {
 					t.Fatalf("after %d of %d datagrams (sizes %v): %v", len(got), len(want), got, err)
 				}
@@ -175,7 +175,7 @@ func TestConnEmptyDatagrams(t *testing.T) {
 					if srcs[i] != tx.LocalAddr() {
 						t.Fatalf("datagram from %v, want %v", srcs[i], tx.LocalAddr())
 					}
-					got = append(got, sizes[i])
+					got = append(got, len(views[i]))
 				}
 			}
 			if !slices.Equal(got, want) {

@@ -31,9 +31,9 @@ func TestListenReusePortSpreadsFlows(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, c := range []*Conn{first, second} {
 		wg.Go(func() {
-			in, sizes, srcs := bufs(16), make([]int, 16), make([]netip.AddrPort, 16)
+			in, views, srcs := bufs(16), make([][]byte, 16), make([]netip.AddrPort, 16)
 			for {
-				n, err := c.ReadBatch(in, Headroom, sizes, srcs)
+				n, err := c.ReadViews(in, Headroom, views, srcs)
 				if err != nil {
 					return
 				}
@@ -125,12 +125,12 @@ func testSteerBySourcePort(t *testing.T, lo netip.AddrPort) {
 			t.Fatal(err)
 		}
 	}
-	in, sizes, srcs := bufs(16), make([]int, 16), make([]netip.AddrPort, 16)
+	in, views, srcs := bufs(16), make([][]byte, 16), make([]netip.AddrPort, 16)
 	got := 0
 	for i, c := range []*Conn{first, second} {
 		for got < senders {
 			_ = c.uc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-			n, err := c.ReadBatch(in, Headroom, sizes, srcs)
+			n, err := c.ReadViews(in, Headroom, views, srcs)
 			if err != nil {
 				break
 			}

@@ -205,13 +205,13 @@ type fakeSocket struct {
 
 func (s *fakeSocket) local() netip.AddrPort { return netip.AddrPortFrom(s.addr(), s.port) }
 
-func (s *fakeSocket) ReadBatch(bufs [][]byte, offset int, sizes []int, srcs []netip.AddrPort) (int, error) {
+func (s *fakeSocket) ReadViews(bufs [][]byte, offset int, views [][]byte, srcs []netip.AddrPort) (int, error) {
 	select {
 	case <-s.closed:
 		return 0, os.ErrClosed
 	case d := <-s.in:
-		sizes[0] = copy(bufs[0][offset:], d.b)
-		srcs[0] = d.src
+		n := offset + copy(bufs[0][offset:], d.b)
+		views[0], srcs[0] = bufs[0][offset:n:n], d.src
 		return 1, nil
 	}
 }

@@ -450,7 +450,7 @@ func (k kernelRoutes) Delete(dst netip.Prefix, via netip.Addr) error {
 // itself closed, so the inbound loop ends at once.
 type nopConn struct{}
 
-func (nopConn) ReadBatch([][]byte, int, []int, []netip.AddrPort) (int, error) {
+func (nopConn) ReadViews([][]byte, int, [][]byte, []netip.AddrPort) (int, error) {
 	return 0, os.ErrClosed
 }
 func (nopConn) WriteTo([][]byte, encap.Endpoint) (int, error) { return 0, os.ErrClosed }

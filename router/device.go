@@ -30,7 +30,9 @@ type Device interface {
 
 // Conn is the underlay side: a batched datagram socket (encap.Conn).
 type Conn interface {
-	ReadBatch(bufs [][]byte, offset int, sizes []int, srcs []netip.AddrPort) (int, error)
+	// ReadViews reads datagrams as views, which stay valid until the next
+	// call (encap.Conn.ReadViews).
+	ReadViews(bufs [][]byte, offset int, views [][]byte, srcs []netip.AddrPort) (int, error)
 	WriteTo(pkts [][]byte, ep encap.Endpoint) (int, error)
 	WriteOne(b []byte, dst netip.AddrPort) error
 	Close() error

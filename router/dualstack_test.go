@@ -45,7 +45,7 @@ func TestDualStackForwarding(t *testing.T) {
 	}
 	s := r.w(0).newInbound()
 	for i, d := range in {
-		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
+		s.load(i, d.payload)
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
@@ -132,7 +132,7 @@ func TestNeighborSolicitationAnswered(t *testing.T) {
 	}
 	s := r.w(0).newInbound()
 	for i, d := range in {
-		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
+		s.load(i, d.payload)
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))

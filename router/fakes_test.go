@@ -23,6 +23,7 @@ type fakeConn struct {
 	in      chan []datagram
 	closed  chan struct{}
 	once    sync.Once
+	gro     []byte // ReadViews' receive buffer (the reading goroutine's)
 }
 
 type sentGroup struct {
@@ -61,14 +62,29 @@ func (c *fakeConn) WriteOne(b []byte, dst netip.AddrPort) error {
 	return nil
 }
 
-func (c *fakeConn) ReadBatch(bufs [][]byte, offset int, sizes []int, srcs []netip.AddrPort) (int, error) {
+// load puts datagram p at i of s, as the socket would without UDP GRO: in
+// bufs[i] behind the headroom, with views[i] on it.
+func (s *inboundState) load(i int, p []byte) {
+	n := encap.Headroom + copy(s.bufs[i][encap.Headroom:], p)
+	s.views[i] = s.bufs[i][encap.Headroom:n:n]
+}
+
+// ReadViews packs a batch back to back in one buffer, as UDP GRO leaves
+// it, and returns views without headroom, as encap.Conn does: the router
+// must not write in front of a datagram.
+func (c *fakeConn) ReadViews(_ [][]byte, _ int, views [][]byte, srcs []netip.AddrPort) (int, error) {
 	select {
 	case <-c.closed:
 		return 0, os.ErrClosed
 	case batch := <-c.in:
+		if c.gro == nil {
+			c.gro = make([]byte, 1<<20)
+		}
+		at := 0
 		for i, d := range batch {
-			sizes[i] = copy(bufs[i][offset:], d.payload)
-			srcs[i] = d.src
+			n := copy(c.gro[at:], d.payload)
+			views[i], srcs[i] = c.gro[at:at+n:at+n], d.src
+			at += n
 		}
 		return len(batch), nil
 	}

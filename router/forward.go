@@ -243,17 +243,17 @@ func (r *worker) forwardOut(s *outboundState, n int) {
 
 // inboundState is the underlay → TUN loop's preallocated working set.
 type inboundState struct {
-	bufs  [][]byte
-	sizes []int
+	bufs  [][]byte // what the socket reads into when it has no UDP GRO
+	views [][]byte // the datagrams read, decapsulated and opened in place
 	srcs  []netip.AddrPort
-	out   [2][][]byte // the packets to write, by tun.Checksum mode
+	out   [2][][]byte // the inner packets to write, by tun.Checksum mode
 }
 
 func (r *worker) newInbound() *inboundState {
 	n := r.Dev.BatchSize()
 	return &inboundState{
 		bufs:  newBufs(n),
-		sizes: make([]int, n),
+		views: make([][]byte, n),
 		srcs:  make([]netip.AddrPort, n),
 		out:   [2][][]byte{make([][]byte, 0, n), make([][]byte, 0, n)},
 	}
@@ -262,7 +262,7 @@ func (r *worker) newInbound() *inboundState {
 func (r *worker) inbound() error {
 	s := r.newInbound()
 	for {
-		n, err := r.In.ReadBatch(s.bufs, encap.Headroom, s.sizes, s.srcs)
+		n, err := r.In.ReadViews(s.bufs, encap.Headroom, s.views, s.srcs)
 		if err != nil {
 			if closedErr(err) {
 				return nil
@@ -279,12 +279,13 @@ func (r *worker) inbound() error {
 // forwardIn checks and decapsulates the first n datagrams of s and writes
 // the inner packets to the TUN: one batch for the peers that send complete
 // checksums and one for those that leave them partial (most batches come
-// from one peer, so one of the two is empty).
+// from one peer, so one of the two is empty). Nothing is copied: the inner
+// packets are written from where the socket left them (tun.Queue.Write
+// takes views without headroom).
 func (r *worker) forwardIn(s *inboundState, n int) {
 	t := r.table.Load()
 	r.rxBatch.Observe(float64(n))
 	hdr := r.cfg.Encap.HeaderLen()
-	off := encap.Headroom + hdr
 	for m := range s.out {
 		s.out[m] = s.out[m][:0]
 	}
@@ -307,7 +308,7 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 			flush()
 			e, last = t.byAddr[src], src
 		}
-		d := s.bufs[i][encap.Headroom : encap.Headroom+s.sizes[i]]
+		d := s.views[i]
 		if e == nil {
 			if nonce, ok := inboundProbe(d, src); ok {
 				r.probeIn.Store(nonce)
@@ -316,7 +317,6 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 			drops[DropUnknownPeer]++
 			continue
 		}
-		shift := 0 // where the plaintext moved to (past an encrypted header)
 		if e.peer.Secure != nil {
 			pt, reason, ok := openDatagram(e, d, now)
 			if !ok {
@@ -325,7 +325,7 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 				}
 				continue
 			}
-			d, shift = pt, sealHeaderLen
+			d = pt
 		}
 		inner := d
 		if r.cfg.Encap == encap.VXLAN {
@@ -355,7 +355,7 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 		if e.peer.PartialChecksums {
 			mode = tun.ChecksumPartial
 		}
-		s.out[mode] = append(s.out[mode], s.bufs[i][shift:shift+off+l])
+		s.out[mode] = append(s.out[mode], inner[:l])
 		runPackets++
 		runBytes += uint64(l)
 	}
@@ -365,7 +365,7 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 	}
 	for m, out := range s.out {
 		if len(out) > 0 {
-			r.writeTUN(out, off, tun.Checksum(m))
+			r.writeTUN(out, 0, tun.Checksum(m))
 		}
 	}
 }

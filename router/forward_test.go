@@ -83,7 +83,7 @@ func TestForwardInChecksSourceAndDestination(t *testing.T) {
 		{addrB, padded},
 	}
 	for i, d := range in {
-		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
+		s.load(i, d.payload)
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
@@ -132,7 +132,7 @@ func TestForwardInVXLAN(t *testing.T) {
 	}
 	s := r.w(0).newInbound()
 	for i, d := range in {
-		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
+		s.load(i, d.payload)
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
@@ -171,7 +171,7 @@ func TestForwardIPv6(t *testing.T) {
 	}
 	s := r.w(0).newInbound()
 	in := ipv6("fd00:2::9", "fd00:1::1", 50)
-	s.sizes[0] = copy(s.bufs[0][encap.Headroom:], in)
+	s.load(0, in)
 	s.srcs[0] = addrB
 	r.w(0).forwardIn(s, 1)
 	if got := dev.packets(); len(got) != 1 || !bytes.Equal(got[0], in) {
@@ -244,7 +244,7 @@ func TestOutboundSendsQueuedReadsAsOneBatch(t *testing.T) {
 func loadIn(r *Router, n int) *inboundState {
 	s := r.w(0).newInbound()
 	for i := range n {
-		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], ipv4("10.244.2.1", "10.244.1.0", 200))
+		s.load(i, ipv4("10.244.2.1", "10.244.1.0", 200))
 		s.srcs[i] = addrB
 	}
 	return s
@@ -282,7 +282,7 @@ func TestForwardInWritesByChecksumMode(t *testing.T) {
 		{addrB, ipv4("10.244.2.7", "10.244.1.0", 120)},
 	}
 	for i, d := range in {
-		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
+		s.load(i, d.payload)
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
@@ -374,7 +374,7 @@ func TestSteadyStateForwardingAllocatesNothing(t *testing.T) {
 			if kind == encap.VXLAN {
 				p = vxlanDatagram(1, macA, macB, encap.EtherTypeIPv4, p)
 			}
-			in.sizes[i] = copy(in.bufs[i][encap.Headroom:], p)
+			in.load(i, p)
 			in.srcs[i] = addrB
 		}
 		if a := testing.AllocsPerRun(100, func() { r.w(0).forwardIn(in, n) }); a != 0 {
@@ -411,7 +411,7 @@ func benchmarkIn(b *testing.B, kind encap.Kind, size int) {
 		if kind == encap.VXLAN {
 			p = vxlanDatagram(1, macA, macB, encap.EtherTypeIPv4, p)
 		}
-		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], p)
+		s.load(i, p)
 		s.srcs[i] = addrB
 	}
 	b.SetBytes(int64(n * size))

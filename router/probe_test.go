@@ -28,7 +28,7 @@ func TestProbesAreSeenNotDropped(t *testing.T) {
 		{netip.MustParseAddrPort("127.0.0.1:40000"), ProbePayload(42)},
 		{netip.MustParseAddrPort("198.51.100.1:40000"), ProbePayload(44)}, // a stranger cannot fake one
 	} {
-		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
+		s.load(i, d.payload)
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, 2)
@@ -53,7 +53,7 @@ func TestSetLocalMovesSubnet(t *testing.T) {
 		{addrB, vxlanDatagram(1, macA, macB, encap.EtherTypeIPv4, ipv4("10.244.2.1", "10.244.5.0", 60))},   // old MAC
 		{addrB, vxlanDatagram(1, newMAC, macB, encap.EtherTypeIPv4, ipv4("10.244.2.1", "10.244.1.0", 60))}, // old subnet
 	} {
-		s.sizes[i] = copy(s.bufs[i][encap.Headroom:], d.payload)
+		s.load(i, d.payload)
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, 3)

@@ -11,8 +11,6 @@ import (
 // without one (no --encrypt, or a static peer with encrypt=false) gets
 // plaintext.
 
-const sealHeaderLen = seal.HeaderLen
-
 // dropNone: a datagram not delivered that is no drop (a handshake message
 // or a keepalive).
 const dropNone = numDropReasons

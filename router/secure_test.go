@@ -80,7 +80,7 @@ func sealedFrom(t testing.TB, pair securePair, s *inboundState, hdr int, pkts ..
 	for i, p := range pkts {
 		n := copy(s.bufs[i][encap.Headroom+seal.HeaderLen:], p)
 		frames[i] = s.bufs[i][encap.Headroom : encap.Headroom+seal.Overhead+n]
-		s.sizes[i] = len(frames[i])
+		s.views[i] = frames[i]
 		s.srcs[i] = addrB
 	}
 	_ = hdr
@@ -127,15 +127,15 @@ func TestForwardEncrypted(t *testing.T) {
 			}
 			in := r.w(0).newInbound()
 			sealedFrom(t, pair, in, hdr, payload, payload)
-			captured := bytes.Clone(in.bufs[0][encap.Headroom : encap.Headroom+in.sizes[0]])
-			forged := bytes.Clone(in.bufs[1][encap.Headroom : encap.Headroom+in.sizes[1]])
+			captured := bytes.Clone(in.views[0])
+			forged := bytes.Clone(in.views[1])
 			forged[len(forged)-1] ^= 1
 			r.w(0).forwardIn(in, 2)
 			if w := dev.packets(); len(w) != 2 || !bytes.Equal(w[0], fromB) {
 				t.Fatalf("written to the TUN: %d packets", len(w))
 			}
 			for _, d := range [][]byte{captured, forged, payload} {
-				in.sizes[0] = copy(in.bufs[0][encap.Headroom:], d)
+				in.load(0, d)
 				in.srcs[0] = addrB
 				r.w(0).forwardIn(in, 1)
 			}
@@ -147,8 +147,8 @@ func TestForwardEncrypted(t *testing.T) {
 				t.Errorf("drops %v, want replay, bad_auth, malformed 1 each", d)
 			}
 			// An unknown session index.
-			in.sizes[0] = copy(in.bufs[0][encap.Headroom:], captured)
-			in.bufs[0][encap.Headroom+4] ^= 0xff
+			in.load(0, captured)
+			in.views[0][4] ^= 0xff
 			r.w(0).forwardIn(in, 1)
 			if r.Drops()["no_session"] != 1 {
 				t.Errorf("drops %v, want no_session 1", r.Drops())
@@ -216,7 +216,7 @@ func TestForwardEncryptedAllocateNothing(t *testing.T) {
 			for i := range n {
 				copy(in.bufs[i][encap.Headroom+seal.HeaderLen:], p)
 				frames[i] = in.bufs[i][encap.Headroom : encap.Headroom+seal.Overhead+len(p)]
-				in.sizes[i], in.srcs[i] = len(frames[i]), addrB
+				in.views[i], in.srcs[i] = frames[i], addrB
 			}
 			pair.bForA.Seal(frames, time.Now().UnixNano())
 			r.w(0).forwardIn(in, n)

@@ -71,7 +71,7 @@ type coalescer struct {
 	groups []group
 	next   []int32 // per packet: the next packet of its group, -1 at the end
 	slots  []int32 // flow hash table: a flow's latest group + 1; 0 is empty
-	hdrs   []byte  // hdrSpace per coalesced write
+	hdrs   []byte  // hdrSpace per group: a coalesced write's headers, or a lone packet's virtio-net header without headroom
 	parts  [][]byte
 	writes []planned
 }
@@ -92,7 +92,7 @@ func (c *coalescer) reset(n int) {
 			next:   make([]int32, n),
 			slots:  make([]int32, size),
 			hdrs:   make([]byte, n*hdrSpace),
-			parts:  make([][]byte, 0, 2*n),
+			parts:  make([][]byte, 0, 2*n+1),
 			writes: make([]planned, 0, n),
 		}
 	}
@@ -125,15 +125,14 @@ func (c *coalescer) plan(bufs [][]byte, offset int, mode Checksum, udp bool, fb 
 			c.groups[len(c.groups)-1].nextSeq = binary.BigEndian.Uint32(pkt[h.ipLen+4:]) + uint32(payload)
 		}
 	}
-	k := 0 // coalesced writes so far: their headers' place in c.hdrs
 	for gi := range c.groups {
 		g := &c.groups[gi]
 		lo := len(c.parts)
+		scratch := c.hdrs[gi*hdrSpace : (gi+1)*hdrSpace] // the group's header space
 		if g.n == 1 {
-			c.parts = append(c.parts, single(bufs[g.head], offset, mode))
+			c.parts = single(c.parts, bufs[g.head], offset, mode, scratch)
 		} else {
-			c.parts = append(c.parts, c.header(g, bufs[g.head][offset:], c.hdrs[k*hdrSpace:(k+1)*hdrSpace]))
-			k++
+			c.parts = append(c.parts, c.header(g, bufs[g.head][offset:], scratch))
 			hl := g.h.ipLen + g.l4Len
 			for i := g.head; i >= 0; i = int(c.next[i]) {
 				c.parts = append(c.parts, bufs[i][offset+hl:])
@@ -313,13 +312,15 @@ func (c *coalescer) header(g *group, head []byte, scratch []byte) []byte {
 	return scratch[:virtioNetHdrLen+hl]
 }
 
-// single puts the virtio-net header of a packet written alone in front of
-// it (in the buffer's headroom) and returns header and packet. In partial
-// mode a TCP or UDP packet whose checksum is partial goes with NEEDS_CSUM,
-// so that the kernel neither verifies it nor (delivering locally) needs
-// it; one with a complete checksum goes without, and the kernel verifies
-// it as it would anyway.
-func single(b []byte, offset int, mode Checksum) []byte {
+// single appends to parts the write of a packet that goes alone: its
+// virtio-net header in front of it, in the buffer's headroom when offset
+// leaves room for it (one part), else in scratch (two parts, gathered:
+// the header, then the packet where it lies). In partial mode a TCP or UDP
+// packet whose checksum is partial goes with NEEDS_CSUM, so that the
+// kernel neither verifies it nor (delivering locally) needs it; one with a
+// complete checksum goes without, and the kernel verifies it as it would
+// anyway.
+func single(parts [][]byte, b []byte, offset int, mode Checksum, scratch []byte) [][]byte {
 	v := vnetHdr{}
 	if mode == ChecksumPartial {
 		if h, at := partialAt(b[offset:]); at >= 0 {
@@ -329,6 +330,10 @@ func single(b []byte, offset int, mode Checksum) []byte {
 			v.hdrLen = uint16(at + 2)
 		}
 	}
-	v.encode(b[offset-virtioNetHdrLen:])
-	return b[offset-virtioNetHdrLen:]
+	if offset >= virtioNetHdrLen {
+		v.encode(b[offset-virtioNetHdrLen:])
+		return append(parts, b[offset-virtioNetHdrLen:])
+	}
+	v.encode(scratch)
+	return append(parts, scratch[:virtioNetHdrLen], b[offset:])
 }

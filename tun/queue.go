@@ -44,6 +44,9 @@ type Queue struct {
 	wvErr    unix.Errno            // result of the last writev, set by doWritev
 	writevFn func(fd uintptr) bool // q.doWritev, bound once
 	readBuf  []byte                // for a Read whose first buffer cannot take a superpacket in place
+	// A packet of a refused coalesced write, written again alone.
+	alone    [2][]byte
+	aloneHdr [virtioNetHdrLen]byte
 }
 
 // writeState is shared by a device's queues: a kernel that refuses a
@@ -186,7 +189,9 @@ func (r *WriteResult) took(packets, bytes int) {
 // partial (trusted, and handed to the kernel as CHECKSUM_PARTIAL). A
 // coalesced write gathers the payloads from where they lie (writev): the
 // buffers are not changed, apart from the virtio-net header written into
-// the headroom in front of a packet that goes alone.
+// the headroom in front of a packet that goes alone. offset may be 0 (the
+// packets are views into a receive buffer, without headroom): such a
+// packet is gathered behind a header kept here instead.
 //
 // When the kernel refuses a coalesced write with EINVAL (Linux 6.6.44 and
 // the 6.1 LTS kernels with the same backport), its packets are written
@@ -208,22 +213,19 @@ func (q *Queue) Write(bufs [][]byte, offset int, mode Checksum) (WriteResult, er
 		}
 		return r, first
 	}
-	if offset < virtioNetHdrLen {
-		return WriteResult{Lost: len(bufs)}, fmt.Errorf("tun: write offset %d leaves no room for the virtio-net header", offset)
-	}
 	g := &q.gro
 	g.plan(bufs, offset, mode, q.uso, q.state.level())
 	var first error
 	for _, w := range g.writes {
 		parts, grp := g.parts[w.lo:w.hi], &g.groups[w.g]
 		r.Syscalls++
-		if len(parts) == 1 {
-			if err := q.write1(parts[0]); err != nil {
+		if grp.n == 1 {
+			if err := q.writeParts(parts); err != nil {
 				r.Lost++
 				first = cmpErr(first, err)
 				continue
 			}
-			r.took(1, len(parts[0])-virtioNetHdrLen)
+			r.took(1, len(bufs[grp.head])-offset)
 			continue
 		}
 		err := q.writev(parts)
@@ -239,13 +241,12 @@ func (q *Queue) Write(bufs [][]byte, offset int, mode Checksum) (WriteResult, er
 		q.state.backOff(fallbackAfter(bufs, offset, grp), err)
 		for i := grp.head; i >= 0; i = int(g.next[i]) {
 			r.Syscalls++
-			b := single(bufs[i], offset, mode)
-			if err := q.write1(b); err != nil {
+			if err := q.writeParts(single(q.alone[:0], bufs[i], offset, mode, q.aloneHdr[:])); err != nil {
 				r.Lost++
 				first = cmpErr(first, err)
 				continue
 			}
-			r.took(1, len(b)-virtioNetHdrLen)
+			r.took(1, len(bufs[i])-offset)
 		}
 	}
 	return r, first
@@ -281,6 +282,14 @@ func (q *Queue) write1(b []byte) error {
 		return q.ioErr("write", err)
 	}
 	return nil
+}
+
+// writeParts writes one packet given as one part or gathered from several.
+func (q *Queue) writeParts(parts [][]byte) error {
+	if len(parts) == 1 {
+		return q.write1(parts[0])
+	}
+	return q.writev(parts)
 }
 
 func (q *Queue) writev(parts [][]byte) error {

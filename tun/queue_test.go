@@ -43,6 +43,31 @@ func withHeadroom(pkts [][]byte) [][]byte {
 	return bufs
 }
 
+// packed lays the packets back to back in one buffer, as UDP GRO leaves
+// datagrams, and returns views of them without headroom: a write that
+// touched the bytes in front of a packet would corrupt the one before.
+func packed(pkts [][]byte) [][]byte {
+	var all []byte
+	for _, p := range pkts {
+		all = append(all, p...)
+	}
+	views := make([][]byte, len(pkts))
+	at := 0
+	for i, p := range pkts {
+		views[i] = all[at : at+len(p) : at+len(p)]
+		at += len(p)
+	}
+	return views
+}
+
+// layouts are the two ways the router hands packets to Write: in buffers
+// with headroom for the virtio-net header, and as views without any.
+var layouts = []struct {
+	name   string
+	offset int
+	bufs   func([][]byte) [][]byte
+}{{"headroom", testOff, withHeadroom}, {"views", 0, packed}}
+
 func listenUDP(t *testing.T) *net.UDPConn {
 	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.99.0.1:0")))
 	if err != nil {
@@ -75,42 +100,52 @@ func TestWriteDeliversThroughTheKernel(t *testing.T) {
 		c := listenUDP(t)
 		defer c.Close()
 		port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
-		for _, mode := range []Checksum{ChecksumFull, ChecksumPartial} {
-			pkts := udpTo(port, 8, 1000)
-			pkts[7] = pkts[7][:len(pkts[7])-300] // a short last one
-			binary.BigEndian.PutUint16(pkts[7][2:], uint16(len(pkts[7])))
-			binary.BigEndian.PutUint16(pkts[7][24:], uint16(len(pkts[7])-20))
-			pkts[7][10], pkts[7][11], pkts[7][26], pkts[7][27] = 0, 0, 0, 0
-			binary.BigEndian.PutUint16(pkts[7][10:], ^refSum(pkts[7][:20]))
-			binary.BigEndian.PutUint16(pkts[7][26:], ^refSum(append(refPseudo(pkts[7], false, unix.IPPROTO_UDP, len(pkts[7])-20), pkts[7][20:]...)))
-			if mode == ChecksumFull {
-				pkts[3][40] ^= 0xff // corrupt one: it must not be delivered
-			} else {
-				for _, p := range pkts {
-					p[26], p[27] = 0, 0
-					binary.BigEndian.PutUint16(p[26:], refPartial(p, false, 20, unix.IPPROTO_UDP))
+		for _, l := range layouts {
+			for _, mode := range []Checksum{ChecksumFull, ChecksumPartial} {
+				pkts := udpTo(port, 8, 1000)
+				pkts[7] = pkts[7][:len(pkts[7])-300] // a short last one
+				binary.BigEndian.PutUint16(pkts[7][2:], uint16(len(pkts[7])))
+				binary.BigEndian.PutUint16(pkts[7][24:], uint16(len(pkts[7])-20))
+				pkts[7][10], pkts[7][11], pkts[7][26], pkts[7][27] = 0, 0, 0, 0
+				binary.BigEndian.PutUint16(pkts[7][10:], ^refSum(pkts[7][:20]))
+				binary.BigEndian.PutUint16(pkts[7][26:], ^refSum(append(refPseudo(pkts[7], false, unix.IPPROTO_UDP, len(pkts[7])-20), pkts[7][20:]...)))
+				if mode == ChecksumFull {
+					pkts[3][40] ^= 0xff // corrupt one: it must not be delivered
+				} else {
+					for _, p := range pkts {
+						p[26], p[27] = 0, 0
+						binary.BigEndian.PutUint16(p[26:], refPartial(p, false, 20, unix.IPPROTO_UDP))
+					}
 				}
-			}
-			res, err := d.Write(withHeadroom(pkts), testOff, mode)
-			if err != nil || res.Packets != 8 || res.Lost != 0 {
-				t.Fatalf("%v: write %+v, %v", mode, res, err)
-			}
-			want := 8
-			if mode == ChecksumFull {
-				want = 7
-				if res.Syscalls != 3 {
-					t.Errorf("%v: %d writes, want 3 (3 segments, the bad one alone, 4 segments)", mode, res.Syscalls)
+				payloads := map[string]bool{}
+				for i, p := range pkts {
+					if mode == ChecksumPartial || i != 3 {
+						payloads[string(p[28:])] = true
+					}
 				}
-			} else if res.Syscalls != 1 {
-				t.Errorf("%v: %d writes, want 1", mode, res.Syscalls)
-			}
-			got := received(c)
-			if len(got) != want {
-				t.Fatalf("%v: %d datagrams delivered, want %d", mode, len(got), want)
-			}
-			for _, g := range got {
-				if len(g) == 0 || (mode == ChecksumFull && g[0] == 3) {
-					t.Errorf("%v: datagram %d delivered (the corrupted one?)", mode, g[0])
+				res, err := d.Write(l.bufs(pkts), l.offset, mode)
+				if err != nil || res.Packets != 8 || res.Lost != 0 {
+					t.Fatalf("%s, %v: write %+v, %v", l.name, mode, res, err)
+				}
+				want := 8
+				if mode == ChecksumFull {
+					want = 7
+					if res.Syscalls != 3 {
+						t.Errorf("%v: %d writes, want 3 (3 segments, the bad one alone, 4 segments)", mode, res.Syscalls)
+					}
+				} else if res.Syscalls != 1 {
+					t.Errorf("%v: %d writes, want 1", mode, res.Syscalls)
+				}
+				got := received(c)
+				if len(got) != want {
+					t.Fatalf("%v: %d datagrams delivered, want %d", mode, len(got), want)
+				}
+				for _, g := range got {
+					if len(g) == 0 || (mode == ChecksumFull && g[0] == 3) {
+						t.Errorf("%s, %v: datagram %d delivered (the corrupted one?)", l.name, mode, g[0])
+					} else if !payloads[string(g)] {
+						t.Errorf("%s, %v: datagram %d delivered changed", l.name, mode, g[0])
+					}
 				}
 			}
 		}
@@ -169,32 +204,42 @@ func TestWriteFallbackLosesNothing(t *testing.T) {
 		defer c.Close()
 		port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
 		q := d.queues[0]
-		q.writevFn = func(uintptr) bool { q.wvErr = unix.EINVAL; return true } // a 6.6.44 kernel
+		refuse := func(fd uintptr) bool { // a 6.6.44 kernel: coalesced writes refused
+			if len(q.iovs) > 2 {
+				q.wvErr = unix.EINVAL
+				return true
+			}
+			return q.doWritev(fd) // a lone packet behind its header
+		}
 		pkts := udpTo(port, 4, 1000)
 		pkts = append(pkts, udpTo(port, 1, 500)...)
 		binary.BigEndian.PutUint16(pkts[4][4:], 4)
 		pkts[4][10], pkts[4][11] = 0, 0
 		binary.BigEndian.PutUint16(pkts[4][10:], ^refSum(pkts[4][:20]))
-		res, err := q.Write(withHeadroom(pkts), testOff, ChecksumFull)
-		if err != nil || res.Packets != 5 || res.Lost != 0 || res.Syscalls != 6 {
-			t.Errorf("refused write: %+v, %v; want 5 packets in 1 refused and 5 single writes", res, err)
-		}
-		if d.Fallback() != FallbackEqualSegments || !d.WriteFallback() {
-			t.Errorf("fallback %v, want equal-segments", d.Fallback())
-		}
-		res, err = q.Write(withHeadroom(pkts), testOff, ChecksumFull)
-		if err != nil || res.Packets != 5 || res.Syscalls != 6 { // 4 equal refused, then 4 + 1 alone
-			t.Errorf("second write: %+v, %v", res, err)
-		}
-		if d.Fallback() != FallbackSerial {
-			t.Errorf("fallback %v, want serial", d.Fallback())
-		}
-		res, _ = q.Write(withHeadroom(pkts), testOff, ChecksumFull)
-		if res.Syscalls != 5 || res.Packets != 5 {
-			t.Errorf("serial write: %+v", res)
-		}
-		if got := received(c); len(got) != 15 {
-			t.Errorf("%d datagrams delivered, want all 15", len(got))
+		for _, l := range layouts {
+			q.state.fallback.Store(int32(FallbackNone))
+			q.writevFn = refuse
+			res, err := q.Write(l.bufs(pkts), l.offset, ChecksumFull)
+			if err != nil || res.Packets != 5 || res.Lost != 0 || res.Syscalls != 6 {
+				t.Errorf("%s: refused write: %+v, %v; want 5 packets in 1 refused and 5 single writes", l.name, res, err)
+			}
+			if d.Fallback() != FallbackEqualSegments || !d.WriteFallback() {
+				t.Errorf("%s: fallback %v, want equal-segments", l.name, d.Fallback())
+			}
+			res, err = q.Write(l.bufs(pkts), l.offset, ChecksumFull)
+			if err != nil || res.Packets != 5 || res.Syscalls != 6 { // 4 equal refused, then 4 + 1 alone
+				t.Errorf("%s: second write: %+v, %v", l.name, res, err)
+			}
+			if d.Fallback() != FallbackSerial {
+				t.Errorf("%s: fallback %v, want serial", l.name, d.Fallback())
+			}
+			res, _ = q.Write(l.bufs(pkts), l.offset, ChecksumFull)
+			if res.Syscalls != 5 || res.Packets != 5 {
+				t.Errorf("%s: serial write: %+v", l.name, res)
+			}
+			if got := received(c); len(got) != 15 {
+				t.Errorf("%s: %d datagrams delivered, want all 15", l.name, len(got))
+			}
 		}
 	})
 }
@@ -205,6 +250,15 @@ func TestQueueWriteAllocatesNothing(t *testing.T) {
 			bufs := benchTCPBatch(64, 1400, mode)
 			if a := testing.AllocsPerRun(50, func() { d.Write(bufs, testOff, mode) }); a != 0 {
 				t.Errorf("%v: Write allocates %.1f times per batch, want 0", mode, a)
+			}
+			pkts := make([][]byte, len(bufs))
+			for i, b := range bufs {
+				pkts[i] = b[testOff:]
+			}
+			views := packed(pkts)
+			views = append(views, packed(udpTo(9, 1, 100))...) // and one alone
+			if a := testing.AllocsPerRun(50, func() { d.Write(views, 0, mode) }); a != 0 {
+				t.Errorf("%v: Write of views allocates %.1f times per batch, want 0", mode, a)
 			}
 		}
 	})
