@@ -703,3 +703,73 @@ func TestEncryptedStaticPeer(t *testing.T) {
 	}
 	t.Logf("reload refused: %s", line)
 }
+
+// ChaCha20-Poly1305 end to end, and the cipher being cluster-wide: a and b
+// seal with ChaCha20-Poly1305 and carry a ping and an iperf3 transfer; c
+// seals with AES-256-GCM and is refused by both (and refuses them), in
+// status and in weft_peers_refused{reason="cipher"}, and not routed.
+func TestEncryptedChaChaAndCipherMismatch(t *testing.T) {
+	c := newCluster(t, "a", "b", "cc")
+	a, b, cc := c.by["a"], c.by["b"], c.by["cc"]
+	key := keygen(t, a)
+	for _, n := range c.nodes {
+		writeKeys(t, n, key)
+		cipher := "chacha20-poly1305"
+		if n == cc {
+			cipher = "aes-256-gcm"
+		}
+		n.args = append(n.args, "--gossip-key-file", keyFile(n), "--encrypt", "--encrypt-cipher", cipher)
+	}
+	c.startAll()
+	c.waitFormed(formationTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	if errs := pingAll(ctx, []*node{a, b}, 10*time.Second); len(errs) > 0 {
+		t.Fatalf("the ChaCha20 hosts do not reach each other: %v", errs)
+	}
+	if _, err := b.host.IPerf3Server(5201); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.host.IPerf3Client(ctx, b.overlay, netlab.IPerf3Options{Port: 5201, Seconds: 2})
+	if err != nil || res.RecvBytes < 1<<20 {
+		t.Fatalf("iperf3 a → b under ChaCha20-Poly1305: %+v, %v", res, err)
+	}
+	t.Logf("iperf3 a → b, ChaCha20-Poly1305: %.2f Gbit/s", res.ReceivedBPS/1e9)
+	for _, n := range []*node{a, b} {
+		st, err := status(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Node.Encryption == nil || st.Node.Encryption.Cipher != "chacha20-poly1305" {
+			t.Fatalf("%s's encryption status: %s", n.name, st.raw)
+		}
+	}
+
+	if err := pollUntil(time.Now().Add(10*time.Second), func() error {
+		for _, pair := range [][2]*node{{a, cc}, {b, cc}, {cc, a}, {cc, b}} {
+			st, err := status(pair[0])
+			if err != nil {
+				return err
+			}
+			p := st.Peer(pair[1].name)
+			if p == nil || p.Via != "none" || !strings.Contains(p.Reason, "the cipher is cluster-wide") {
+				return fmt.Errorf("%s does not show %s refused for its cipher: %s", pair[0].name, pair[1].name, st.summary())
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[*node]float64{a: 1, b: 1, cc: 2} {
+		if v := counter(ctx, t, n, "weft_peers_refused", "reason", "cipher"); v != want {
+			t.Errorf("%s: weft_peers_refused{reason=cipher} = %v, want %v", n.name, v, want)
+		}
+	}
+	if err := pingOK(ctx, a, cc.overlay, 1); err == nil {
+		t.Error("a reaches cc, which seals with another cipher")
+	}
+	if err := pingOK(ctx, cc, b.overlay, 1); err == nil {
+		t.Error("cc reaches b, which seals with another cipher")
+	}
+}
