@@ -116,11 +116,27 @@ func (h *Host) IPerf3Client(ctx context.Context, dst netip.Addr, o IPerf3Options
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
-	cmd := h.Command(ctx, "iperf3", args...)
 	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, runErr := cmd.Output()
-	res, err := ParseIPerf3(out)
+	var out []byte
+	var runErr error
+	var res IPerf3Result
+	var err error
+	// An iperf3 server closes its listening socket when a test ends and
+	// opens it again for the next one (cleanup_server), so a client that
+	// starts right after another can find no listener for a moment and be
+	// refused. Such a refusal, before any test ran, is retried for up to a
+	// second; any other error, or a refusal that lasts, is returned.
+	for attempt := 0; ; attempt++ {
+		stderr.Reset()
+		cmd := h.Command(ctx, "iperf3", args...)
+		cmd.Stderr = &stderr
+		out, runErr = cmd.Output()
+		res, err = ParseIPerf3(out)
+		if err == nil || attempt >= 5 || ctx.Err() != nil || !strings.Contains(err.Error(), "unable to connect to server: Connection refused") {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	if err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if runErr != nil {
