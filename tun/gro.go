@@ -92,7 +92,7 @@ func (c *coalescer) reset(n int) {
 			next:   make([]int32, n),
 			slots:  make([]int32, size),
 			hdrs:   make([]byte, n*hdrSpace),
-			parts:  make([][]byte, 0, 2*n+1),
+			parts:  make([][]byte, 0, 2*n), // a lone packet takes at most 2, a group of k at most k+1
 			writes: make([]planned, 0, n),
 		}
 	}
