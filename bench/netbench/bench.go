@@ -97,11 +97,15 @@ func (b *bench) estimate() time.Duration {
 	d := time.Duration(o.Duration) * time.Second
 	const iperfOverhead = 400 * time.Millisecond // server start, connect, teardown
 	var total time.Duration = 2 * time.Second    // lab
+	udpTests := 1
+	if o.UDPRcvbuf != "" {
+		udpTests = 2
+	}
 	for _, n := range o.Paths {
 		p, _ := pathByName(n)
 		t := time.Duration(3*o.Reps)*(d+iperfOverhead) +
-			time.Duration(o.UDPReps)*(time.Duration(o.UDPDur)*time.Second+iperfOverhead) +
-			time.Duration(float64(o.Pings)*o.PingIntvl*float64(time.Second)) + time.Second // warm-up + ping
+			time.Duration(udpTests*o.UDPReps)*(time.Duration(o.UDPDur)*time.Second+iperfOverhead) +
+			2*time.Duration(float64(o.Pings)*o.PingIntvl*float64(time.Second)) + 2*time.Second // warm-up, ping, echo
 		switch p.Kind {
 		case kindKVXLAN:
 			t += time.Second
@@ -467,56 +471,17 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 		}
 	}
 
-	// UDP, small datagrams, as fast as the sender goes.
-	us := &udpStat{Len: o.UDPLen, Rate: o.UDPRate}
-	kcA, kcB := kernelCounters(ctx, b.a), kernelCounters(ctx, b.b)
-	for rep := 1; rep <= o.UDPReps && ctx.Err() == nil; rep++ {
-		r, err := b.iperf3(ctx, dst, netlab.IPerf3Options{Seconds: o.UDPDur, UDP: true, Len: o.UDPLen, Bitrate: o.UDPRate})
-		if err != nil {
-			errf("UDP %d-byte, rep %d: %v", o.UDPLen, rep, err)
-			continue
-		}
-		secs := r.Seconds
-		if secs <= 0 {
-			secs = float64(o.UDPDur)
-		}
-		lost := max(r.LostPackets, 0)
-		delivered := max(r.Packets-lost, 0)
-		ur := udpRep{SentPPS: float64(r.Packets) / secs, DeliveredPPS: float64(delivered) / secs, LossPercent: r.LostPercent,
-			Packets: r.Packets, Lost: lost, SentBPS: r.SentBPS, ReceivedBPS: r.ReceivedBPS}
-		us.Reps = append(us.Reps, ur)
-		if o.Verbose {
-			fmt.Printf("   udp rep %d: %s\n", rep, r)
-		}
-	}
-	if len(us.Reps) > 0 {
-		sorted := append([]udpRep(nil), us.Reps...)
-		sort.Slice(sorted, func(i, j int) bool { return sorted[i].DeliveredPPS < sorted[j].DeliveredPPS })
-		m := sorted[(len(sorted)-1)/2] // lower median: a real rep, with its own loss
-		if len(sorted)%2 == 0 {
-			m.DeliveredPPS = (sorted[len(sorted)/2-1].DeliveredPPS + sorted[len(sorted)/2].DeliveredPPS) / 2
-		}
-		us.DeliveredPPS, us.SentPPS, us.LossPercent = m.DeliveredPPS, m.SentPPS, m.LossPercent
-		var v []float64
-		for _, r := range us.Reps {
-			v = append(v, r.DeliveredPPS)
-		}
-		lo, hi := minMax(v)
-		fmt.Printf("   UDP %d-byte: median %.1f kpps delivered of %.1f kpps sent (%.1f%% lost); %d reps, min %.1f, max %.1f\n",
-			o.UDPLen, us.DeliveredPPS/1e3, us.SentPPS/1e3, us.LossPercent, len(v), lo/1e3, hi/1e3)
-	}
-	us.KernelDrops = map[string]map[string]uint64{}
-	if d := counterDelta(kcA, kernelCounters(ctx, b.a)); d != nil {
-		us.KernelDrops["a"] = d
-	}
-	if d := counterDelta(kcB, kernelCounters(ctx, b.b)); d != nil {
-		us.KernelDrops["b"] = d
-	}
-	if len(us.Reps) > 0 {
-		fmt.Printf("   kernel drops during UDP: a: %s; b: %s\n", fmtCounters(us.KernelDrops["a"]), fmtCounters(us.KernelDrops["b"]))
-	}
-	pr.UDP = us
+	// UDP, small datagrams, as fast as the sender goes: with iperf3's
+	// default receive buffer, then (-udp-rcvbuf) with a large one.
+	pr.UDP = b.udpTest(ctx, dst, "", errf)
 	account("udp")
+	if !alive() {
+		return pr
+	}
+	if o.UDPRcvbuf != "" {
+		pr.UDPBigBuf = b.udpTest(ctx, dst, o.UDPRcvbuf, errf)
+		account("udp-rcvbuf")
+	}
 	if !alive() {
 		return pr
 	}
@@ -531,6 +496,14 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 			fmt.Printf("   ping: avg %.3f ms (min %.3f, max %.3f, mdev %.3f; %d/%d replies)\n", ps.AvgMs, ps.MinMs, ps.MaxMs, ps.MdevMs, ps.Received, ps.Sent)
 		}
 		account("ping")
+		if es, err := b.echoFloor(ctx, p); err != nil {
+			errf("user-space echo: %v", err)
+		} else {
+			pr.Echo = es
+			fmt.Printf("   user-space echo floor (UDP echo between a's and b's underlay addresses, same interval): avg %.3f ms (min %.3f, max %.3f; %d/%d)\n",
+				es.AvgMs, es.MinMs, es.MaxMs, es.Received, es.Sent)
+		}
+		account("echo")
 	}
 
 	// Daemon totals over the window.
@@ -739,4 +712,65 @@ func tailLines(s string, n int) []string {
 		lines = append([]string{fmt.Sprintf("... (%d earlier lines)", len(lines)-n)}, lines[len(lines)-n:]...)
 	}
 	return lines
+}
+
+// udpTest measures small UDP datagrams as fast as the sender goes, the
+// receiving iperf3's socket buffer at its default (window "") or set with
+// iperf3 -w window.
+func (b *bench) udpTest(ctx context.Context, dst netip.Addr, window string, errf func(string, ...any)) *udpStat {
+	o := b.opts
+	var extra []string
+	label := ""
+	if window != "" {
+		extra = []string{"-w", window}
+		label = ", receive buffer " + window
+	}
+	us := &udpStat{Len: o.UDPLen, Rate: o.UDPRate, Rcvbuf: window}
+	kcA, kcB := kernelCounters(ctx, b.a), kernelCounters(ctx, b.b)
+	for rep := 1; rep <= o.UDPReps && ctx.Err() == nil; rep++ {
+		r, err := b.iperf3(ctx, dst, netlab.IPerf3Options{Seconds: o.UDPDur, UDP: true, Len: o.UDPLen, Bitrate: o.UDPRate, Extra: extra})
+		if err != nil {
+			errf("UDP %d-byte, rep %d: %v", o.UDPLen, rep, err)
+			continue
+		}
+		secs := r.Seconds
+		if secs <= 0 {
+			secs = float64(o.UDPDur)
+		}
+		lost := max(r.LostPackets, 0)
+		delivered := max(r.Packets-lost, 0)
+		ur := udpRep{SentPPS: float64(r.Packets) / secs, DeliveredPPS: float64(delivered) / secs, LossPercent: r.LostPercent,
+			Packets: r.Packets, Lost: lost, SentBPS: r.SentBPS, ReceivedBPS: r.ReceivedBPS}
+		us.Reps = append(us.Reps, ur)
+		if o.Verbose {
+			fmt.Printf("   udp rep %d: %s\n", rep, r)
+		}
+	}
+	if len(us.Reps) > 0 {
+		sorted := append([]udpRep(nil), us.Reps...)
+		sort.Slice(sorted, func(i, j int) bool { return sorted[i].DeliveredPPS < sorted[j].DeliveredPPS })
+		m := sorted[(len(sorted)-1)/2] // lower median: a real rep, with its own loss
+		if len(sorted)%2 == 0 {
+			m.DeliveredPPS = (sorted[len(sorted)/2-1].DeliveredPPS + sorted[len(sorted)/2].DeliveredPPS) / 2
+		}
+		us.DeliveredPPS, us.SentPPS, us.LossPercent = m.DeliveredPPS, m.SentPPS, m.LossPercent
+		var v []float64
+		for _, r := range us.Reps {
+			v = append(v, r.DeliveredPPS)
+		}
+		lo, hi := minMax(v)
+		fmt.Printf("   UDP %d-byte%s: median %.1f kpps delivered of %.1f kpps sent (%.1f%% lost); %d reps, min %.1f, max %.1f\n",
+			o.UDPLen, label, us.DeliveredPPS/1e3, us.SentPPS/1e3, us.LossPercent, len(v), lo/1e3, hi/1e3)
+	}
+	us.KernelDrops = map[string]map[string]uint64{}
+	if d := counterDelta(kcA, kernelCounters(ctx, b.a)); d != nil {
+		us.KernelDrops["a"] = d
+	}
+	if d := counterDelta(kcB, kernelCounters(ctx, b.b)); d != nil {
+		us.KernelDrops["b"] = d
+	}
+	if len(us.Reps) > 0 {
+		fmt.Printf("   kernel drops during UDP%s: a: %s; b: %s\n", label, fmtCounters(us.KernelDrops["a"]), fmtCounters(us.KernelDrops["b"]))
+	}
+	return us
 }

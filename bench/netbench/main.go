@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -52,6 +53,7 @@ type options struct {
 	PingIntvl  float64  `json:"ping_interval_s"`
 	UDPLen     int      `json:"udp_len"`
 	UDPRate    string   `json:"udp_rate"`
+	UDPRcvbuf  string   `json:"udp_rcvbuf"`
 	BusyPoll   string   `json:"busy_poll"`
 	Profile    bool     `json:"profile"`
 	ProfileSec int      `json:"profile_s"`
@@ -60,6 +62,9 @@ type options struct {
 	NoJSON     bool     `json:"-"`
 	Verbose    bool     `json:"-"`
 }
+
+// rcvbufRE is a size as iperf3 -w takes it.
+var rcvbufRE = regexp.MustCompile(`^[1-9][0-9]*[KMG]?$`)
 
 func main() {
 	os.Exit(run())
@@ -78,6 +83,7 @@ func run() int {
 	fs.Float64Var(&o.PingIntvl, "ping-interval", 0.05, "seconds between echo requests")
 	fs.IntVar(&o.UDPLen, "udp-len", 64, "UDP datagram payload (iperf3 -l)")
 	fs.StringVar(&o.UDPRate, "udp-rate", "0", "UDP target bitrate (iperf3 -b; 0 = as fast as the sender can)")
+	fs.StringVar(&o.UDPRcvbuf, "udp-rcvbuf", "4M", "repeat the UDP test with this receive buffer for iperf3 (-w; \"\": do not)")
 	fs.StringVar(&o.BusyPoll, "busy-poll", "50us", "weft --busy-poll duration of the weft-udp-bp path")
 	fs.BoolVar(&o.Profile, "profile", false, "capture a CPU profile of the sending weft (and the receiving one) during an extra TCP 1-stream run; needs weft --pprof")
 	fs.IntVar(&o.ProfileSec, "profile-seconds", 5, "length of the CPU profile")
@@ -119,6 +125,9 @@ func run() int {
 		err = errors.New("-udp-len must be 16-1400")
 	case o.ProfileSec < 1 || o.ProfileSec > 60:
 		err = errors.New("-profile-seconds must be 1-60")
+	}
+	if err == nil && o.UDPRcvbuf != "" && !rcvbufRE.MatchString(o.UDPRcvbuf) {
+		err = fmt.Errorf("-udp-rcvbuf %q: want a size iperf3 -w takes, such as 4M or 512K, or \"\"", o.UDPRcvbuf)
 	}
 	if err == nil {
 		if d, perr := time.ParseDuration(o.BusyPoll); perr != nil || d <= 0 || d > time.Second {

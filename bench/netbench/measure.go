@@ -162,6 +162,44 @@ func (b *bench) pingRTT(ctx context.Context, dst netip.Addr) (*pingStat, error) 
 	return &pingStat{Sent: r.Sent, Received: r.Received, AvgMs: ms(r.RTTAvg), MinMs: ms(r.RTTMin), MaxMs: ms(r.RTTMax), MdevMs: ms(r.RTTMDev)}, nil
 }
 
+// echoPort is the UDP port of the echo server on b's underlay address.
+const echoPort = 7007
+
+// echoFloor measures the round trip of a UDP echo between a's and b's
+// underlay addresses with ping's count and interval: the floor of any
+// user-space forwarder's ping on this machine, two thread wakeups after an
+// idle interval with nothing else on the path (the overlay's ping has four
+// such wakeups and the kernel's has none: its echo reply is made in the
+// sender's own softirq).
+func (b *bench) echoFloor(ctx context.Context, p pathDef) (*pingStat, error) {
+	o := b.opts
+	_, ub := p.underlays()
+	dst := netip.AddrPortFrom(ub, echoPort)
+	srv, err := b.b.StartUDPEcho(dst)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = srv.Stop(2 * time.Second) }()
+	interval := time.Duration(o.PingIntvl * float64(time.Second))
+	cctx, cancel := context.WithTimeout(ctx, time.Duration(o.Pings)*(interval+time.Second)+10*time.Second)
+	defer cancel()
+	// Wait for the server to listen (an echo comes back), as ping's warm-up does.
+	for i := 0; ; i++ {
+		if _, err := b.a.UDPEchoRTT(cctx, dst, 1, 0); err == nil {
+			break
+		} else if i == 20 || cctx.Err() != nil {
+			return nil, fmt.Errorf("echo server on b (%s) never answered: %w; log: %s", dst, err, lastLines(srv.Logs(), 2))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r, err := b.a.UDPEchoRTT(cctx, dst, o.Pings, interval)
+	if err != nil {
+		return nil, err
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	return &pingStat{Sent: r.Sent, Received: r.Received, AvgMs: ms(r.RTTAvg), MinMs: ms(r.RTTMin), MaxMs: ms(r.RTTMax)}, nil
+}
+
 // ---- /proc --------------------------------------------------------------
 
 var clkTck = func() float64 {
@@ -370,7 +408,36 @@ func kernelCounters(ctx context.Context, h *netlab.Host) map[string]uint64 {
 			}
 		}
 	}
+	// Per socket: which UDP socket overflowed, weft's underlay sockets or
+	// the application's (only sockets open at both readings show a delta,
+	// so iperf3's per-test sockets do not; what udp.RcvbufErrors has beyond
+	// weft's is theirs).
+	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		if out, err := h.Run(cctx, "cat", f); err == nil {
+			for port, drops := range udpSocketDrops(string(out)) {
+				m[fmt.Sprintf("udp:%d.drops", port)] += drops
+			}
+		}
+	}
 	return m
+}
+
+// udpSocketDrops sums the drops column of /proc/net/udp{,6} by local port.
+func udpSocketDrops(table string) map[uint16]uint64 {
+	d := map[uint16]uint64{}
+	for i, line := range strings.Split(table, "\n") {
+		f := strings.Fields(line)
+		if i == 0 || len(f) < 13 {
+			continue // the header, or a short line
+		}
+		_, portHex, ok := strings.Cut(f[1], ":")
+		port, err1 := strconv.ParseUint(portHex, 16, 16)
+		drops, err2 := strconv.ParseUint(f[12], 10, 64)
+		if ok && err1 == nil && err2 == nil {
+			d[uint16(port)] += drops
+		}
+	}
+	return d
 }
 
 // counterDelta returns the counters that grew between before and after.

@@ -43,19 +43,27 @@ type machineInfo struct {
 }
 
 type pathResult struct {
-	Name         string        `json:"name"`
-	Desc         string        `json:"description"`
-	Command      string        `json:"command,omitempty"`
-	OK           bool          `json:"ok"`
-	Errors       []string      `json:"errors,omitempty"`
-	Seconds      float64       `json:"seconds"`
-	LoadAvg      string        `json:"loadavg_start"` // the machine is shared: a high load means noisy figures
-	SetupSeconds float64       `json:"setup_seconds,omitempty"`
-	TCP1         *tcpStat      `json:"tcp1,omitempty"`
-	TCP4         *tcpStat      `json:"tcp4,omitempty"`
-	TCP8         *tcpStat      `json:"tcp8,omitempty"`
-	UDP          *udpStat      `json:"udp,omitempty"`
-	Ping         *pingStat     `json:"ping,omitempty"`
+	Name         string   `json:"name"`
+	Desc         string   `json:"description"`
+	Command      string   `json:"command,omitempty"`
+	OK           bool     `json:"ok"`
+	Errors       []string `json:"errors,omitempty"`
+	Seconds      float64  `json:"seconds"`
+	LoadAvg      string   `json:"loadavg_start"` // the machine is shared: a high load means noisy figures
+	SetupSeconds float64  `json:"setup_seconds,omitempty"`
+	TCP1         *tcpStat `json:"tcp1,omitempty"`
+	TCP4         *tcpStat `json:"tcp4,omitempty"`
+	TCP8         *tcpStat `json:"tcp8,omitempty"`
+	UDP          *udpStat `json:"udp,omitempty"`
+	// UDPBigBuf is the same test with a large receive buffer for iperf3
+	// (-udp-rcvbuf): what the path delivers when the receiving
+	// application's socket does not overflow between its reads.
+	UDPBigBuf *udpStat  `json:"udp_big_rcvbuf,omitempty"`
+	Ping      *pingStat `json:"ping,omitempty"`
+	// Echo is the user-space floor beside Ping: a UDP echo between the
+	// hosts' underlay addresses (two Go processes that sleep between
+	// datagrams), same count and interval, no overlay.
+	Echo         *pingStat     `json:"udp_echo,omitempty"`
 	Daemons      []*daemonStat `json:"daemons,omitempty"`
 	DaemonIssues []string      `json:"daemon_issues,omitempty"`
 	Ratio        *ratios       `json:"ratio_to_kvxlan,omitempty"`
@@ -90,7 +98,8 @@ type tcpRep struct {
 type udpStat struct {
 	Len          int      `json:"len"`
 	Rate         string   `json:"rate"`
-	DeliveredPPS float64  `json:"delivered_pps"` // median
+	Rcvbuf       string   `json:"rcvbuf,omitempty"` // iperf3 -w on the receiver ("": its default)
+	DeliveredPPS float64  `json:"delivered_pps"`    // median
 	SentPPS      float64  `json:"sent_pps"`
 	LossPercent  float64  `json:"loss_percent"`
 	Reps         []udpRep `json:"reps"`
@@ -264,6 +273,9 @@ func (r *results) evalTargets() []target {
 	} else {
 		t.Status = passFail(w.Ping.AvgMs <= k.Ping.AvgMs+targetPingMs)
 		t.Detail = fmt.Sprintf("%.3f vs %.3f ms (%+.3f ms)", w.Ping.AvgMs, k.Ping.AvgMs, w.Ping.AvgMs-k.Ping.AvgMs)
+		if w.Echo != nil {
+			t.Detail += fmt.Sprintf("; user-space floor (UDP echo, same interval, no overlay) %.3f ms, kernel VXLAN + %.3f", w.Echo.AvgMs, w.Echo.AvgMs-k.Ping.AvgMs)
+		}
 	}
 	ts = append(ts, t)
 
@@ -318,6 +330,14 @@ func (r *results) comparisons() []string {
 			return "n/a"
 		}
 		return fmt.Sprintf("%.2fx", a/b)
+	}
+	if k := r.path("kvxlan"); w != nil && k != nil && w.UDPBigBuf != nil && k.UDPBigBuf != nil {
+		s := fmt.Sprintf("UDP %d-byte with iperf3 -w %s on the receiver: weft-udp vs kvxlan %s (%.1f vs %.1f kpps)", r.Options.UDPLen, r.Options.UDPRcvbuf,
+			f(udpPPS(w.UDPBigBuf), udpPPS(k.UDPBigBuf)), udpPPS(w.UDPBigBuf)/1e3, udpPPS(k.UDPBigBuf)/1e3)
+		if x := r.path("weft-vxlan"); x != nil && x.UDPBigBuf != nil {
+			s += fmt.Sprintf(", weft-vxlan vs kvxlan %s", f(udpPPS(x.UDPBigBuf), udpPPS(k.UDPBigBuf)))
+		}
+		out = append(out, s)
 	}
 	if w != nil && w1 != nil {
 		out = append(out, fmt.Sprintf("workers (weft-udp vs weft-udp-w1): TCP 1 %s, TCP 4 %s, TCP 8 %s, UDP %s, Gbit/s per busy core %s",
@@ -385,7 +405,8 @@ func passFail(ok bool) string {
 // table renders the results as a Markdown table (readable as is, and ready
 // to paste into bench/README.md).
 func (r *results) table() string {
-	header := []string{"path", "TCP 1 Gbit/s", "TCP 4 Gbit/s", "TCP 8 Gbit/s", fmt.Sprintf("UDP%d kpps (loss)", r.Options.UDPLen), "ping ms",
+	header := []string{"path", "TCP 1 Gbit/s", "TCP 4 Gbit/s", "TCP 8 Gbit/s", fmt.Sprintf("UDP%d kpps (loss)", r.Options.UDPLen),
+		fmt.Sprintf("UDP%d, %s rcvbuf", r.Options.UDPLen, r.Options.UDPRcvbuf), "ping ms (echo floor)",
 		"busy cores TCP 1 (steal)", "Gbit/s/core", "CPU s (a/b)", "RSS MiB (a/b)", "vs kVXLAN (TCP1/4/8/UDP/per core)"}
 	rows := [][]string{header}
 	for _, p := range r.Paths {
@@ -402,20 +423,26 @@ func (r *results) table() string {
 		if p.UDP != nil && len(p.UDP.Reps) > 0 {
 			row[4] = fmt.Sprintf("%.1f (%.0f%%)", p.UDP.DeliveredPPS/1e3, p.UDP.LossPercent)
 		}
+		if p.UDPBigBuf != nil && len(p.UDPBigBuf.Reps) > 0 {
+			row[5] = fmt.Sprintf("%.1f (%.0f%%)", p.UDPBigBuf.DeliveredPPS/1e3, p.UDPBigBuf.LossPercent)
+		}
 		if p.Ping != nil {
-			row[5] = fmt.Sprintf("%.3f", p.Ping.AvgMs)
+			row[6] = fmt.Sprintf("%.3f", p.Ping.AvgMs)
+			if p.Echo != nil {
+				row[6] += fmt.Sprintf(" (%.3f)", p.Echo.AvgMs)
+			}
 		}
 		if p.TCP1 != nil && p.TCP1.BusyCores > 0 {
-			row[6] = fmt.Sprintf("%.2f", p.TCP1.BusyCores)
+			row[7] = fmt.Sprintf("%.2f", p.TCP1.BusyCores)
 			if p.TCP1.CPU != nil {
-				row[6] += fmt.Sprintf(" (%.2f)", p.TCP1.CPU.StealCores)
+				row[7] += fmt.Sprintf(" (%.2f)", p.TCP1.CPU.StealCores)
 			}
-			row[7] = fmt.Sprintf("%.2f", p.TCP1.GbpsPerBusyCore)
+			row[8] = fmt.Sprintf("%.2f", p.TCP1.GbpsPerBusyCore)
 		}
 		if len(p.Daemons) == 2 && p.Daemons[0].PeakRSSMiB > 0 {
 			a, b := p.Daemons[0], p.Daemons[1]
-			row[8] = fmt.Sprintf("%.2f / %.2f", a.CPUSeconds, b.CPUSeconds)
-			row[9] = fmt.Sprintf("%.1f / %.1f", a.PeakRSSMiB, b.PeakRSSMiB)
+			row[9] = fmt.Sprintf("%.2f / %.2f", a.CPUSeconds, b.CPUSeconds)
+			row[10] = fmt.Sprintf("%.1f / %.1f", a.PeakRSSMiB, b.PeakRSSMiB)
 		}
 		if p.Ratio != nil {
 			f := func(v *float64) string {
@@ -424,7 +451,7 @@ func (r *results) table() string {
 				}
 				return fmt.Sprintf("%.2f", *v)
 			}
-			row[10] = f(p.Ratio.TCP1) + " / " + f(p.Ratio.TCP4) + " / " + f(p.Ratio.TCP8) + " / " + f(p.Ratio.UDP64) + " / " + f(p.Ratio.PerCore)
+			row[11] = f(p.Ratio.TCP1) + " / " + f(p.Ratio.TCP4) + " / " + f(p.Ratio.TCP8) + " / " + f(p.Ratio.UDP64) + " / " + f(p.Ratio.PerCore)
 		}
 		if !p.OK {
 			row[0] += " (FAILED)"
@@ -469,8 +496,17 @@ func (r *results) printNotes() {
 	o := r.Options
 	fmt.Printf("TCP: median receiver throughput of %d x %d s; UDP: %d-byte datagrams at -b %s, delivered datagrams/s (median of %d x %d s) and receiver-side loss;\n",
 		o.Reps, o.Duration, o.UDPLen, o.UDPRate, o.UDPReps, o.UDPDur)
-	fmt.Printf("ping: average RTT of %d echo requests %.3g s apart; CPU: utime+stime of each weft daemon over all the measurements above; RSS: VmHWM.\n",
+	if o.UDPRcvbuf != "" {
+		limit := "?"
+		if b, err := os.ReadFile("/proc/sys/net/core/rmem_max"); err == nil {
+			limit = strings.TrimSpace(string(b))
+		}
+		fmt.Printf("UDP, %s rcvbuf: the same test with iperf3 -w %s on the receiver, so that its socket does not overflow between its reads (the kernel caps it at net.core.rmem_max, %s bytes here).\n",
+			o.UDPRcvbuf, o.UDPRcvbuf, limit)
+	}
+	fmt.Printf("ping: average RTT of %d echo requests %.3g s apart; echo floor: a UDP echo between the underlay addresses (user space, no overlay), same count and interval;\n",
 		o.Pings, o.PingIntvl)
+	fmt.Printf("CPU: utime+stime of each weft daemon over all the measurements above; RSS: VmHWM.\n")
 	fmt.Printf("busy cores: the whole machine's (%d CPUs) non-idle, non-iowait, non-steal time from /proc/stat over each TCP 1-stream run, median; Gbit/s/core: each run's throughput / its busy cores, median.\n",
 		r.Machine.NumCPU)
 	if r.path("kvxlan6") != nil {

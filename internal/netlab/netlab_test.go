@@ -522,3 +522,67 @@ func TestReaper(t *testing.T) {
 		}
 	}
 }
+
+func TestParseEcho(t *testing.T) {
+	r, err := parseEcho("20 19 41000 52000 90000\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := EchoResult{Sent: 20, Received: 19, RTTMin: 41 * time.Microsecond, RTTAvg: 52 * time.Microsecond, RTTMax: 90 * time.Microsecond}
+	if r != want {
+		t.Fatalf("got %+v, want %+v", r, want)
+	}
+	for _, bad := range []string{"", "1 2 3 4", "1 2 3 4 x", "1 2 3 4 -5", "3 0 0 0 0"} {
+		if _, err := parseEcho(bad); err == nil {
+			t.Errorf("parseEcho(%q): no error", bad)
+		}
+	}
+}
+
+// TestUDPEcho runs the echo helpers between two hosts: nothing answers
+// before the server starts, every datagram comes back after.
+func TestUDPEcho(t *testing.T) {
+	RequireRoot(t)
+	lab := newTestLab(t)
+	seg, err := lab.Segment("lan0", netip.MustParsePrefix("192.168.51.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := lab.Host("a")
+	b, _ := lab.Host("b")
+	if a == nil || b == nil {
+		t.Fatal("hosts")
+	}
+	if _, err := a.Attach(seg, netip.MustParsePrefix("192.168.51.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Attach(seg, netip.MustParsePrefix("192.168.51.2/24")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dst := netip.MustParseAddrPort("192.168.51.2:7007")
+	if r, err := a.UDPEchoRTT(ctx, dst, 1, time.Millisecond); err == nil {
+		t.Fatalf("echo with no server: %+v", r)
+	}
+	srv, err := b.StartUDPEcho(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := a.UDPEchoRTT(ctx, dst, 1, time.Millisecond); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("echo server never answered; logs: %s", srv.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r, err := a.UDPEchoRTT(ctx, dst, 10, 5*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sent != 10 || r.Received != 10 || r.RTTMin <= 0 || r.RTTMin > r.RTTAvg || r.RTTAvg > r.RTTMax || r.RTTMax >= time.Second {
+		t.Fatalf("echo: %+v", r)
+	}
+}

@@ -77,6 +77,10 @@ func runHelper(mode string, args []string) int {
 		}))
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	case "udp-echo-serve":
+		return echoServe(args)
+	case "udp-echo-rtt":
+		return echoRTT(args)
 	default:
 		fmt.Fprintf(os.Stderr, "netlab: unknown %s mode %q\n", reexecEnv, mode)
 		return 2
