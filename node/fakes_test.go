@@ -60,6 +60,18 @@ func (d *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 }
 
+func (d *fakeTUN) ReadMore(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case <-d.closed:
+		return 0, os.ErrClosed
+	case p := <-d.in:
+		sizes[0] = copy(bufs[0][offset:], p)
+		return 1, nil
+	default:
+		return 0, nil
+	}
+}
+
 func (d *fakeTUN) Write(bufs [][]byte, offset int, _ tun.Checksum) (tun.WriteResult, error) {
 	var res tun.WriteResult
 	for _, b := range bufs {

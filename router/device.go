@@ -15,12 +15,16 @@ type Device interface {
 	// Read returns a batch of packets; TCP and UDP checksums may be left
 	// partial (tun.CompleteChecksum finishes one).
 	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+	// ReadMore is Read without the wait: 0 and no error when no packet is
+	// waiting (tun.Queue.ReadMore). Only the reading goroutine calls it.
+	ReadMore(bufs [][]byte, sizes []int, offset int) (int, error)
 	// Write writes a batch whose checksums are complete or partial as mode
 	// says, and reports what the kernel took and refused.
 	Write(bufs [][]byte, offset int, mode tun.Checksum) (tun.WriteResult, error)
 	BatchSize() int
 	// Readable reports, without blocking, whether Read would return a
-	// packet now. Only the reading goroutine calls it.
+	// packet now (the busy poll asks it). Only the reading goroutine calls
+	// it.
 	Readable() bool
 	// WriteFallback reports whether the kernel refused coalesced writes
 	// and the device coalesces less (weft_tun_gro_fallback).

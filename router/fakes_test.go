@@ -132,6 +132,20 @@ func (d *fakeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 }
 
+func (d *fakeDevice) ReadMore(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case <-d.closed:
+		return 0, os.ErrClosed
+	case batch := <-d.in:
+		for i, p := range batch {
+			sizes[i] = copy(bufs[i][offset:], p)
+		}
+		return len(batch), nil
+	default:
+		return 0, nil
+	}
+}
+
 func (d *fakeDevice) Write(bufs [][]byte, offset int, mode tun.Checksum) (tun.WriteResult, error) {
 	var res tun.WriteResult
 	var err error

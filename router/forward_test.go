@@ -207,7 +207,7 @@ func TestLoopsForwardAndStopWhenClosed(t *testing.T) {
 }
 
 // Packets that the TUN returns one per read leave together when they were
-// already queued: the loop reads on while the device is readable.
+// already queued: the loop reads on while ReadMore finds another.
 func TestOutboundSendsQueuedReadsAsOneBatch(t *testing.T) {
 	r, dev, conn := newTestRouter(encap.UDP, true)
 	for i := range 5 {

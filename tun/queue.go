@@ -3,6 +3,7 @@ package tun
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync/atomic"
@@ -38,6 +39,7 @@ type Queue struct {
 	closed atomic.Bool
 
 	poll poller
+	try  tryReader
 
 	gro      coalescer
 	iovs     []unix.Iovec
@@ -86,6 +88,7 @@ func newQueue(fd int, vnet, uso bool, state *writeState) (*Queue, error) {
 	}
 	q := &Queue{file: f, raw: raw, vnet: vnet, uso: uso, state: state, poll: poller{raw: raw}}
 	q.poll.check = q.poll.run
+	q.try.fn = q.try.run
 	q.writevFn = q.doWritev
 	if vnet {
 		q.gro.reset(batchSize)
@@ -167,6 +170,65 @@ func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return 0, q.ioErr("read", err)
 	}
 	return Split(in[:n], bufs, sizes, offset)
+}
+
+// ReadMore is Read for the rest of a batch: it returns 0 and no error at
+// once when the queue holds no packet, instead of waiting for one. It is
+// one system call, where asking first (Readable) and then reading is two:
+// a batch of k small packets costs k+1 reads instead of 2k calls. Without
+// offloads it returns 0 without a system call (one packet per batch, as
+// Readable says). Only the reading goroutine may call it.
+func (q *Queue) ReadMore(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 || !q.vnet {
+		return 0, nil
+	}
+	if offset < virtioNetHdrLen {
+		return 0, fmt.Errorf("tun: read offset %d leaves no room for the virtio-net header", offset)
+	}
+	in := bufs[0][offset-virtioNetHdrLen:]
+	if len(in) < virtioNetHdrLen+maxIPLen {
+		if q.readBuf == nil {
+			q.readBuf = make([]byte, virtioNetHdrLen+maxIPLen)
+		}
+		in = q.readBuf
+	}
+	q.try.buf = in
+	err := q.raw.Read(q.try.fn)
+	q.try.buf = nil
+	if err == nil {
+		err = q.try.err
+	}
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		return 0, nil
+	case err != nil:
+		return 0, q.ioErr("read", err)
+	case q.try.n == 0:
+		return 0, q.ioErr("read", io.EOF)
+	}
+	return Split(in[:q.try.n], bufs, sizes, offset)
+}
+
+// tryReader is one non-blocking read(2) through the queue's RawConn; its
+// fields are preallocated so that a ReadMore allocates nothing.
+type tryReader struct {
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool // run, bound once
+}
+
+// run reads once and reports done whatever came of it, so that RawConn.Read
+// never parks the goroutine: EAGAIN is an answer here.
+func (t *tryReader) run(fd uintptr) bool {
+	for {
+		n, err := unix.Read(int(fd), t.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		t.n, t.err = max(n, 0), err
+		return true
+	}
 }
 
 // WriteResult is what became of a batch given to Write.

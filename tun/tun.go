@@ -181,6 +181,11 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return d.queues[0].Read(bufs, sizes, offset)
 }
 
+// ReadMore is Queue.ReadMore on the first queue.
+func (d *Device) ReadMore(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return d.queues[0].ReadMore(bufs, sizes, offset)
+}
+
 // Write writes to the first queue (see Queue.Write).
 func (d *Device) Write(bufs [][]byte, offset int, mode Checksum) (WriteResult, error) {
 	return d.queues[0].Write(bufs, offset, mode)

@@ -94,6 +94,67 @@ func TestReadableReportsAQueuedPacketWithoutAllocating(t *testing.T) {
 	})
 }
 
+// TestReadMore checks the batch's non-waiting read on a real TUN: nothing
+// queued is 0 at once, queued packets are read in order, then 0 again; it
+// allocates nothing, and a closed device is os.ErrClosed.
+func TestReadMore(t *testing.T) {
+	withTestTUN(t, func(d *Device) {
+		bufs := [][]byte{make([]byte, 65535)}
+		sizes := []int{0}
+		start := time.Now()
+		if n, err := d.ReadMore(bufs, sizes, 32); n != 0 || err != nil {
+			t.Errorf("ReadMore of an empty queue = %d, %v; want 0, nil", n, err)
+		}
+		if el := time.Since(start); el > time.Second {
+			t.Errorf("ReadMore of an empty queue waited %v", el)
+		}
+		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.99.0.2:9")))
+		if err != nil {
+			t.Errorf("dial: %v", err)
+			return
+		}
+		defer c.Close()
+		for _, m := range []string{"one", "two"} {
+			if _, err := c.Write([]byte(m)); err != nil {
+				t.Errorf("send: %v", err)
+				return
+			}
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for !d.Readable() {
+			if time.Now().After(deadline) {
+				t.Errorf("no packet reached the TUN")
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // the second datagram too
+		for _, want := range []string{"one", "two"} {
+			n, err := d.ReadMore(bufs, sizes, 32)
+			if err != nil || n != 1 {
+				t.Errorf("ReadMore = %d, %v; want the packet %q", n, err, want)
+				return
+			}
+			if got := bufs[0][32+sizes[0]-len(want) : 32+sizes[0]]; string(got) != want {
+				t.Errorf("ReadMore read a packet ending %q, want %q", got, want)
+			}
+		}
+		if n, err := d.ReadMore(bufs, sizes, 32); n != 0 || err != nil {
+			t.Errorf("ReadMore after the queue emptied = %d, %v; want 0, nil", n, err)
+		}
+		if a := testing.AllocsPerRun(100, func() { _, _ = d.ReadMore(bufs, sizes, 32) }); a != 0 {
+			t.Errorf("ReadMore allocates %.1f times per call, want 0", a)
+		}
+		if _, err := d.ReadMore(bufs, sizes, 4); err == nil {
+			t.Errorf("ReadMore with no room for the virtio-net header: no error")
+		}
+		d.Close()
+		if _, err := d.ReadMore(bufs, sizes, 32); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("ReadMore after close: %v, want os.ErrClosed", err)
+		}
+	})
+}
+
 func TestCloseTwice(t *testing.T) {
 	withTestTUN(t, func(d *Device) {
 		if err := d.Close(); err != nil {
