@@ -57,10 +57,13 @@ type options struct {
 	BusyPoll   string   `json:"busy_poll"`
 	Profile    bool     `json:"profile"`
 	ProfileSec int      `json:"profile_s"`
-	WeftBin    string   `json:"weft_bin,omitempty"`
-	OutDir     string   `json:"out_dir"`
-	NoJSON     bool     `json:"-"`
-	Verbose    bool     `json:"-"`
+	// ProfileTest is the transfer the profiles are taken during: "tcp1"
+	// (one TCP stream) or "udp" (the small-datagram test).
+	ProfileTest string `json:"profile_test"`
+	WeftBin     string `json:"weft_bin,omitempty"`
+	OutDir      string `json:"out_dir"`
+	NoJSON      bool   `json:"-"`
+	Verbose     bool   `json:"-"`
 }
 
 // rcvbufRE is a size as iperf3 -w takes it.
@@ -87,6 +90,7 @@ func run() int {
 	fs.StringVar(&o.BusyPoll, "busy-poll", "50us", "weft --busy-poll duration of the weft-udp-bp path")
 	fs.BoolVar(&o.Profile, "profile", false, "capture a CPU profile of the sending weft (and the receiving one) during an extra TCP 1-stream run; needs weft --pprof")
 	fs.IntVar(&o.ProfileSec, "profile-seconds", 5, "length of the CPU profile")
+	fs.StringVar(&o.ProfileTest, "profile-test", "tcp1", "the transfer during which -profile captures: tcp1 (one TCP stream) or udp (the small-datagram test; files *-udp-cpu.pprof)")
 	fs.StringVar(&o.WeftBin, "weft", "", "use this weft binary instead of building ./cmd/weft")
 	fs.StringVar(&o.OutDir, "out", "", "results directory (default <repo>/bench/results)")
 	fs.BoolVar(&o.NoJSON, "no-json", false, "do not write the JSON results file")
@@ -125,6 +129,8 @@ func run() int {
 		err = errors.New("-udp-len must be 16-1400")
 	case o.ProfileSec < 1 || o.ProfileSec > 60:
 		err = errors.New("-profile-seconds must be 1-60")
+	case o.ProfileTest != "tcp1" && o.ProfileTest != "udp":
+		err = fmt.Errorf("-profile-test %q: want tcp1 or udp", o.ProfileTest)
 	}
 	if err == nil && o.UDPRcvbuf != "" && !rcvbufRE.MatchString(o.UDPRcvbuf) {
 		err = fmt.Errorf("-udp-rcvbuf %q: want a size iperf3 -w takes, such as 4M or 512K, or \"\"", o.UDPRcvbuf)

@@ -292,7 +292,11 @@ func (b *bench) profile(ctx context.Context, p pathDef, dst netip.Addr, ds []*da
 	}
 	iperfDone := make(chan error, 1)
 	go func() {
-		_, err := b.iperf3(ctx, dst, netlab.IPerf3Options{Seconds: secs + 3, Streams: 1})
+		load := netlab.IPerf3Options{Seconds: secs + 3, Streams: 1}
+		if b.opts.ProfileTest == "udp" {
+			load = netlab.IPerf3Options{Seconds: secs + 3, UDP: true, Len: b.opts.UDPLen, Bitrate: b.opts.UDPRate}
+		}
+		_, err := b.iperf3(ctx, dst, load)
 		iperfDone <- err
 	}()
 	// Let the stream ramp up (the server start takes a moment too).
@@ -324,6 +328,9 @@ func (b *bench) profile(ctx context.Context, p pathDef, dst netip.Addr, ds []*da
 		if g.d.name != "a" {
 			role = "rx"
 			suffix = "-rx-cpu.pprof"
+		}
+		if b.opts.ProfileTest == "udp" {
+			suffix = "-udp" + suffix
 		}
 		file := filepath.Join(b.opts.OutDir, b.stamp+"-"+p.Name+suffix)
 		if err := os.MkdirAll(b.opts.OutDir, 0o755); err != nil {
