@@ -125,25 +125,27 @@ func (d *fakeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	case <-d.closed:
 		return 0, os.ErrClosed
 	case batch := <-d.in:
-		for i, p := range batch {
-			sizes[i] = copy(bufs[i][offset:], p)
-		}
-		return len(batch), nil
+		return loadBatch(batch, bufs, sizes, offset), nil
 	}
 }
 
+// ReadMore is Read when a batch is waiting, 0 at once when none is.
 func (d *fakeDevice) ReadMore(bufs [][]byte, sizes []int, offset int) (int, error) {
 	select {
 	case <-d.closed:
 		return 0, os.ErrClosed
 	case batch := <-d.in:
-		for i, p := range batch {
-			sizes[i] = copy(bufs[i][offset:], p)
-		}
-		return len(batch), nil
+		return loadBatch(batch, bufs, sizes, offset), nil
 	default:
 		return 0, nil
 	}
+}
+
+func loadBatch(batch, bufs [][]byte, sizes []int, offset int) int {
+	for i, p := range batch {
+		sizes[i] = copy(bufs[i][offset:], p)
+	}
+	return len(batch)
 }
 
 func (d *fakeDevice) Write(bufs [][]byte, offset int, mode tun.Checksum) (tun.WriteResult, error) {

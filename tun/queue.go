@@ -155,21 +155,33 @@ func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		sizes[0] = n
 		return 1, nil
 	}
-	if offset < virtioNetHdrLen {
-		return 0, fmt.Errorf("tun: read offset %d leaves no room for the virtio-net header", offset)
-	}
-	in := bufs[0][offset-virtioNetHdrLen:]
-	if len(in) < virtioNetHdrLen+maxIPLen {
-		if q.readBuf == nil {
-			q.readBuf = make([]byte, virtioNetHdrLen+maxIPLen)
-		}
-		in = q.readBuf
+	in, err := q.readInto(bufs[0], offset)
+	if err != nil {
+		return 0, err
 	}
 	n, err := q.file.Read(in)
 	if err != nil {
 		return 0, q.ioErr("read", err)
 	}
 	return Split(in[:n], bufs, sizes, offset)
+}
+
+// readInto is where a read with offloads puts the virtio-net header and the
+// packet: in front of offset in buf, so that a packet that is not a
+// superpacket stays where it is read, or the queue's own buffer when buf is
+// too short to take a superpacket.
+func (q *Queue) readInto(buf []byte, offset int) ([]byte, error) {
+	if offset < virtioNetHdrLen {
+		return nil, fmt.Errorf("tun: read offset %d leaves no room for the virtio-net header", offset)
+	}
+	in := buf[offset-virtioNetHdrLen:]
+	if len(in) < virtioNetHdrLen+maxIPLen {
+		if q.readBuf == nil {
+			q.readBuf = make([]byte, virtioNetHdrLen+maxIPLen)
+		}
+		in = q.readBuf
+	}
+	return in, nil
 }
 
 // ReadMore is Read for the rest of a batch: it returns 0 and no error at
@@ -182,18 +194,12 @@ func (q *Queue) ReadMore(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 || !q.vnet {
 		return 0, nil
 	}
-	if offset < virtioNetHdrLen {
-		return 0, fmt.Errorf("tun: read offset %d leaves no room for the virtio-net header", offset)
-	}
-	in := bufs[0][offset-virtioNetHdrLen:]
-	if len(in) < virtioNetHdrLen+maxIPLen {
-		if q.readBuf == nil {
-			q.readBuf = make([]byte, virtioNetHdrLen+maxIPLen)
-		}
-		in = q.readBuf
+	in, err := q.readInto(bufs[0], offset)
+	if err != nil {
+		return 0, err
 	}
 	q.try.buf = in
-	err := q.raw.Read(q.try.fn)
+	err = q.raw.Read(q.try.fn)
 	q.try.buf = nil
 	if err == nil {
 		err = q.try.err

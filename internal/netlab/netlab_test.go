@@ -418,22 +418,7 @@ func TestProcLifecycle(t *testing.T) {
 
 func TestHTTPGet(t *testing.T) {
 	RequireRoot(t)
-	lab := newTestLab(t)
-	seg, err := lab.Segment("lan0", netip.MustParsePrefix("192.168.50.0/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := lab.Host("a")
-	b, _ := lab.Host("b")
-	if a == nil || b == nil {
-		t.Fatal("hosts")
-	}
-	if _, err := a.Attach(seg, netip.MustParsePrefix("192.168.50.1/24")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Attach(seg, netip.MustParsePrefix("192.168.50.2/24")); err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoHosts(t, "192.168.50")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, _, err := a.HTTPGet(ctx, "http://192.168.50.2:8080/x"); err == nil {
@@ -543,22 +528,7 @@ func TestParseEcho(t *testing.T) {
 // before the server starts, every datagram comes back after.
 func TestUDPEcho(t *testing.T) {
 	RequireRoot(t)
-	lab := newTestLab(t)
-	seg, err := lab.Segment("lan0", netip.MustParsePrefix("192.168.51.0/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := lab.Host("a")
-	b, _ := lab.Host("b")
-	if a == nil || b == nil {
-		t.Fatal("hosts")
-	}
-	if _, err := a.Attach(seg, netip.MustParsePrefix("192.168.51.1/24")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Attach(seg, netip.MustParsePrefix("192.168.51.2/24")); err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoHosts(t, "192.168.51")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dst := netip.MustParseAddrPort("192.168.51.2:7007")
@@ -585,4 +555,27 @@ func TestUDPEcho(t *testing.T) {
 	if r.Sent != 10 || r.Received != 10 || r.RTTMin <= 0 || r.RTTMin > r.RTTAvg || r.RTTAvg > r.RTTMax || r.RTTMax >= time.Second {
 		t.Fatalf("echo: %+v", r)
 	}
+}
+
+// twoHosts builds a lab with hosts a (NET.1) and b (NET.2) on one segment,
+// NET.0/24.
+func twoHosts(t *testing.T, net3 string) (a, b *Host) {
+	t.Helper()
+	lab := newTestLab(t)
+	seg, err := lab.Segment("lan0", netip.MustParsePrefix(net3+".0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ = lab.Host("a")
+	b, _ = lab.Host("b")
+	if a == nil || b == nil {
+		t.Fatal("hosts")
+	}
+	if _, err := a.Attach(seg, netip.MustParsePrefix(net3+".1/24")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Attach(seg, netip.MustParsePrefix(net3+".2/24")); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
 }
