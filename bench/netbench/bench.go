@@ -714,9 +714,9 @@ func tailLines(s string, n int) []string {
 	return lines
 }
 
-// udpTest measures small UDP datagrams as fast as the sender goes, the
-// receiving iperf3's socket buffer at its default (window "") or set with
-// iperf3 -w window.
+// udpTest measures small UDP datagrams as fast as the sender goes, iperf3's
+// socket buffers at their defaults (window "") or set with iperf3 -w window
+// (on both ends; the receiver's is the one that overflows).
 func (b *bench) udpTest(ctx context.Context, dst netip.Addr, window string, errf func(string, ...any)) *udpStat {
 	o := b.opts
 	var extra []string

@@ -86,7 +86,7 @@ func run() int {
 	fs.Float64Var(&o.PingIntvl, "ping-interval", 0.05, "seconds between echo requests")
 	fs.IntVar(&o.UDPLen, "udp-len", 64, "UDP datagram payload (iperf3 -l)")
 	fs.StringVar(&o.UDPRate, "udp-rate", "0", "UDP target bitrate (iperf3 -b; 0 = as fast as the sender can)")
-	fs.StringVar(&o.UDPRcvbuf, "udp-rcvbuf", "4M", "repeat the UDP test with this receive buffer for iperf3 (-w; \"\": do not)")
+	fs.StringVar(&o.UDPRcvbuf, "udp-rcvbuf", "4M", "repeat the UDP test with this socket buffer size for iperf3 (-w, both ends; \"\": do not)")
 	fs.StringVar(&o.BusyPoll, "busy-poll", "50us", "weft --busy-poll duration of the weft-udp-bp path")
 	fs.BoolVar(&o.Profile, "profile", false, "capture a CPU profile of the sending weft (and the receiving one) during an extra TCP 1-stream run; needs weft --pprof")
 	fs.IntVar(&o.ProfileSec, "profile-seconds", 5, "length of the CPU profile")

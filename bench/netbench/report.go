@@ -98,7 +98,7 @@ type tcpRep struct {
 type udpStat struct {
 	Len          int      `json:"len"`
 	Rate         string   `json:"rate"`
-	Rcvbuf       string   `json:"rcvbuf,omitempty"` // iperf3 -w on the receiver ("": its default)
+	Rcvbuf       string   `json:"rcvbuf,omitempty"` // iperf3 -w, both ends ("": the defaults)
 	DeliveredPPS float64  `json:"delivered_pps"`    // median
 	SentPPS      float64  `json:"sent_pps"`
 	LossPercent  float64  `json:"loss_percent"`
@@ -332,7 +332,7 @@ func (r *results) comparisons() []string {
 		return fmt.Sprintf("%.2fx", a/b)
 	}
 	if k := r.path("kvxlan"); w != nil && k != nil && w.UDPBigBuf != nil && k.UDPBigBuf != nil {
-		s := fmt.Sprintf("UDP %d-byte with iperf3 -w %s on the receiver: weft-udp vs kvxlan %s (%.1f vs %.1f kpps)", r.Options.UDPLen, r.Options.UDPRcvbuf,
+		s := fmt.Sprintf("UDP %d-byte with iperf3 -w %s: weft-udp vs kvxlan %s (%.1f vs %.1f kpps)", r.Options.UDPLen, r.Options.UDPRcvbuf,
 			f(udpPPS(w.UDPBigBuf), udpPPS(k.UDPBigBuf)), udpPPS(w.UDPBigBuf)/1e3, udpPPS(k.UDPBigBuf)/1e3)
 		if x := r.path("weft-vxlan"); x != nil && x.UDPBigBuf != nil {
 			s += fmt.Sprintf(", weft-vxlan vs kvxlan %s", f(udpPPS(x.UDPBigBuf), udpPPS(k.UDPBigBuf)))
@@ -501,7 +501,7 @@ func (r *results) printNotes() {
 		if b, err := os.ReadFile("/proc/sys/net/core/rmem_max"); err == nil {
 			limit = strings.TrimSpace(string(b))
 		}
-		fmt.Printf("UDP, %s rcvbuf: the same test with iperf3 -w %s on the receiver, so that its socket does not overflow between its reads (the kernel caps it at net.core.rmem_max, %s bytes here).\n",
+		fmt.Printf("UDP, %s rcvbuf: the same test with iperf3 -w %s (both ends' socket buffers), so that the receiver's socket does not overflow between its reads (the kernel caps it at net.core.rmem_max, %s bytes here).\n",
 			o.UDPRcvbuf, o.UDPRcvbuf, limit)
 	}
 	fmt.Printf("ping: average RTT of %d echo requests %.3g s apart; echo floor: a UDP echo between the underlay addresses (user space, no overlay), same count and interval;\n",
