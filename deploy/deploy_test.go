@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/weftnet/weft/router"
 )
 
 // Paths, relative to this package's directory (go test runs tests there).
@@ -73,7 +75,7 @@ var knownMetrics = map[string]metricInfo{
 	"weft_handshakes_total": {"counter", map[string][]string{"result": {"initiated", "responded", "completed", "invalid", "replayed",
 		"unexpected", "rate_limited", "send_error"}}},
 	"weft_encrypted_peers":             {"gauge", map[string][]string{"session": {"established", "none"}}},
-	"weft_peers_refused":               {"gauge", map[string][]string{"reason": {"no_key", "cipher"}}},
+	"weft_peers_refused":               {"gauge", map[string][]string{"reason": router.Refusals()}},
 	"weft_staged_packets_total":        {"counter", map[string][]string{"result": {"sent", "expired"}}},
 	"weft_start_time_seconds":          {"gauge", nil},
 	"process_cpu_seconds_total":        {"counter", nil},

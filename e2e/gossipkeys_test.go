@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/netlab"
-	"github.com/weftnet/weft/seal"
+	"github.com/weftnet/weft/router"
 )
 
 // keygen runs "weft keygen" in n's namespace.
@@ -376,7 +376,7 @@ func TestGossipKeyRotation(t *testing.T) {
 	}
 	hs := counter(ctx, t, a, "weft_handshakes_total", "result", "completed") + counter(ctx, t, b, "weft_handshakes_total", "result", "completed") - hsBefore
 	for _, n := range pair {
-		for _, r := range []string{seal.RefusedNoKey, seal.RefusedCipher} {
+		for _, r := range []string{router.RefusedNoKey.String(), router.RefusedCipher.String()} {
 			if v := counter(ctx, t, n, "weft_peers_refused", "reason", r); v != 0 {
 				t.Errorf("%s: weft_peers_refused{reason=%s} = %v after the rotation", n.name, r, v)
 			}

@@ -66,6 +66,12 @@ type Meta struct {
 	PartialChecksums bool
 	// Encryption is an optional section after the record (metaext.go).
 	Encryption Encryption
+	// Networks are the cluster networks the host runs with (--network),
+	// IPv4 first, the second invalid in a single-stack cluster; an optional
+	// section after the record (metaext.go) that every weft since it was
+	// added advertises, so that a host of another cluster, or a host
+	// configured with another network, is told apart and refused.
+	Networks [2]netip.Prefix
 }
 
 // MetaVersion is the first byte of an encoded single-stack Meta, and
@@ -160,7 +166,10 @@ func (m Meta) Validate() error {
 	if m.VNI >= 1<<24 {
 		return metaErrorf("VNI %d does not fit in 24 bits", m.VNI)
 	}
-	return m.Encryption.validate()
+	if err := m.Encryption.validate(); err != nil {
+		return err
+	}
+	return m.validateNetworks()
 }
 
 func checkUnderlay(a netip.Addr) error {
@@ -213,7 +222,7 @@ func (m Meta) AppendBinary(b []byte) ([]byte, error) {
 // MarshalBinary encodes m compactly; the first byte is MetaVersion. It fails
 // if m is not valid (see Validate).
 func (m Meta) MarshalBinary() ([]byte, error) {
-	b, err := m.AppendBinary(make([]byte, 0, MetaMaxSize+2+sectionEncryptionLen))
+	b, err := m.AppendBinary(make([]byte, 0, MetaMaxSize+2+sectionEncryptionLen+2+sectionNetworksMax))
 	if err != nil {
 		return nil, err
 	}

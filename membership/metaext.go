@@ -1,5 +1,10 @@
 package membership
 
+import (
+	"net/netip"
+	"slices"
+)
+
 // Optional sections after the fixed record of every metadata version. Each
 // is a tag byte, a length byte and the value; tags are known, ascending and
 // appear once, so the encoding stays canonical. A weft that predates a
@@ -7,12 +12,64 @@ package membership
 // what a section that changes the data plane needs: a host that cannot
 // speak it must not route to the one that advertises it.
 //
-//	tag  len  value
-//	1    33   data-plane encryption: cipher (1 byte, nonzero), static X25519 public key (32 bytes, not all zero)
+//	tag  len       value
+//	1    33        data-plane encryption: cipher (1 byte, nonzero), static X25519 public key (32 bytes, not all zero)
+//	2    5|17|22   the cluster networks (--network): each a prefix length (1 byte) and an address (4 or 16
+//	               bytes), IPv4 first; the length says which: 5 IPv4, 17 IPv6, 22 both
 const (
 	sectionEncryption    = 1
 	sectionEncryptionLen = 1 + 32
+	sectionNetworks      = 2
+	networkLen4          = 1 + 4
+	networkLen6          = 1 + 16
+	sectionNetworksMax   = networkLen4 + networkLen6
 )
+
+// validateNetworks reports why m's Networks cannot be advertised: at most one
+// per family, IPv4 first, each canonical (no host bits), and each subnet
+// inside the network of its family.
+func (m Meta) validateNetworks() error {
+	n4, n6 := m.Networks[0], m.Networks[1]
+	if !n4.IsValid() {
+		if n6.IsValid() {
+			return metaErrorf("networks: a second network without a first")
+		}
+		return nil // a weft that predates the section advertises none
+	}
+	for i, n := range m.Networks {
+		if !n.IsValid() {
+			continue
+		}
+		if n.Addr().Is4In6() || n.Masked() != n {
+			return metaErrorf("network %v is not a canonical prefix", n)
+		}
+		if i == 1 && (!n.Addr().Is6() || !n4.Addr().Is4()) {
+			return metaErrorf("networks %v and %v: want an IPv4 network, then an IPv6 one", n4, n)
+		}
+	}
+	for _, sub := range []netip.Prefix{m.Subnet, m.Subnet6} {
+		if !sub.IsValid() {
+			continue
+		}
+		if !slices.ContainsFunc(m.Networks[:], func(n netip.Prefix) bool { return Inside(sub, n) }) {
+			return metaErrorf("subnet %v is not inside the advertised network(s) %v", sub, m.networksString())
+		}
+	}
+	return nil
+}
+
+// Inside reports whether sub lies wholly inside n (same family, n no
+// longer than sub).
+func Inside(sub, n netip.Prefix) bool {
+	return n.IsValid() && sub.IsValid() && sub.Addr().Is4() == n.Addr().Is4() && n.Bits() <= sub.Bits() && n.Contains(sub.Addr())
+}
+
+func (m Meta) networksString() string {
+	if m.Networks[1].IsValid() {
+		return m.Networks[0].String() + "," + m.Networks[1].String()
+	}
+	return m.Networks[0].String()
+}
 
 // Encryption is a host's encrypted data plane as advertised in gossip
 // (weft run --encrypt): the cipher it seals datagrams with and its static
@@ -45,7 +102,49 @@ func (m Meta) appendSections(b []byte) []byte {
 		b = append(b, sectionEncryption, sectionEncryptionLen, m.Encryption.Cipher)
 		b = append(b, m.Encryption.Key[:]...)
 	}
+	if m.Networks[0].IsValid() {
+		n := networkLen(m.Networks[0])
+		if m.Networks[1].IsValid() {
+			n += networkLen(m.Networks[1])
+		}
+		b = append(b, sectionNetworks, byte(n))
+		for _, nw := range m.Networks {
+			if nw.IsValid() {
+				b = append(b, byte(nw.Bits()))
+				b = append(b, nw.Addr().AsSlice()...)
+			}
+		}
+	}
 	return b
+}
+
+func networkLen(n netip.Prefix) int {
+	if n.Addr().Is4() {
+		return networkLen4
+	}
+	return networkLen6
+}
+
+// parseNetworks decodes the networks section's value.
+func parseNetworks(v []byte, out *Meta) bool {
+	prefix := func(p []byte) (netip.Prefix, bool) {
+		a, _ := netip.AddrFromSlice(p[1:])
+		if int(p[0]) > a.BitLen() {
+			return netip.Prefix{}, false
+		}
+		return netip.PrefixFrom(a, int(p[0])), true
+	}
+	var ok, ok6 bool = true, true
+	switch len(v) {
+	case networkLen4, networkLen6:
+		out.Networks[0], ok = prefix(v)
+	case networkLen4 + networkLen6:
+		out.Networks[0], ok = prefix(v[:networkLen4])
+		out.Networks[1], ok6 = prefix(v[networkLen4:])
+	default:
+		return false
+	}
+	return ok && ok6
 }
 
 // parseSections decodes the sections in rest, the bytes after a record of
@@ -74,6 +173,10 @@ func parseSections(rest []byte, recordLen int, out *Meta) error {
 			}
 			out.Encryption.Cipher = v[0]
 			copy(out.Encryption.Key[:], v[1:])
+		case sectionNetworks:
+			if !parseNetworks(v, out) {
+				return trailing("a networks section of the wrong length or prefix length")
+			}
 		default:
 			return trailing("an unknown section")
 		}

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"bytes"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -50,5 +51,81 @@ func TestMetaEncryptionSection(t *testing.T) {
 	bad.Encryption.Cipher = 1
 	if _, err := bad.MarshalBinary(); err == nil {
 		t.Error("marshaled an encryption section with a zero key")
+	}
+}
+
+func TestMetaNetworksSection(t *testing.T) {
+	n4, n6 := netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/48")
+	for name, m := range validMetas() {
+		plain := mustMarshal(t, m)
+		switch {
+		case m.Subnet6.IsValid():
+			m.Networks = [2]netip.Prefix{netip.PrefixFrom(m.Subnet.Addr(), 8).Masked(), netip.PrefixFrom(m.Subnet6.Addr(), 32).Masked()}
+		default:
+			m.Networks[0] = netip.PrefixFrom(m.Subnet.Addr(), m.Subnet.Bits()-2).Masked()
+		}
+		b := mustMarshal(t, m)
+		if !bytes.Equal(b[:len(plain)], plain) {
+			t.Fatalf("%s: the section is not a trailer of the plain record: %x", name, b)
+		}
+		var got Meta
+		if err := got.UnmarshalBinary(b); err != nil || got != m {
+			t.Fatalf("%s: round trip: %+v, %v", name, got, err)
+		}
+	}
+	m := validMetas()["v4 udp"]
+	m.Subnet = netip.MustParsePrefix("10.244.3.0/24")
+	m.Networks[0] = n4
+	if _, err := m.MarshalBinary(); err != nil {
+		t.Fatalf("a subnet inside its network: %v", err)
+	}
+	base := mustMarshal(t, validMetas()["v4 udp"])
+	sub := validMetas()["v4 udp"].Subnet
+	sec := func(ps ...netip.Prefix) []byte {
+		var v []byte
+		for _, p := range ps {
+			v = append(append(v, byte(p.Bits())), p.Addr().AsSlice()...)
+		}
+		return append([]byte{sectionNetworks, byte(len(v))}, v...)
+	}
+	for _, tt := range []struct {
+		name string
+		sec  []byte
+		want string
+	}{
+		{"outside", sec(netip.MustParsePrefix("10.9.0.0/16")), "not inside"},
+		{"longer than the subnet", sec(netip.PrefixFrom(sub.Addr(), 32)), "not inside"},
+		{"host bits", sec(netip.PrefixFrom(sub.Addr().Next(), 8)), "not a canonical prefix"},
+		{"IPv6 first", sec(n6, n4), "wrong length"},
+		{"bad prefix length", []byte{sectionNetworks, 5, 33, 10, 0, 0, 0}, "prefix length"},
+		{"odd length", []byte{sectionNetworks, 6, 8, 10, 0, 0, 0, 0}, "wrong length"},
+		{"two IPv4", []byte{sectionNetworks, 10, 8, 10, 0, 0, 0, 8, 10, 0, 0, 0}, "wrong length"},
+	} {
+		var got Meta
+		err := got.UnmarshalBinary(append(bytes.Clone(base), tt.sec...))
+		if err == nil || !strings.Contains(err.Error(), tt.want) || got != (Meta{}) {
+			t.Errorf("%s: %v, want an error containing %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestInside(t *testing.T) {
+	p := netip.MustParsePrefix
+	for _, tt := range []struct {
+		sub, n string
+		want   bool
+	}{
+		{"10.244.3.0/24", "10.244.0.0/16", true},
+		{"10.244.0.0/16", "10.244.0.0/16", true},
+		{"10.0.0.0/8", "10.244.0.0/16", false},
+		{"10.9.0.0/24", "10.244.0.0/16", false},
+		{"0.0.0.0/1", "10.244.0.0/16", false},
+		{"169.254.169.254/32", "10.244.0.0/16", false},
+		{"fd00:10:244:1::/64", "10.244.0.0/16", false},
+		{"fd00:10:244:1::/64", "fd00:10:244::/48", true},
+	} {
+		if got := Inside(p(tt.sub), p(tt.n)); got != tt.want {
+			t.Errorf("Inside(%s, %s) = %v", tt.sub, tt.n, got)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/router"
@@ -89,7 +90,7 @@ func TestDualStackAutomaticSubnets(t *testing.T) {
 	for i, h := range []*host{a, b} {
 		dualStack(h, "")
 		l := lease.Lease{Network: network, Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i + 1), 0}), 24),
-			Network6: network6, Subnet6: same, Claimed: int64(1000 * (i + 1))}
+			Network6: network6, Subnet6: same, Claimed: time.Now().Add(-time.Hour).UnixMilli() + int64(1000*(i+1))}
 		if err := lease.Save(h.s.StateDir, l); err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,6 +80,7 @@ func (n *Node) meta() membership.Meta {
 		// advertised (--offload=false implies full checksums).
 		PartialChecksums: n.s.PartialChecksums,
 		Encryption:       n.secureMeta(),
+		Networks:         [2]netip.Prefix{n.s.Network, n.s.Network6},
 	}
 	if n.s.Encap == encap.VXLAN {
 		m.VNI = n.s.VNI
@@ -107,7 +109,7 @@ func (n *Node) syncPeers() {
 	n.syncMu.Lock()
 	defer n.syncMu.Unlock()
 	members := n.gossip().Members()
-	conflicts := n.rt.SetPeers(n.securePeers(peersFrom(members, n.live.Load().Peers, n.meta()), members))
+	conflicts := n.rt.SetPeers(n.securePeers(peersFrom(members, n.live.Load().Peers, n.meta(), n.d.Now()), members))
 	for _, c := range conflicts {
 		if c.Loser == "" && n.s.AutoSubnet {
 			n.moveSubnet(c)
@@ -116,19 +118,23 @@ func (n *Node) syncPeers() {
 	}
 }
 
-// peersFrom converts gossip members and static peers into router peers.
-func peersFrom(members []membership.Member, statics []StaticPeer, self membership.Meta) []router.Peer {
+// Claim times weft believes. A claim dated more than MaxClaimSkew after
+// this host's clock, or before weft existed (ClaimEpoch), is a forgery or a
+// broken clock: the peer is refused (claim_time), since an early claim
+// would otherwise win every subnet conflict.
+const (
+	MaxClaimSkew = 5 * time.Minute
+	ClaimEpoch   = int64(1735689600000) // 2025-01-01T00:00:00Z, in unix ms
+)
+
+// peersFrom converts gossip members and static peers into router peers,
+// and refuses the members whose claims this host does not believe: another
+// cluster network, a subnet outside ours (or two of one family), a claim
+// time out of range, our own underlay address, another encapsulation.
+func peersFrom(members []membership.Member, statics []StaticPeer, self membership.Meta, now time.Time) []router.Peer {
 	peers := make([]router.Peer, 0, len(members)+len(statics))
 	for _, m := range members {
 		p := router.Peer{Name: m.Name, State: m.State.String()}
-		switch {
-		case m.MetaErr != nil:
-			p.Incompatible = "invalid metadata: " + m.MetaErr.Error()
-		case m.Meta.Encap != self.Encap:
-			p.Incompatible = fmt.Sprintf("runs encap %s, we run %s", m.Meta.Encap, self.Encap)
-		case self.Encap == membership.EncapVXLAN && m.Meta.VNI != self.VNI:
-			p.Incompatible = fmt.Sprintf("VNI %d, ours is %d", m.Meta.VNI, self.VNI)
-		}
 		if m.MetaErr == nil {
 			p.Subnet, p.Subnet6 = m.Meta.Subnet, m.Meta.Subnet6
 			p.Underlay = netip.AddrPortFrom(m.Meta.Underlay, m.Meta.Port)
@@ -136,6 +142,7 @@ func peersFrom(members []membership.Member, statics []StaticPeer, self membershi
 			p.Claimed = m.Meta.Claimed
 			p.PartialChecksums = self.PartialChecksums && m.Meta.PartialChecksums
 		}
+		p.Refused, p.Incompatible = believe(m, self, now)
 		peers = append(peers, p)
 	}
 	for _, sp := range statics {
@@ -145,6 +152,58 @@ func peersFrom(members []membership.Member, statics []StaticPeer, self membershi
 		})
 	}
 	return peers
+}
+
+// believe checks what member m claims against what this host knows (self,
+// our own metadata, and the clock), and says why it is refused, if it is.
+func believe(m membership.Member, self membership.Meta, now time.Time) (router.Refusal, string) {
+	if m.MetaErr != nil {
+		return router.RefusedInvalidMeta, "invalid metadata: " + m.MetaErr.Error()
+	}
+	meta := m.Meta
+	switch {
+	case meta.Encap != self.Encap:
+		return router.RefusedEncap, fmt.Sprintf("runs encap %s, we run %s", meta.Encap, self.Encap)
+	case self.Encap == membership.EncapVXLAN && meta.VNI != self.VNI:
+		return router.RefusedEncap, fmt.Sprintf("VNI %d, ours is %d", meta.VNI, self.VNI)
+	case meta.Networks != self.Networks:
+		theirs := "none (a weft older than the network check)"
+		if meta.Networks[0].IsValid() {
+			theirs = prefixList(meta.Networks[:])
+		}
+		return router.RefusedNetwork, fmt.Sprintf("runs network %s, ours is %s: another cluster, or misconfigured", theirs, prefixList(self.Networks[:]))
+	}
+	// One subnet per family, each inside our network of its family (the
+	// metadata codec checks them against the advertised networks, which
+	// are ours: checked again here, where it matters).
+	if meta.Subnet6.IsValid() && meta.Subnet.Addr().Is6() {
+		return router.RefusedSubnet, fmt.Sprintf("two IPv6 subnets %s and %s", meta.Subnet, meta.Subnet6)
+	}
+	for _, sub := range []netip.Prefix{meta.Subnet, meta.Subnet6} {
+		if sub.IsValid() && !slices.ContainsFunc(self.Networks[:], func(n netip.Prefix) bool { return membership.Inside(sub, n) }) {
+			return router.RefusedSubnet, fmt.Sprintf("subnet %s is outside our network %s", sub, prefixList(self.Networks[:]))
+		}
+	}
+	switch latest := now.Add(MaxClaimSkew).UnixMilli(); {
+	case meta.Claimed > latest:
+		return router.RefusedClaimTime, fmt.Sprintf("claims its subnet at %s, more than %v ahead of our clock", time.UnixMilli(meta.Claimed).UTC().Format(time.RFC3339), MaxClaimSkew)
+	case meta.Claimed < ClaimEpoch:
+		return router.RefusedClaimTime, fmt.Sprintf("claims its subnet at %s, before weft existed", time.UnixMilli(meta.Claimed).UTC().Format(time.RFC3339))
+	}
+	if meta.Underlay == self.Underlay {
+		return router.RefusedUnderlay, fmt.Sprintf("advertises our own underlay address %s", meta.Underlay)
+	}
+	return router.RefusedNone, ""
+}
+
+func prefixList(ps []netip.Prefix) string {
+	var out []string
+	for _, p := range ps {
+		if p.IsValid() {
+			out = append(out, p.String())
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 // watchUnderlay follows the addresses of the underlay interface. When the

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -429,6 +430,11 @@ func (n *Node) closeTUN() {
 type kernelRoutes struct{ n *Node }
 
 func (k kernelRoutes) Replace(dst netip.Prefix, via netip.Addr) error {
+	if !slices.ContainsFunc([]netip.Prefix{k.n.s.Network, k.n.s.Network6}, func(n netip.Prefix) bool { return membership.Inside(dst, n) }) {
+		// The peer checks refuse such a subnet first; this is the last
+		// line: weft never routes outside the overlay.
+		return fmt.Errorf("route to %s: outside the overlay network", dst)
+	}
 	return k.n.d.Kernel.ReplaceRoute(tun.Route{Dst: dst, Via: via, Src: localAddrFor(k.n.getLocal(), dst.Addr()), LinkIndex: k.n.getUnderlay().Index})
 }
 

@@ -291,7 +291,7 @@ func TestSubnetConflictMoves(t *testing.T) {
 	a, b := newHost(t, u, "a", 1, ""), newHost(t, u, "b", 2, "")
 	same := netip.MustParsePrefix("10.244.5.0/24")
 	for i, h := range []*host{a, b} {
-		if err := lease.Save(h.s.StateDir, lease.Lease{Network: network, Subnet: same, Claimed: int64(1000 * (i + 1))}); err != nil {
+		if err := lease.Save(h.s.StateDir, lease.Lease{Network: network, Subnet: same, Claimed: time.Now().Add(-time.Hour).UnixMilli() + int64(1000*(i+1))}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,11 +17,9 @@ import (
 // that advertises a matching key. The hooks in the node's other files call
 // the functions here and do nothing without --encrypt.
 
-// secureState is the node's share of the encrypted data plane. Every field
-// but sec is used by syncPeers only (under syncMu).
+// secureState is the node's share of the encrypted data plane.
 type secureState struct {
-	sec     *seal.Manager
-	refused map[string]string // peer name → reason, as last logged
+	sec *seal.Manager
 }
 
 // loadSecure loads (or creates) the static key and makes the Manager,
@@ -103,9 +101,9 @@ func (n *Node) secureMeta() membership.Encryption {
 }
 
 // securePeers refuses the peers whose data plane does not match ours (no
-// key, another cipher; or, without --encrypt, one that encrypts), gives
-// every other gossiping peer its seal.Peer, and logs refusals as they
-// change. syncMu is held.
+// key, another cipher; or, without --encrypt, one that encrypts) and gives
+// every other gossiping peer its seal.Peer. The router logs and counts the
+// refusals. syncMu is held.
 func (n *Node) securePeers(peers []router.Peer, members []membership.Member) []router.Peer {
 	meta := make(map[string]membership.Encryption, len(members))
 	for _, m := range members {
@@ -114,8 +112,6 @@ func (n *Node) securePeers(peers []router.Peer, members []membership.Member) []r
 		}
 	}
 	mgr := n.secure.sec
-	refused := map[string]string{}
-	reasons := map[string]string{}
 	var want []seal.PeerConfig
 	for i := range peers {
 		p := &peers[i]
@@ -128,29 +124,19 @@ func (n *Node) securePeers(peers []router.Peer, members []membership.Member) []r
 		}
 		switch {
 		case mgr == nil && enc.Enabled():
-			p.Incompatible = "it encrypts its data plane (--encrypt), we do not"
+			p.Refused, p.Incompatible = router.RefusedEncrypts, "it encrypts its data plane (--encrypt), we do not"
 		case mgr == nil:
 		case !enc.Enabled():
-			p.Incompatible = "it advertises no data-plane key (runs without --encrypt): refused, we send no plaintext"
-			refused[p.Name], reasons[p.Name] = seal.RefusedNoKey, p.Incompatible
+			p.Refused, p.Incompatible = router.RefusedNoKey, "it advertises no data-plane key (runs without --encrypt): refused, we send no plaintext"
 		case seal.Cipher(enc.Cipher) != mgr.Cipher():
-			p.Incompatible = fmt.Sprintf("it encrypts with %s, we with %s (the cipher is cluster-wide)", seal.Cipher(enc.Cipher), mgr.Cipher())
-			refused[p.Name], reasons[p.Name] = seal.RefusedCipher, p.Incompatible
+			p.Refused, p.Incompatible = router.RefusedCipher, fmt.Sprintf("it encrypts with %s, we with %s (the cipher is cluster-wide)", seal.Cipher(enc.Cipher), mgr.Cipher())
 		case p.State == "alive" || p.State == "suspect":
 			want = append(want, seal.PeerConfig{Name: p.Name, Key: enc.Key, Addr: p.Underlay})
 		}
-		if p.Incompatible != "" && n.secure.refused[p.Name] != p.Incompatible {
-			n.log.Warn("peer refused by the encrypted data plane", "peer", p.Name, "underlay", p.Underlay, "reason", p.Incompatible)
-		}
-		if p.Incompatible != "" {
-			reasons[p.Name] = p.Incompatible
-		}
 	}
-	n.secure.refused = reasons
 	if mgr == nil {
 		return peers
 	}
-	mgr.SetRefused(refused)
 	sp := mgr.SetPeers(want)
 	for i := range peers {
 		if s := sp[peers[i].Name]; s != nil && peers[i].Incompatible == "" {

@@ -445,6 +445,9 @@ func (r *worker) checkNDP(t *Table, d []byte, src netip.AddrPort, e *entry) (ver
 	if !ok {
 		return deliver, 0 // not for us: dropped as not_local, as before
 	}
+	if e.peer.Secure != nil {
+		return dropped, DropBadEtherType // as ARP: weft hosts never solicit; the answer would leave in plaintext
+	}
 	dst := netip.AddrPortFrom(src.Addr(), e.peer.Underlay.Port())
 	if err := r.In.WriteOne(d[:encap.VXLANHeaderLen+len(reply)], dst); err != nil {
 		return dropped, DropSendError

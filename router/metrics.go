@@ -11,6 +11,7 @@ var (
 	descPeers     = prometheus.NewDesc("weft_peers", "Peers known, by state.", []string{"state"}, nil)
 	descRoutes    = prometheus.NewDesc("weft_routes", "Peers by how they are reached: tunnel, direct (kernel route), or none (host-gw cannot reach a peer that is not on-link).", []string{"kind"}, nil)
 	descConflicts = prometheus.NewDesc("weft_subnet_conflicts_total", "Subnet conflicts detected (a peer refused a route because its subnet overlaps one claimed earlier).", nil, nil)
+	descRefused   = prometheus.NewDesc("weft_peers_refused", "Peers known but refused a route, by reason: invalid_metadata, encap (another encapsulation or VNI), network (another cluster network), subnet_outside_network, claim_time (a claim dated in the future or before weft existed), underlay_conflict (an underlay address another peer has), subnet_conflict, and with --encrypt no_key, cipher; encrypts (it encrypts, we do not).", []string{"reason"}, nil)
 	descTUNGRO    = prometheus.NewDesc("weft_tun_gro_fallback", "1 if the TUN device refused coalesced writes (when probed at start-up, or later) and weft writes one packet per call.", nil, nil)
 
 	descPeerTxPackets = prometheus.NewDesc("weft_peer_tx_packets_total", "Inner packets sent to a peer.", []string{"peer"}, nil)
@@ -24,7 +25,7 @@ var PeerStates = []string{"alive", "suspect", "dead", "left", "static"}
 
 // Describe implements prometheus.Collector.
 func (r *Router) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTxPackets, descTxBytes, descRxPackets, descRxBytes, descDropped, descPeers, descRoutes, descConflicts, descTUNGRO} {
+	for _, d := range []*prometheus.Desc{descTxPackets, descTxBytes, descRxPackets, descRxBytes, descDropped, descPeers, descRoutes, descConflicts, descRefused, descTUNGRO} {
 		ch <- d
 	}
 	if r.cfg.PerPeerMetrics {
@@ -69,6 +70,12 @@ func (r *Router) Collect(ch chan<- prometheus.Metric) {
 	for _, v := range r.viaOf {
 		byVia[v]++
 	}
+	var byRefusal [numRefusals]int
+	for _, why := range r.refused {
+		if why < numRefusals {
+			byRefusal[why]++
+		}
+	}
 	type peerCounts struct {
 		name               string
 		txp, txb, rxp, rxb uint64
@@ -86,6 +93,9 @@ func (r *Router) Collect(ch chan<- prometheus.Metric) {
 	gauge(descRoutes, float64(byVia[ViaTunnel]), string(ViaTunnel))
 	gauge(descRoutes, float64(byVia[ViaDirect]), string(ViaDirect))
 	gauge(descRoutes, float64(byVia[ViaNone]), string(ViaNone))
+	for why := RefusedNone + 1; why < numRefusals; why++ {
+		gauge(descRefused, float64(byRefusal[why]), why.String())
+	}
 	for _, pc := range pcs {
 		counter(descPeerTxPackets, pc.txp, pc.name)
 		counter(descPeerTxBytes, pc.txb, pc.name)

@@ -51,12 +51,25 @@ type Config struct {
 	OnLink func(netip.Addr) bool // is an underlay address on our L2 segment?
 	Routes Routes                // kernel routes for direct peers (nil: none)
 
+	// Now is the clock (time.Now); ClaimGrace how long after we settle on
+	// our subnet a peer we see can still take it from us by an earlier
+	// claim (DefaultClaimGrace). See judge.
+	Now        func() time.Time
+	ClaimGrace time.Duration
+
 	PerPeerMetrics bool
 	// BusyPoll is how long a worker spins for another TUN packet after a
 	// batch before it blocks (0: it blocks at once).
 	BusyPoll time.Duration
 	Logger   *slog.Logger
 }
+
+// DefaultClaimGrace is how long after a host settles on its subnet another
+// host it sees may still take the subnet by an earlier claim: long enough
+// for gossip to bring two hosts that claimed one subnet at once together
+// (seconds, in clusters of hundreds), short enough that a host joining
+// later cannot chase an established one off its subnet.
+const DefaultClaimGrace = 20 * time.Second
 
 // Router forwards packets between TUN queues and sockets, one worker each.
 type Router struct {
@@ -66,13 +79,20 @@ type Router struct {
 
 	table atomic.Pointer[Table]
 
-	mu        sync.Mutex // control plane only: SetPeers, Status
-	peers     []Peer
-	reasons   map[string]string
-	viaOf     map[string]Via
-	stats     map[string]*peerStats
-	direct    map[netip.Prefix]netip.Addr // kernel routes we installed
-	conflicts []Conflict
+	mu      sync.Mutex // control plane only: SetPeers, Status
+	peers   []Peer
+	reasons map[string]string
+	refused map[string]Refusal
+	viaOf   map[string]Via
+	// seen is when each peer was first seen with its current subnets, and
+	// localSince when we took ours (for the conflict rules, see judge).
+	// Both it and stats hold only peers of the current set: their bound is
+	// the peer set's.
+	seen       map[string]seenRec
+	localSince time.Time
+	stats      map[string]*peerStats
+	direct     map[netip.Prefix]netip.Addr // kernel routes we installed
+	conflicts  []Conflict
 
 	ctr      counters
 	txBatch  prometheus.Histogram
@@ -94,6 +114,11 @@ type counters struct {
 	drops                                  [numDropReasons]atomic.Uint64
 }
 
+type seenRec struct {
+	subnet, subnet6 netip.Prefix
+	at              time.Time
+}
+
 type peerStats struct {
 	txPackets, txBytes atomic.Uint64
 	_                  [48]byte // keep the two directions on separate cache lines
@@ -106,11 +131,19 @@ func New(cfg Config, workers ...Worker) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ClaimGrace <= 0 {
+		cfg.ClaimGrace = DefaultClaimGrace
+	}
 	r := &Router{
 		cfg:     cfg,
 		workers: workers,
 		log:     cfg.Logger,
 		reasons: map[string]string{},
+		refused: map[string]Refusal{},
+		seen:    map[string]seenRec{},
 		viaOf:   map[string]Via{},
 		stats:   map[string]*peerStats{},
 		direct:  map[netip.Prefix]netip.Addr{},
@@ -124,6 +157,7 @@ func New(cfg Config, workers ...Worker) *Router {
 			ConstLabels: prometheus.Labels{"direction": "rx"}, Buckets: prometheus.ExponentialBuckets(1, 2, 8),
 		}),
 	}
+	r.localSince = cfg.Now()
 	r.table.Store(r.newTable(nil))
 	return r
 }
@@ -152,6 +186,9 @@ func (l Local) Subnets() []netip.Prefix {
 // subnet conflict moved us) and rebuilds the table around them.
 func (r *Router) SetLocal(l Local) []Conflict {
 	r.mu.Lock()
+	if l.Subnet != r.cfg.Local || l.Subnet6 != r.cfg.Local6 {
+		r.localSince = r.cfg.Now()
+	}
 	r.cfg.Local, r.cfg.LocalAddr, r.cfg.MAC, r.cfg.Claimed = l.Subnet, l.Addr, l.MAC, l.Claimed
 	r.cfg.Local6, r.cfg.LocalAddr6 = l.Subnet6, l.Addr6
 	peers := r.peers
@@ -189,7 +226,7 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	peers = slices.Clone(peers)
-	t, conflicts, reasons := buildTableDual(r.cfg.Local, r.cfg.Local6, r.cfg.Claimed, r.cfg.Name, peers)
+	t, conflicts, reasons, refused := buildTableWith(r.cfg.Local, r.cfg.Local6, r.cfg.Claimed, r.cfg.Name, peers, r.judge(peers))
 	r.setIdentity(t)
 
 	wantDirect := map[netip.Prefix]netip.Addr{}
@@ -243,14 +280,54 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 
 	r.syncDirect(wantDirect)
 	r.logChanges(peers, reasons, viaOf)
+	for name, why := range refused {
+		if why != RefusedSubnetConflict && (r.refused[name] != why || r.reasons[name] != reasons[name]) {
+			p := peers[slices.IndexFunc(peers, func(p Peer) bool { return p.Name == name })]
+			r.log.Warn("peer refused", "peer", name, "underlay", p.Underlay, "subnet", p.Subnet, "refused", why.String(), "reason", reasons[name])
+		}
+	}
 	for _, c := range conflicts {
 		if !slices.Contains(r.conflicts, c) {
 			r.log.Error("subnet conflict: route refused", "conflict", c.String(), "loser", c.Loser, "winner", c.Winner, "subnet", c.Subnet)
 			r.conflCnt.Add(1)
 		}
 	}
-	r.peers, r.reasons, r.viaOf, r.conflicts = peers, reasons, viaOf, conflicts
+	for name := range r.stats {
+		if !slices.ContainsFunc(peers, func(p Peer) bool { return p.Name == name }) {
+			delete(r.stats, name) // gone for good: its counters go with it
+		}
+	}
+	r.peers, r.reasons, r.refused, r.viaOf, r.conflicts = peers, reasons, refused, viaOf, conflicts
 	return conflicts
+}
+
+// judge records when each peer of the new set was first seen with its
+// subnets and returns the conflict rules' view of the past: the previous
+// table's peers are incumbents, and the peers seen before our subnet had
+// settled for ClaimGrace are early. r.mu is held.
+func (r *Router) judge(peers []Peer) judge {
+	now := r.cfg.Now()
+	seen := make(map[string]seenRec, len(peers))
+	for _, p := range peers {
+		if old, ok := r.seen[p.Name]; ok && old.subnet == p.Subnet && old.subnet6 == p.Subnet6 {
+			seen[p.Name] = old
+		} else {
+			seen[p.Name] = seenRec{subnet: p.Subnet, subnet6: p.Subnet6, at: now}
+		}
+	}
+	r.seen = seen
+	prev := map[string]*entry{}
+	for _, e := range r.table.Load().entries {
+		prev[e.peer.Name] = e
+	}
+	settled := r.localSince.Add(r.cfg.ClaimGrace)
+	return judge{
+		incumbent: func(p *Peer) bool {
+			e := prev[p.Name]
+			return e != nil && e.peer.Subnet == p.Subnet && e.peer.Subnet6 == p.Subnet6 && e.peer.Underlay.Addr() == p.Underlay.Addr()
+		},
+		early: func(p *Peer) bool { return seen[p.Name].at.Before(settled) },
+	}
 }
 
 func (r *Router) logChanges(peers []Peer, reasons map[string]string, viaOf map[string]Via) {

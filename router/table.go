@@ -30,8 +30,10 @@ type Peer struct {
 	// they get complete checksums, and theirs are verified.
 	PartialChecksums bool
 	// Incompatible, if set, says why the peer cannot be routed (another
-	// encapsulation, undecodable metadata, ...).
+	// encapsulation, undecodable metadata, ...), and Refused is that
+	// reason's label.
 	Incompatible string
+	Refused      Refusal
 	// Secure seals what is sent to the peer and opens what it sends (nil:
 	// plaintext; see secure.go).
 	Secure *seal.Peer
@@ -94,7 +96,7 @@ type Table struct {
 }
 
 // Conflict records a peer refused a route because its subnet overlaps one
-// claimed earlier.
+// held by another host.
 type Conflict struct {
 	Loser, Winner string // names; "" is this host
 	Subnet        netip.Prefix
@@ -107,39 +109,80 @@ func (c Conflict) String() string {
 		}
 		return fmt.Sprintf("peer %q", s)
 	}
-	return fmt.Sprintf("%s claims %s, which overlaps the subnet of %s (claimed earlier)", name(c.Loser), c.Subnet, name(c.Winner))
+	return fmt.Sprintf("%s claims %s, which overlaps the subnet of %s (held or claimed earlier)", name(c.Loser), c.Subnet, name(c.Winner))
 }
 
-// buildTable resolves overlaps and indexes the routable peers. Our own
-// subnet is always ours; among peers the earlier claim wins, then the
-// smaller name. A peer that overlaps our subnet is never routed, whichever
-// claim was first; the returned Conflict says who won by the rule.
+// judge is what the table builder knows of the past, for the conflict
+// rules. A peer that held its subnets in the previous table (an incumbent)
+// keeps them against any newcomer, whatever claim time the newcomer
+// advertises; among newcomers the earlier claim wins, then the smaller
+// name. Our own subnet is always ours in the table; we give it up (the
+// Conflict names us the loser, and an automatic subnet moves) only to a
+// peer that wins by the claim rule and that we saw before our claim had
+// settled (early): a host that joins later cannot take our subnet by
+// dating its claim back.
+type judge struct {
+	incumbent func(*Peer) bool
+	early     func(*Peer) bool
+}
+
+// buildTable resolves overlaps and indexes the routable peers of a host
+// with no history (every peer judged by its claim): see judge.
 func buildTable(local netip.Prefix, localClaimed int64, localName string, peers []Peer) (*Table, []Conflict, map[string]string) {
-	return buildTableDual(local, netip.Prefix{}, localClaimed, localName, peers)
+	t, c, r, _ := buildTableWith(local, netip.Prefix{}, localClaimed, localName, peers, judge{})
+	return t, c, r
 }
 
-// buildTableDual is buildTable for a host with up to two subnets, one per
-// family (local6 invalid: single stack). A peer is routed with both of its
-// subnets or not at all: one that overlaps a claim in either family is
-// refused, and the Conflict names the subnet at fault.
+// buildTableDual is buildTable for a host with up to two subnets.
 func buildTableDual(local, local6 netip.Prefix, localClaimed int64, localName string, peers []Peer) (*Table, []Conflict, map[string]string) {
+	t, c, r, _ := buildTableWith(local, local6, localClaimed, localName, peers, judge{})
+	return t, c, r
+}
+
+// buildTableWith builds the table for a host with up to two subnets, one
+// per family (local6 invalid: single stack). A peer is routed with both of
+// its subnets or not at all: one that overlaps a claim in either family is
+// refused, and the Conflict names the subnet at fault. Two peers that
+// advertise one underlay address are both marked: the one judged first
+// (the incumbent) keeps it, the other is refused. It returns the refusal
+// label of every peer refused.
+func buildTableWith(local, local6 netip.Prefix, localClaimed int64, localName string, peers []Peer, j judge) (*Table, []Conflict, map[string]string, map[string]Refusal) {
+	if j.incumbent == nil {
+		j.incumbent = func(*Peer) bool { return false }
+	}
+	if j.early == nil {
+		j.early = func(*Peer) bool { return true }
+	}
 	t := &Table{local: local, local6: local6, byAddr: make(map[netip.Addr]*entry)}
 	reasons := make(map[string]string)
+	refused := make(map[string]Refusal)
 	cands := make([]*Peer, 0, len(peers))
 	for i := range peers {
 		p := &peers[i]
 		switch {
 		case p.Incompatible != "":
 			reasons[p.Name] = p.Incompatible
+			refused[p.Name] = cmp.Or(p.Refused, RefusedInvalidMeta)
 		case !p.routable():
 			reasons[p.Name] = p.State
 		case !p.Subnet.IsValid() || !p.Underlay.IsValid():
 			reasons[p.Name] = "invalid metadata"
+			refused[p.Name] = RefusedInvalidMeta
 		default:
 			cands = append(cands, p)
 		}
 	}
+	incumbent := make(map[*Peer]bool, len(cands))
+	for _, p := range cands {
+		incumbent[p] = j.incumbent(p)
+	}
 	slices.SortFunc(cands, func(a, b *Peer) int {
+		if incumbent[a] != incumbent[b] {
+			if incumbent[a] {
+				return -1
+			}
+			return 1
+		}
 		return cmp.Or(cmp.Compare(a.Claimed, b.Claimed), cmp.Compare(a.Name, b.Name))
 	})
 	type claim struct {
@@ -165,11 +208,19 @@ func buildTableDual(local, local6 netip.Prefix, localClaimed int64, localName st
 		}
 		if winner != nil {
 			c := Conflict{Loser: p.Name, Winner: winner.name, Subnet: theirs}
-			if winner.name == "" && (p.Claimed < localClaimed || (p.Claimed == localClaimed && p.Name < localName)) {
+			if winner.name == "" && j.early(p) && (p.Claimed < localClaimed || (p.Claimed == localClaimed && p.Name < localName)) {
 				c = Conflict{Loser: "", Winner: p.Name, Subnet: winner.pfx}
 			}
 			conflicts = append(conflicts, c)
 			reasons[p.Name] = "subnet conflict"
+			refused[p.Name] = RefusedSubnetConflict
+			continue
+		}
+		addr := p.Underlay.Addr()
+		if other := t.byAddr[addr]; other != nil {
+			reasons[p.Name] = fmt.Sprintf("underlay address conflict: %s is %q's, routed first", addr, other.peer.Name)
+			refused[p.Name] = RefusedUnderlay
+			reasons[other.peer.Name] = fmt.Sprintf("underlay address conflict: %q advertises %s too (refused)", p.Name, addr)
 			continue
 		}
 		e := &entry{peer: *p, ep: encap.NewEndpoint(p.Underlay), via: ViaTunnel}
@@ -178,9 +229,9 @@ func buildTableDual(local, local6 netip.Prefix, localClaimed int64, localName st
 			t.lpm.Insert(sub, e)
 		}
 		t.entries = append(t.entries, e)
-		t.byAddr[p.Underlay.Addr()] = e
+		t.byAddr[addr] = e
 	}
-	return t, conflicts, reasons
+	return t, conflicts, reasons, refused
 }
 
 // lookup returns the peer that owns dst.

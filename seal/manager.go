@@ -107,7 +107,6 @@ type Manager struct {
 	peers   map[string]*Peer
 	indices map[uint32]bool // our session indices in use
 	lastTS  uint64          // the newest timestamp we sent
-	refused map[string]string
 
 	hs     [8]atomic.Uint64 // by HandshakeResults
 	staged [2]atomic.Uint64 // by StagedResults
@@ -162,7 +161,6 @@ func New(cfg Config) (*Manager, error) {
 		kick:        make(chan struct{}, 1),
 		peers:       map[string]*Peer{},
 		indices:     map[uint32]bool{},
-		refused:     map[string]string{},
 	}, nil
 }
 
@@ -235,14 +233,6 @@ func (m *Manager) forget(p *Peer) {
 		p.pending = nil
 	}
 	p.clear()
-}
-
-// SetRefused records the peers refused for encryption reasons (by name,
-// with the reason), for the metrics.
-func (m *Manager) SetRefused(refused map[string]string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.refused = refused
 }
 
 // enqueue hands a handshake message to Run, without blocking.

@@ -58,7 +58,6 @@ var (
 	descSessionAge = prometheus.NewDesc("weft_session_age_seconds", "Age of the session each encrypted peer's traffic is sent with (absent: no session).", []string{"peer"}, nil)
 	descSessions   = prometheus.NewDesc("weft_encrypted_peers", "Encrypted peers, by whether they have a session to send with.", []string{"session"}, nil)
 	descStaged     = prometheus.NewDesc("weft_staged_packets_total", "Packets held while their encrypted peer had no session yet (a handshake under way), by outcome: sent once the session was there, or expired (none within 5 s, or the peer left). Those that did not fit the peer's queue are counted as no_session drops.", []string{"result"}, nil)
-	descRefused    = prometheus.NewDesc("weft_peers_refused", "Peers refused by the encrypted data plane, by reason: no_key (it advertises no data-plane key, e.g. runs without --encrypt), cipher (another cipher).", []string{"reason"}, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -66,15 +65,8 @@ func (m *Manager) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descHandshakes
 	ch <- descSessionAge
 	ch <- descSessions
-	ch <- descRefused
 	ch <- descStaged
 }
-
-// RefusedNoKey and RefusedCipher are the reasons of weft_peers_refused.
-const (
-	RefusedNoKey  = "no_key"
-	RefusedCipher = "cipher"
-)
 
 // Collect implements prometheus.Collector.
 func (m *Manager) Collect(ch chan<- prometheus.Metric) {
@@ -100,19 +92,12 @@ func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 			without++
 		}
 	}
-	refused := map[string]int{RefusedNoKey: 0, RefusedCipher: 0}
-	for _, r := range m.refused {
-		refused[r]++
-	}
 	m.mu.Unlock()
 	for _, a := range ages {
 		ch <- prometheus.MustNewConstMetric(descSessionAge, prometheus.GaugeValue, a.s, a.name)
 	}
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(with), "established")
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(without), "none")
-	for r, n := range refused {
-		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, float64(n), r)
-	}
 }
 
 // Off is the collector of a host without --encrypt: the same metrics (but
@@ -124,7 +109,6 @@ type Off struct{}
 func (Off) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descHandshakes
 	ch <- descSessions
-	ch <- descRefused
 	ch <- descStaged
 }
 
@@ -135,9 +119,6 @@ func (Off) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range []string{"established", "none"} {
 		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, 0, s)
-	}
-	for _, r := range []string{RefusedNoKey, RefusedCipher} {
-		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, 0, r)
 	}
 	for _, r := range StagedResults {
 		ch <- prometheus.MustNewConstMetric(descStaged, prometheus.CounterValue, 0, r)
