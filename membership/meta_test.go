@@ -344,6 +344,12 @@ func TestEncapAndStateString(t *testing.T) {
 func FuzzMetaUnmarshal(f *testing.F) {
 	for _, m := range validMetas() {
 		f.Add(mustMarshal(f, m))
+		// With the networks section (the claims' check decodes it).
+		m.Networks[0] = netip.PrefixFrom(m.Subnet.Addr(), m.Subnet.Bits()/2).Masked()
+		if m.Subnet6.IsValid() {
+			m.Networks[1] = netip.PrefixFrom(m.Subnet6.Addr(), 32).Masked()
+		}
+		f.Add(mustMarshal(f, m))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m Meta
