@@ -50,7 +50,7 @@ func openDatagram(e *entry, d []byte, now int64) (pt []byte, reason DropReason, 
 			return nil, dropNone, false // keepalive
 		}
 		return pt, 0, true
-	case seal.Handshake, seal.Backlog: // Backlog is counted as a rate-limited handshake
+	case seal.Handshake, seal.Backlog, seal.BadMAC: // counted in weft_handshakes_total (rate_limited, bad_mac)
 		return nil, dropNone, false
 	case seal.NoSession:
 		return nil, DropNoSession, false

@@ -12,13 +12,24 @@
 // (0x4?, 0x6?) or a VXLAN header (0x08), so a plaintext datagram can never be
 // mistaken for one. All integers are big endian.
 //
-//	initiation (64 bytes)       response (60 bytes)          data (32 + n bytes)
+//	initiation (80 bytes)       response (76 bytes)          data (32 + n bytes)
 //	0  1  type = 1              0  1  type = 2               0  1  type = 4
 //	1  3  zero                  1  3  zero                   1  3  zero
 //	4  4  sender index          4  4  sender index           4  4  receiver index
 //	8  56 Noise KK message 1    8  4  receiver index         8  8  counter
 //	      (e, es, ss; payload:  12 48 Noise KK message 2     16 n  ciphertext (the encap payload)
 //	      8-byte timestamp)           (e, ee, se; empty)     .  16 tag
+//	64 16 mac1                  60 16 mac1
+//
+// A handshake message's mac1 is the keyed BLAKE2s-128 of all its bytes
+// before it, under the key BLAKE2s-256("weft mac1 v1" || the receiver's
+// static public key), as WireGuard's mac1: the receiving worker checks it,
+// in constant time, before the message reaches the Manager (its per-peer
+// rate limit, its backlog, any Diffie-Hellman), so that nobody who lacks
+// the receiver's public key can spend a peer's handshake budget. The Noise
+// prologue names the wire version ("weft data plane v2"), so a weft of
+// another version fails the length check or the handshake, never half
+// of it.
 //
 // A data message's AEAD nonce is bytes 4-16 of its header: the receiver's
 // session index (fixed for the session's key) followed by the counter, the

@@ -35,8 +35,12 @@ func FuzzOpen(f *testing.F) {
 	})
 }
 
-// FuzzHandshake feeds arbitrary handshake messages to the Manager: it never
-// panics and answers only a genuine initiation.
+// FuzzHandshake feeds arbitrary handshake messages to both hosts the way
+// the workers do (Peer.Open): it never panics; a message with a wrong mac1
+// is counted bad_mac and never reaches the Manager (no token spent); and
+// only a genuine initiation is answered. Each input is also given a valid
+// mac1 and fed again, so that the Manager's decoding and the Noise
+// handshake behind the mac1 check are fuzzed too.
 func FuzzHandshake(f *testing.F) {
 	n := newNet(&testing.T{}, Config{}, "a", "b")
 	pa, pb := n.peers["a"]["b"], n.peers["b"]["a"]
@@ -44,23 +48,57 @@ func FuzzHandshake(f *testing.F) {
 	genuine := n.queue[0].b
 	n.queue = nil
 	f.Add(bytes.Clone(genuine))
+	bad := bytes.Clone(genuine)
+	bad[len(bad)-1] ^= 1
+	f.Add(bad)
 	resp := make([]byte, ResponseLen)
 	resp[0] = TypeResponse
 	f.Add(resp)
+	f.Add(appendMAC1(resp[:ResponseLen-MACLen:ResponseLen-MACLen], &pa.mac1))
 	f.Add([]byte{TypeInitiation})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) == 0 {
 			return
 		}
-		n.clk.add(time.Second) // refill the rate limit
 		in := bytes.Clone(b)
-		n.ms["b"].handle(pb, b)
-		n.ms["a"].handle(pa, bytes.Clone(in))
-		for _, w := range n.queue {
-			if w.b[0] == TypeResponse && !bytes.Equal(in, genuine) {
-				t.Fatalf("answered a forged initiation %x", in)
-			}
+		// Made for b (its mac1 keyed with b's public key), and the same
+		// made for a.
+		var remac [2][]byte
+		if l := handshakeLen(b[0]); len(b) == l {
+			remac[0] = appendMAC1(bytes.Clone(b[:l-MACLen]), &pa.mac1)
+			remac[1] = appendMAC1(bytes.Clone(b[:l-MACLen]), &pb.mac1)
 		}
-		n.queue = nil
+		for _, c := range []struct {
+			m   *Manager
+			p   *Peer
+			msg []byte
+		}{{n.ms["b"], pb, in}, {n.ms["a"], pa, in}, {n.ms["b"], pb, remac[0]}, {n.ms["a"], pa, remac[1]}} {
+			if c.msg == nil {
+				continue
+			}
+			n.clk.add(time.Second) // refill the rate limit
+			before := c.m.Handshakes()
+			tokensAt := c.p.tokensAt
+			_, r := c.p.Open(bytes.Clone(c.msg), n.clk.ns())
+			n.drain()
+			after := c.m.Handshakes()
+			if r == BadMAC {
+				if after[HSBadMAC] != before[HSBadMAC]+1 || c.p.tokensAt != tokensAt {
+					t.Fatalf("a wrong mac1: bad_mac %d -> %d, token bucket touched %v", before[HSBadMAC], after[HSBadMAC], c.p.tokensAt != tokensAt)
+				}
+				after[HSBadMAC] = before[HSBadMAC]
+				for k, v := range after {
+					if before[k] != v {
+						t.Fatalf("a wrong mac1 reached the Manager: %s %d -> %d", k, before[k], v)
+					}
+				}
+			}
+			for _, w := range n.queue {
+				if w.b[0] == TypeResponse && !bytes.Equal(c.msg, genuine) {
+					t.Fatalf("answered a forged initiation %x", c.msg)
+				}
+			}
+			n.queue = nil
+		}
 	})
 }

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/weftnet/weft/internal/keyfile"
 )
 
 // KeyFileName is the static key's file in the state directory.
@@ -60,8 +62,12 @@ func KeyFromPrivate(priv []byte) (KeyPair, error) {
 
 // LoadOrCreateKey reads the static key from dir/data.key, or creates it
 // there (mode 0600, the directory 0700 if it is new) when it does not exist
-// yet; created says which. A file that cannot be read, is not a key, or is
-// readable or writable by anyone but its owner is refused with its path
+// yet; created says which. The key is written atomically (a temporary file,
+// synced, linked into place, the directory synced), so a crash while it is
+// written leaves no partial data.key to block the next start; a leftover
+// temporary file is harmless. A file that is not a regular file, belongs to
+// another user than the one weft runs as, is readable or writable by group
+// or others, cannot be read, or is not a key, is refused with its path
 // named.
 func LoadOrCreateKey(dir string) (kp KeyPair, path string, created bool, err error) {
 	path = filepath.Join(dir, KeyFileName)
@@ -75,33 +81,21 @@ func LoadOrCreateKey(dir string) (kp KeyPair, path string, created bool, err err
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return kp, path, false, fmt.Errorf("data-plane key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return kp, path, false, fmt.Errorf("data-plane key: %w", err)
-	}
 	line := base64.StdEncoding.EncodeToString(kp.Private[:]) + "\n"
-	_, werr := f.WriteString(line)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = os.Remove(path)
+	if err := keyfile.WriteAtomic(path, []byte(line), true); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			// Another start made it meanwhile: that one is the key.
+			kp, err = loadKey(path)
+			return kp, path, false, err
+		}
 		return kp, path, false, fmt.Errorf("data-plane key %s: %w", path, err)
 	}
 	return kp, path, true, nil
 }
 
 func loadKey(path string) (KeyPair, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return KeyPair{}, fmt.Errorf("data-plane key: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return KeyPair{}, fmt.Errorf("data-plane key %s: not a regular file", path)
-	}
-	if m := fi.Mode().Perm(); m&0o077 != 0 {
-		return KeyPair{}, fmt.Errorf("data-plane key %s: mode %04o, want 0600 (chmod 600 %s)", path, m, path)
-	}
-	data, err := os.ReadFile(path)
+	// keyfile names the path in its own refusals; an *fs.PathError does too.
+	data, err := keyfile.Read(path)
 	if err != nil {
 		return KeyPair{}, fmt.Errorf("data-plane key: %w", err)
 	}

@@ -36,8 +36,9 @@ const (
 	backlog = 64 // handshake messages waiting for the Manager
 )
 
-// prologue binds the handshake to this protocol and the cipher.
-var prologue = []byte("weft data plane v1")
+// prologue binds the handshake to this protocol, its wire version and the
+// cipher. v2: handshake messages end in a mac1 (mac.go).
+var prologue = []byte("weft data plane v2")
 
 // Config is a Manager's configuration. Zero values take the defaults.
 type Config struct {
@@ -78,6 +79,7 @@ const (
 	HSResponded   = "responded"    // initiations answered
 	HSCompleted   = "completed"    // responses accepted: a session as initiator
 	HSInvalid     = "invalid"      // handshake messages that failed authentication
+	HSBadMAC      = "bad_mac"      // messages whose mac1 is wrong: dropped by the worker, before the rate limit
 	HSReplayed    = "replayed"     // initiations older than one already accepted
 	HSUnexpected  = "unexpected"   // responses to no initiation of ours
 	HSRateLimited = "rate_limited" // messages dropped by the per-peer limit or a full backlog
@@ -85,7 +87,15 @@ const (
 )
 
 // HandshakeResults lists the outcomes in a fixed order.
-var HandshakeResults = []string{HSInitiated, HSResponded, HSCompleted, HSInvalid, HSReplayed, HSUnexpected, HSRateLimited, HSSendError}
+var HandshakeResults = []string{HSInitiated, HSResponded, HSCompleted, HSInvalid, HSBadMAC, HSReplayed, HSUnexpected, HSRateLimited, HSSendError}
+
+// Indices into Manager.hs of the counters the forwarding workers bump
+// (without looking the name up), in HandshakeResults' order.
+const (
+	hsBadMAC      = 4
+	hsRateLimited = 7
+	numHS         = 9
+)
 
 type hsMsg struct {
 	p   *Peer
@@ -108,8 +118,9 @@ type Manager struct {
 	indices map[uint32]bool // our session indices in use
 	lastTS  uint64          // the newest timestamp we sent
 
-	hs     [8]atomic.Uint64 // by HandshakeResults
-	staged [2]atomic.Uint64 // by StagedResults
+	mac1   *mac1Checker         // of the messages to us
+	hs     [numHS]atomic.Uint64 // by HandshakeResults
+	staged [2]atomic.Uint64     // by StagedResults
 }
 
 // New returns a Manager with no peers.
@@ -156,6 +167,7 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{
 		cfg:         cfg,
 		log:         cfg.Logger,
+		mac1:        newMAC1Checker(cfg.Static.Public),
 		rejectAfter: int64(cfg.RejectAfter),
 		in:          make(chan hsMsg, backlog),
 		kick:        make(chan struct{}, 1),
@@ -200,7 +212,7 @@ func (m *Manager) SetPeers(peers []PeerConfig) map[string]*Peer {
 	for _, pc := range peers {
 		p := m.peers[pc.Name]
 		if p == nil || p.key != pc.Key {
-			p = &Peer{m: m, name: pc.Name, key: pc.Key}
+			p = &Peer{m: m, name: pc.Name, key: pc.Key, mac1: mac1KeyOf(pc.Key)}
 			fresh = true
 		}
 		p.addr = pc.Addr
@@ -244,7 +256,7 @@ func (m *Manager) enqueue(p *Peer, d []byte) bool {
 	case m.in <- msg:
 		return true
 	default:
-		m.hs[6].Add(1) // rate_limited
+		m.hs[hsRateLimited].Add(1)
 		return false
 	}
 }
@@ -371,6 +383,7 @@ func (m *Manager) initiate(p *Peer, now time.Time) {
 		m.log.Error("handshake", "peer", p.name, "err", err)
 		return
 	}
+	msg = appendMAC1(msg, &p.mac1)
 	p.pending = &pending{hs: hs, local: idx, sent: now}
 	m.count(HSInitiated)
 	m.log.Debug("handshake initiated", "peer", p.name, "index", idx)
@@ -400,8 +413,8 @@ func (m *Manager) allow(p *Peer, now time.Time) bool {
 	return true
 }
 
-// handle processes one handshake message from p. Nothing that fails
-// authentication is answered.
+// handle processes one handshake message from p, whose mac1 Peer.Open has
+// checked. Nothing that fails authentication is answered.
 func (m *Manager) handle(p *Peer, b []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -454,6 +467,7 @@ func (m *Manager) respond(p *Peer, b []byte, now time.Time) {
 		m.log.Error("handshake", "peer", p.name, "err", err)
 		return
 	}
+	msg = appendMAC1(msg, &p.mac1)
 	s, err := newSession(m.cfg.Cipher, idx, in.sender, c2.UnsafeKey(), c1.UnsafeKey(), false, now.UnixNano())
 	if err != nil {
 		delete(m.indices, idx)

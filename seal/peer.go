@@ -24,6 +24,7 @@ const (
 	BadAuth                 // failed authentication
 	Replay                  // a counter seen before, or too old
 	Backlog                 // a handshake message dropped: the Manager is behind
+	BadMAC                  // a handshake message with a wrong mac1: dropped before the Manager saw it
 )
 
 // Peer is an encrypted peer: its static key, its underlay address, and its
@@ -33,6 +34,7 @@ type Peer struct {
 	m    *Manager
 	name string
 	key  PublicKey
+	mac1 macKey // of the handshake messages we send it
 
 	// current is the session we send with; recv are those we accept
 	// datagrams under (current among them): the ones the peer may still
@@ -100,7 +102,8 @@ func (p *Peer) Seal(frames [][]byte, now int64) bool {
 
 // Open authenticates and decrypts the datagram d from the peer in place and
 // returns its plaintext (d[HeaderLen:len(d)-TagLen]). A handshake message
-// is copied to the Manager. now is the time in unix nanoseconds.
+// with a valid mac1 is copied to the Manager; one without is dropped and
+// counted (bad_mac). now is the time in unix nanoseconds.
 func (p *Peer) Open(d []byte, now int64) ([]byte, Result) {
 	if len(d) == 0 {
 		return nil, Malformed
@@ -108,8 +111,15 @@ func (p *Peer) Open(d []byte, now int64) ([]byte, Result) {
 	switch d[0] {
 	case TypeData:
 	case TypeInitiation, TypeResponse:
-		if len(d) != InitiationLen && len(d) != ResponseLen {
+		if len(d) != handshakeLen(d[0]) {
 			return nil, Malformed
+		}
+		// The cheap check first, here in the worker: what fails it
+		// spends none of the peer's handshake tokens and takes no room
+		// in the Manager's backlog.
+		if !p.m.mac1.check(d) {
+			p.m.hs[hsBadMAC].Add(1)
+			return nil, BadMAC
 		}
 		if !p.m.enqueue(p, d) {
 			return nil, Backlog

@@ -23,7 +23,7 @@ func TestRunRekeysUnderConcurrentTraffic(t *testing.T) {
 	kb, _ := GenerateKey()
 	var mu sync.Mutex
 	peerOf := map[string]*Peer{} // receiver's Peer for the sender, by receiver
-	var results [Backlog + 1]atomic.Uint64
+	var results [BadMAC + 1]atomic.Uint64
 	deliver := func(to string, b []byte) {
 		mu.Lock()
 		p := peerOf[to]

@@ -212,11 +212,13 @@ func TestForgeriesAreDroppedSilently(t *testing.T) {
 	if _, r := pb.Open(bytes.Clone(f), now); r != Replay {
 		t.Fatalf("sent again: %v, want Replay", r)
 	}
-	// A forged initiation (right size, garbage) and one from a host that
-	// has the wrong static key for a: no answer, counted invalid.
+	// A forged initiation (right size, garbage, no valid mac1): dropped
+	// by the worker, counted bad_mac. One from a host that has the wrong
+	// static key for a (but b's public key, so its mac1 passes): no
+	// answer, counted invalid.
 	forged := make([]byte, InitiationLen)
 	forged[0] = TypeInitiation
-	if _, r := pb.Open(forged, now); r != Handshake {
+	if _, r := pb.Open(forged, now); r != BadMAC {
 		t.Fatal(r)
 	}
 	n.drain()
@@ -226,7 +228,7 @@ func TestForgeriesAreDroppedSilently(t *testing.T) {
 	n.setPeers("a")
 	n.ms["a"].tick()
 	n.pump()
-	if hs := n.ms["b"].Handshakes(); hs[HSInvalid] != 2 || hs[HSResponded] != 1 {
+	if hs := n.ms["b"].Handshakes(); hs[HSInvalid] != 1 || hs[HSBadMAC] != 1 || hs[HSResponded] != 1 {
 		t.Fatalf("b %v", hs)
 	}
 	if n.ms["a"].Handshakes()[HSCompleted] != 0 {
@@ -414,7 +416,15 @@ func TestSealAndOpenAllocateNothing(t *testing.T) {
 	init := make([]byte, InitiationLen)
 	init[0] = TypeInitiation
 	if a := testing.AllocsPerRun(100, func() {
-		pb.Open(init, now) // queued or dropped (backlog full): both without allocating
+		if _, r := pb.Open(init, now); r != BadMAC {
+			t.Fatal(r)
+		}
+	}); a != 0 {
+		t.Errorf("Open of a handshake message with a wrong mac1: %v allocations", a)
+	}
+	okMAC := appendMAC1(init[:InitiationLen-MACLen:InitiationLen-MACLen], &pa.mac1)
+	if a := testing.AllocsPerRun(100, func() {
+		pb.Open(okMAC, now) // queued or dropped (backlog full): both without allocating
 	}); a != 0 {
 		t.Errorf("Open of a handshake message: %v allocations", a)
 	}
