@@ -232,7 +232,7 @@ func TestEncryptedDataPlane(t *testing.T) {
 	if v := counter(ctx, t, a, "weft_peers_refused", "reason", "no_key"); v != 1 {
 		t.Errorf("a: weft_peers_refused{reason=no_key} = %v, want 1", v)
 	}
-	if !strings.Contains(a.proc.Logs(), "peer refused by the encrypted data plane") {
+	if !strings.Contains(a.proc.Logs(), `msg="peer refused" component=router peer=d`) || !strings.Contains(a.proc.Logs(), "refused=no_key") {
 		t.Error("a's log does not say that d is refused")
 	}
 	if err := pingOK(ctx, a, d.overlay, 1); err == nil {
