@@ -192,9 +192,9 @@ func TestHandshakeFloodDoesNotStarveRekeys(t *testing.T) {
 	type sample struct{ badMAC, completed, rateLimited, noSession float64 }
 	read := func() sample {
 		return sample{
-			badMAC:      hs(b, seal.HSBadMAC),
-			completed:   hs(a, seal.HSCompleted) + hs(b, seal.HSCompleted),
-			rateLimited: hs(a, seal.HSRateLimited) + hs(b, seal.HSRateLimited),
+			badMAC:      hs(b, seal.HSBadMAC.String()),
+			completed:   hs(a, seal.HSCompleted.String()) + hs(b, seal.HSCompleted.String()),
+			rateLimited: hs(a, seal.HSRateLimited.String()) + hs(b, seal.HSRateLimited.String()),
 			noSession:   drop(ctx, t, a, "no_session") + drop(ctx, t, b, "no_session"),
 		}
 	}

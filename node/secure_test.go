@@ -62,7 +62,7 @@ func TestEncryptedHostsForward(t *testing.T) {
 		return nil
 	})
 	st := a.n.Status()
-	if st.Node.Encryption == nil || st.Node.Encryption.Cipher != "aes-256-gcm" || st.Node.Encryption.Handshakes[seal.HSCompleted]+st.Node.Encryption.Handshakes[seal.HSResponded] == 0 {
+	if st.Node.Encryption == nil || st.Node.Encryption.Cipher != "aes-256-gcm" || st.Node.Encryption.Handshakes[seal.HSCompleted.String()]+st.Node.Encryption.Handshakes[seal.HSResponded.String()] == 0 {
 		t.Errorf("a's encryption status: %+v", st.Node.Encryption)
 	}
 	if st.Node.MTU != 0 && st.Node.MTU != 1440 {

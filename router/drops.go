@@ -24,10 +24,14 @@ const (
 )
 
 var dropNames = [numDropReasons]string{
-	"no_route", "unknown_peer", "spoofed", "not_local", "malformed", "too_big",
-	"vni_mismatch", "not_our_mac", "bad_ethertype", "send_error", "tun_write_error",
-	"bad_auth", "replay", "no_session",
+	DropNoRoute: "no_route", DropUnknownPeer: "unknown_peer", DropSpoofed: "spoofed", DropNotLocal: "not_local",
+	DropMalformed: "malformed", DropTooBig: "too_big", DropVNIMismatch: "vni_mismatch", DropNotOurMAC: "not_our_mac",
+	DropBadEtherType: "bad_ethertype", DropSendError: "send_error", DropTUNWriteError: "tun_write_error",
+	DropBadAuth: "bad_auth", DropReplay: "replay", DropNoSession: "no_session",
 }
+
+// DropReasons lists the label values of weft_dropped_packets_total.
+func DropReasons() []string { return append([]string(nil), dropNames[:]...) }
 
 func (d DropReason) String() string {
 	if d < numDropReasons {

@@ -83,10 +83,10 @@ func FuzzHandshake(f *testing.F) {
 			n.drain()
 			after := c.m.Handshakes()
 			if r == BadMAC {
-				if after[HSBadMAC] != before[HSBadMAC]+1 || c.p.tokensAt != tokensAt {
-					t.Fatalf("a wrong mac1: bad_mac %d -> %d, token bucket touched %v", before[HSBadMAC], after[HSBadMAC], c.p.tokensAt != tokensAt)
+				if after[HSBadMAC.String()] != before[HSBadMAC.String()]+1 || c.p.tokensAt != tokensAt {
+					t.Fatalf("a wrong mac1: bad_mac %d -> %d, token bucket touched %v", before[HSBadMAC.String()], after[HSBadMAC.String()], c.p.tokensAt != tokensAt)
 				}
-				after[HSBadMAC] = before[HSBadMAC]
+				after[HSBadMAC.String()] = before[HSBadMAC.String()]
 				for k, v := range after {
 					if before[k] != v {
 						t.Fatalf("a wrong mac1 reached the Manager: %s %d -> %d", k, before[k], v)

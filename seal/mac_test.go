@@ -7,9 +7,17 @@ import (
 	"time"
 )
 
-func TestHandshakeResultIndices(t *testing.T) {
-	if len(HandshakeResults) != numHS || HandshakeResults[hsBadMAC] != HSBadMAC || HandshakeResults[hsRateLimited] != HSRateLimited {
-		t.Fatalf("HandshakeResults %v and its indices (bad_mac %d, rate_limited %d, %d in all) disagree", HandshakeResults, hsBadMAC, hsRateLimited, numHS)
+// Every outcome has its own label, so that no counter hides another.
+func TestHandshakeResultLabels(t *testing.T) {
+	seen := map[string]bool{}
+	for _, l := range append(HandshakeResults(), StagedResults()...) {
+		if l == "" || seen[l] {
+			t.Fatalf("label %q empty or repeated in %v", l, HandshakeResults())
+		}
+		seen[l] = true
+	}
+	if len(HandshakeResults()) != int(numHS) || HSBadMAC.String() != "bad_mac" || StagedExpired.String() != "expired" {
+		t.Errorf("labels %v %v", HandshakeResults(), StagedResults())
 	}
 }
 
@@ -56,7 +64,7 @@ func TestWrongMAC1IsRefusedBeforeTheRateLimit(t *testing.T) {
 			t.Errorf("%s: %v, want BadMAC", name, r)
 		}
 		want++
-		if got := n.ms["b"].Handshakes()[HSBadMAC]; got != want {
+		if got := n.ms["b"].Handshakes()[HSBadMAC.String()]; got != want {
 			t.Errorf("%s: bad_mac %d, want %d", name, got, want)
 		}
 	}
@@ -86,7 +94,7 @@ func TestWrongMAC1IsRefusedBeforeTheRateLimit(t *testing.T) {
 		t.Fatalf("genuine: %v", r)
 	}
 	n.pump()
-	if hs := n.ms["b"].Handshakes(); hs[HSResponded] != 1 || hs[HSInvalid]+hs[HSRateLimited] != 0 || hs[HSBadMAC] != want {
+	if hs := n.ms["b"].Handshakes(); hs[HSResponded.String()] != 1 || hs[HSInvalid.String()]+hs[HSRateLimited.String()] != 0 || hs[HSBadMAC.String()] != want {
 		t.Fatalf("b %v", hs)
 	}
 	established(t, n, "a", "b")
@@ -111,7 +119,7 @@ func TestFloodOfForgeriesDoesNotStarveHandshakes(t *testing.T) {
 	n.pump()
 	established(t, n, "a", "b")
 	hs := n.ms["b"].Handshakes()
-	if hs[HSBadMAC] != forged || hs[HSRateLimited] != 0 || hs[HSResponded] != 1 {
+	if hs[HSBadMAC.String()] != forged || hs[HSRateLimited.String()] != 0 || hs[HSResponded.String()] != 1 {
 		t.Fatalf("b %v", hs)
 	}
 	// And again across a rekey, with forgeries in between.
@@ -122,7 +130,7 @@ func TestFloodOfForgeriesDoesNotStarveHandshakes(t *testing.T) {
 	n.tick()
 	n.pump()
 	established(t, n, "a", "b")
-	if hs := n.ms["b"].Handshakes(); hs[HSResponded] != 2 || hs[HSRateLimited] != 0 {
+	if hs := n.ms["b"].Handshakes(); hs[HSResponded.String()] != 2 || hs[HSRateLimited.String()] != 0 {
 		t.Fatalf("b after the rekey %v", hs)
 	}
 }
@@ -194,7 +202,7 @@ func BenchmarkHandleForgedInitiation(b *testing.B) {
 	for b.Loop() {
 		m.handle(pb, msg)
 	}
-	if m.Handshakes()[HSInvalid] == 0 {
+	if m.Handshakes()[HSInvalid.String()] == 0 {
 		b.Fatal("not refused as invalid")
 	}
 }

@@ -73,29 +73,40 @@ type PeerConfig struct {
 	Addr netip.AddrPort
 }
 
-// Handshake outcomes, the label values of weft_handshakes_total.
+// HSResult is a handshake outcome: a counter of Manager, and a label value
+// of weft_handshakes_total.
+type HSResult uint8
+
+// Handshake outcomes.
 const (
-	HSInitiated   = "initiated"    // initiations sent (first tries and retries)
-	HSResponded   = "responded"    // initiations answered
-	HSCompleted   = "completed"    // responses accepted: a session as initiator
-	HSInvalid     = "invalid"      // handshake messages that failed authentication
-	HSBadMAC      = "bad_mac"      // messages whose mac1 is wrong: dropped by the worker, before the rate limit
-	HSReplayed    = "replayed"     // initiations older than one already accepted
-	HSUnexpected  = "unexpected"   // responses to no initiation of ours
-	HSRateLimited = "rate_limited" // messages dropped by the per-peer limit or a full backlog
-	HSSendError   = "send_error"   // messages the socket refused
+	HSInitiated   HSResult = iota // initiations sent (first tries and retries)
+	HSResponded                   // initiations answered
+	HSCompleted                   // responses accepted: a session as initiator
+	HSInvalid                     // handshake messages that failed authentication
+	HSBadMAC                      // messages whose mac1 is wrong: dropped by the worker, before the rate limit
+	HSReplayed                    // initiations older than one already accepted
+	HSUnexpected                  // responses to no initiation of ours
+	HSRateLimited                 // messages dropped by the per-peer limit or a full backlog
+	HSSendError                   // messages the socket refused
+	numHS
 )
 
-// HandshakeResults lists the outcomes in a fixed order.
-var HandshakeResults = []string{HSInitiated, HSResponded, HSCompleted, HSInvalid, HSBadMAC, HSReplayed, HSUnexpected, HSRateLimited, HSSendError}
+var hsLabels = [numHS]string{
+	HSInitiated: "initiated", HSResponded: "responded", HSCompleted: "completed", HSInvalid: "invalid",
+	HSBadMAC: "bad_mac", HSReplayed: "replayed", HSUnexpected: "unexpected", HSRateLimited: "rate_limited",
+	HSSendError: "send_error",
+}
 
-// Indices into Manager.hs of the counters the forwarding workers bump
-// (without looking the name up), in HandshakeResults' order.
-const (
-	hsBadMAC      = 4
-	hsRateLimited = 7
-	numHS         = 9
-)
+// String is the outcome's label value.
+func (r HSResult) String() string {
+	if r < numHS {
+		return hsLabels[r]
+	}
+	return "unknown"
+}
+
+// HandshakeResults lists the label values of weft_handshakes_total.
+func HandshakeResults() []string { return append([]string(nil), hsLabels[:]...) }
 
 type hsMsg struct {
 	p   *Peer
@@ -118,9 +129,9 @@ type Manager struct {
 	indices map[uint32]bool // our session indices in use
 	lastTS  uint64          // the newest timestamp we sent
 
-	mac1   *mac1Checker         // of the messages to us
-	hs     [numHS]atomic.Uint64 // by HandshakeResults
-	staged [2]atomic.Uint64     // by StagedResults
+	mac1   *mac1Checker             // of the messages to us
+	hs     [numHS]atomic.Uint64     // by HSResult
+	staged [numStaged]atomic.Uint64 // by StagedResult
 }
 
 // New returns a Manager with no peers.
@@ -182,20 +193,13 @@ func (m *Manager) Cipher() Cipher { return m.cfg.Cipher }
 // PublicKey is our static public key.
 func (m *Manager) PublicKey() PublicKey { return m.cfg.Static.Public }
 
-func (m *Manager) count(result string) {
-	for i, r := range HandshakeResults {
-		if r == result {
-			m.hs[i].Add(1)
-			return
-		}
-	}
-}
+func (m *Manager) count(result HSResult) { m.hs[result].Add(1) }
 
 // Handshakes returns the handshake counters by outcome.
 func (m *Manager) Handshakes() map[string]uint64 {
-	out := make(map[string]uint64, len(HandshakeResults))
-	for i, r := range HandshakeResults {
-		out[r] = m.hs[i].Load()
+	out := make(map[string]uint64, numHS)
+	for r := range numHS {
+		out[r.String()] = m.hs[r].Load()
 	}
 	return out
 }
@@ -256,7 +260,7 @@ func (m *Manager) enqueue(p *Peer, d []byte) bool {
 	case m.in <- msg:
 		return true
 	default:
-		m.hs[hsRateLimited].Add(1)
+		m.count(HSRateLimited)
 		return false
 	}
 }

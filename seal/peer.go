@@ -118,7 +118,7 @@ func (p *Peer) Open(d []byte, now int64) ([]byte, Result) {
 		// spends none of the peer's handshake tokens and takes no room
 		// in the Manager's backlog.
 		if !p.m.mac1.check(d) {
-			p.m.hs[hsBadMAC].Add(1)
+			p.m.count(HSBadMAC)
 			return nil, BadMAC
 		}
 		if !p.m.enqueue(p, d) {

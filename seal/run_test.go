@@ -86,7 +86,7 @@ func TestRunRekeysUnderConcurrentTraffic(t *testing.T) {
 	time.Sleep(time.Until(stop) + 50*time.Millisecond)
 	cancel()
 	wg.Wait()
-	if n := ma.Handshakes()[HSCompleted] + mb.Handshakes()[HSCompleted]; n < 4 {
+	if n := ma.Handshakes()[HSCompleted.String()] + mb.Handshakes()[HSCompleted.String()]; n < 4 {
 		t.Errorf("%d handshakes in 700 ms with a 100 ms rekey", n)
 	}
 	t.Logf("a %v b %v", ma.Handshakes(), mb.Handshakes())

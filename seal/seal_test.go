@@ -44,7 +44,7 @@ func TestHandshakeEstablishesSessions(t *testing.T) {
 				t.Fatalf("delivered %q", n.got)
 			}
 			hs := n.ms["a"].Handshakes()
-			if hs[HSInitiated] != 1 || hs[HSCompleted] != 1 || n.ms["b"].Handshakes()[HSResponded] != 1 {
+			if hs[HSInitiated.String()] != 1 || hs[HSCompleted.String()] != 1 || n.ms["b"].Handshakes()[HSResponded.String()] != 1 {
 				t.Errorf("handshake counters a %v b %v", hs, n.ms["b"].Handshakes())
 			}
 			if st := n.ms["a"].PeerStatus("b"); st == nil || st.Session != "established" || st.Handshakes != 1 {
@@ -148,8 +148,8 @@ func TestRetryAfterLostResponse(t *testing.T) {
 		n.pump()
 	}
 	established(t, n, "a", "b")
-	if hs := n.ms["a"].Handshakes(); hs[HSInitiated] != 3 {
-		t.Errorf("initiations %d, want 3", hs[HSInitiated])
+	if hs := n.ms["a"].Handshakes(); hs[HSInitiated.String()] != 3 {
+		t.Errorf("initiations %d, want 3", hs[HSInitiated.String()])
 	}
 }
 
@@ -182,7 +182,7 @@ func TestReplayedInitiationIsIgnored(t *testing.T) {
 	n.clk.add(time.Second)
 	n.queue = append(n.queue, init)
 	n.pump()
-	if hs := n.ms["b"].Handshakes(); hs[HSReplayed] != 1 || hs[HSResponded] != 1 {
+	if hs := n.ms["b"].Handshakes(); hs[HSReplayed.String()] != 1 || hs[HSResponded.String()] != 1 {
 		t.Fatalf("b %v", hs)
 	}
 	established(t, n, "a", "b")
@@ -228,10 +228,10 @@ func TestForgeriesAreDroppedSilently(t *testing.T) {
 	n.setPeers("a")
 	n.ms["a"].tick()
 	n.pump()
-	if hs := n.ms["b"].Handshakes(); hs[HSInvalid] != 1 || hs[HSBadMAC] != 1 || hs[HSResponded] != 1 {
+	if hs := n.ms["b"].Handshakes(); hs[HSInvalid.String()] != 1 || hs[HSBadMAC.String()] != 1 || hs[HSResponded.String()] != 1 {
 		t.Fatalf("b %v", hs)
 	}
-	if n.ms["a"].Handshakes()[HSCompleted] != 0 {
+	if n.ms["a"].Handshakes()[HSCompleted.String()] != 0 {
 		t.Fatal("a handshake with the wrong key completed")
 	}
 }
@@ -248,7 +248,7 @@ func TestHandshakeRateLimit(t *testing.T) {
 	n.queue = nil
 	n.drain()
 	hs := n.ms["b"].Handshakes()
-	if hs[HSResponded] != DefaultHandshakeBurst || hs[HSRateLimited] != 20-DefaultHandshakeBurst {
+	if hs[HSResponded.String()] != DefaultHandshakeBurst || hs[HSRateLimited.String()] != 20-DefaultHandshakeBurst {
 		t.Fatalf("b %v", hs)
 	}
 	n.clk.add(time.Second) // the bucket refills
@@ -489,7 +489,7 @@ func TestCipherMismatchNeverHandshakes(t *testing.T) {
 	n.setPeers("b")
 	n.ms["a"].tick()
 	n.pump()
-	if n.ms["b"].Handshakes()[HSInvalid] != 1 || n.peers["a"]["b"].current.Load() != nil {
+	if n.ms["b"].Handshakes()[HSInvalid.String()] != 1 || n.peers["a"]["b"].current.Load() != nil {
 		t.Fatal("handshake across ciphers")
 	}
 }

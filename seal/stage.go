@@ -24,11 +24,29 @@ const (
 	StageMaxAge = 5 * time.Second
 )
 
-// Results of weft_staged_packets_total.
+// StagedResult is what became of a held frame: a counter of Manager, and
+// a label value of weft_staged_packets_total.
+type StagedResult uint8
+
+// Outcomes of held frames.
 const (
-	StagedSent    = "sent"    // sealed and sent once the session was there
-	StagedExpired = "expired" // no session within StageMaxAge, or the peer left
+	StagedSent    StagedResult = iota // sealed and sent once the session was there
+	StagedExpired                     // no session within StageMaxAge, or the peer left
+	numStaged
 )
+
+var stagedLabels = [numStaged]string{StagedSent: "sent", StagedExpired: "expired"}
+
+// String is the outcome's label value.
+func (r StagedResult) String() string {
+	if r < numStaged {
+		return stagedLabels[r]
+	}
+	return "unknown"
+}
+
+// StagedResults lists the label values of weft_staged_packets_total.
+func StagedResults() []string { return append([]string(nil), stagedLabels[:]...) }
 
 // stage is a peer's held frames. Workers add under mu (only while there is
 // no session: not the steady state); the Manager takes them.
@@ -88,24 +106,24 @@ func (m *Manager) flush(p *Peer, now time.Time) {
 		return
 	}
 	if !ready || !p.Seal(frames, now.UnixNano()) {
-		m.staged[1].Add(uint64(len(frames)))
+		m.staged[StagedExpired].Add(uint64(len(frames)))
 		return
 	}
 	for _, f := range frames {
 		if err := m.cfg.Send(f, p.addr); err != nil {
-			m.staged[1].Add(1)
+			m.staged[StagedExpired].Add(1)
 			m.log.Debug("sending a held datagram", "peer", p.name, "to", p.addr, "err", err)
 			continue
 		}
-		m.staged[0].Add(1)
+		m.staged[StagedSent].Add(1)
 	}
 }
 
-// StagedResults lists the outcomes of weft_staged_packets_total in a fixed
-// order.
-var StagedResults = []string{StagedSent, StagedExpired}
-
-// Staged reports the held frames' outcomes, by StagedResults.
+// Staged reports the held frames' outcomes, by label.
 func (m *Manager) Staged() map[string]uint64 {
-	return map[string]uint64{StagedSent: m.staged[0].Load(), StagedExpired: m.staged[1].Load()}
+	out := make(map[string]uint64, numStaged)
+	for r := range numStaged {
+		out[r.String()] = m.staged[r].Load()
+	}
+	return out
 }

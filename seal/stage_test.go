@@ -31,7 +31,7 @@ func TestStageFirstPackets(t *testing.T) {
 	if got := plaintexts(n.got["b"]); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("b received %q, want %q", got, want)
 	}
-	if s := n.ms["a"].Staged(); s[StagedSent] != 3 || s[StagedExpired] != 0 {
+	if s := n.ms["a"].Staged(); s[StagedSent.String()] != 3 || s[StagedExpired.String()] != 0 {
 		t.Fatalf("a's staged counters %v, want 3 sent", s)
 	}
 	if n.res[NoSession] != 0 {
@@ -70,7 +70,7 @@ func TestStageResponderFlush(t *testing.T) {
 	if got := plaintexts(n.got["a"]); fmt.Sprint(got) != "[held-0 held-1]" {
 		t.Fatalf("a received %q, want b's held frames", got)
 	}
-	if s := n.ms["b"].Staged(); s[StagedSent] != 2 {
+	if s := n.ms["b"].Staged(); s[StagedSent.String()] != 2 {
 		t.Fatalf("b's staged counters %v, want 2 sent", s)
 	}
 }
@@ -93,12 +93,12 @@ func TestStageBounds(t *testing.T) {
 	}
 	n.tick()
 	n.pump()
-	if s := n.ms["a"].Staged(); s[StagedSent]+s[StagedExpired] != 0 {
+	if s := n.ms["a"].Staged(); s[StagedSent.String()]+s[StagedExpired.String()] != 0 {
 		t.Fatalf("counters %v before StageMaxAge", s)
 	}
 	n.clk.add(StageMaxAge + time.Second)
 	n.ms["a"].tick()
-	if s := n.ms["a"].Staged(); s[StagedExpired] != StageFrames || s[StagedSent] != 0 {
+	if s := n.ms["a"].Staged(); s[StagedExpired.String()] != StageFrames || s[StagedSent.String()] != 0 {
 		t.Fatalf("counters %v after StageMaxAge, want %d expired", s, StageFrames)
 	}
 	if got := p.Stage(many[:2], n.clk.ns()); got != 2 {
@@ -106,7 +106,7 @@ func TestStageBounds(t *testing.T) {
 	}
 	// b leaves: what a held for it is dropped at once.
 	n.ms["a"].SetPeers(nil)
-	if s := n.ms["a"].Staged(); s[StagedExpired] != StageFrames+2 {
+	if s := n.ms["a"].Staged(); s[StagedExpired.String()] != StageFrames+2 {
 		t.Fatalf("counters %v after the peer left", s)
 	}
 }

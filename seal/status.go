@@ -70,11 +70,11 @@ func (m *Manager) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (m *Manager) Collect(ch chan<- prometheus.Metric) {
-	for i, r := range HandshakeResults {
-		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, float64(m.hs[i].Load()), r)
+	for r := range numHS {
+		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, float64(m.hs[r].Load()), r.String())
 	}
-	for i, r := range StagedResults {
-		ch <- prometheus.MustNewConstMetric(descStaged, prometheus.CounterValue, float64(m.staged[i].Load()), r)
+	for r := range numStaged {
+		ch <- prometheus.MustNewConstMetric(descStaged, prometheus.CounterValue, float64(m.staged[r].Load()), r.String())
 	}
 	m.mu.Lock()
 	now := m.cfg.Now().UnixNano()
@@ -114,13 +114,13 @@ func (Off) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (Off) Collect(ch chan<- prometheus.Metric) {
-	for _, r := range HandshakeResults {
+	for _, r := range HandshakeResults() {
 		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, 0, r)
 	}
 	for _, s := range []string{"established", "none"} {
 		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, 0, s)
 	}
-	for _, r := range StagedResults {
+	for _, r := range StagedResults() {
 		ch <- prometheus.MustNewConstMetric(descStaged, prometheus.CounterValue, 0, r)
 	}
 }
