@@ -174,14 +174,6 @@ type Local struct {
 	Claimed int64
 }
 
-// Subnets are the local subnets, one or two.
-func (l Local) Subnets() []netip.Prefix {
-	if l.Subnet6.IsValid() {
-		return []netip.Prefix{l.Subnet, l.Subnet6}
-	}
-	return []netip.Prefix{l.Subnet}
-}
-
 // SetLocal changes our subnet, address, VTEP MAC and claim time (after a
 // subnet conflict moved us) and rebuilds the table around them.
 func (r *Router) SetLocal(l Local) []Conflict {

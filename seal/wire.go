@@ -48,16 +48,6 @@ func PutDataHeader(b []byte, h DataHeader) {
 	binary.BigEndian.PutUint64(b[8:16], h.Counter)
 }
 
-// ParseDataHeader decodes a data message's header: d is the whole message,
-// which must have room for the header and a tag.
-func ParseDataHeader(d []byte) (DataHeader, error) {
-	h, ok := dataHeader(d)
-	if !ok {
-		return h, fmt.Errorf("%w: not a data message (%d bytes, type %d; want type %d, at least %d bytes)", ErrMalformed, len(d), first(d), TypeData, HeaderLen+TagLen)
-	}
-	return h, nil
-}
-
 // initiation is a decoded initiation message (its mac1 was checked by
 // whoever received it: Peer.Open).
 type initiation struct {
