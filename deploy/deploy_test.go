@@ -68,7 +68,7 @@ var knownMetrics = map[string]metricInfo{
 	"weft_gossip_members":             {"gauge", nil},
 	"weft_gossip_key_errors_total":    {"counter", nil},
 	"weft_gossip_refused_total": {"counter", map[string][]string{"reason": {"name_too_long", "not_member", "self",
-		"members_full", "intents_full", "malformed"}}},
+		"members_full", "intents_full", "malformed", "streams_full", "stream_too_big"}}},
 	"weft_tun_gro_fallback": {"gauge", nil},
 	"weft_routes":           {"gauge", map[string][]string{"kind": {"tunnel", "direct", "none"}}},
 	"weft_ready":            {"gauge", nil},

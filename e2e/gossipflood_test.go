@@ -18,7 +18,6 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -155,18 +154,13 @@ func gossipRogue(spec rogueSpec) (rogueReport, error) {
 	if _, err := ml.Join(seeds); err != nil {
 		return rep, fmt.Errorf("join %v: %w", seeds, err)
 	}
+	// The victims as our own Nodes: the ones memberlist's Members returns
+	// are its own, which it updates without a lock we could take.
 	targets := make([]*memberlist.Node, len(spec.Victims))
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		for _, n := range ml.Members() {
-			for i, name := range spec.Names {
-				if n.Name == name {
-					targets[i] = n
-				}
-			}
-		}
-		if !slices.Contains(targets, nil) {
-			break
-		}
+	for i, v := range spec.Victims {
+		targets[i] = &memberlist.Node{Name: spec.Names[i], Addr: v.Addr().AsSlice(), Port: v.Port()}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ml.NumMembers() < len(spec.Victims)+1; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			return rep, fmt.Errorf("the victims %v are not all members after 10 s", spec.Names)
 		}

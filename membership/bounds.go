@@ -20,6 +20,7 @@ import (
 //	c.pendingLeave   ≤ one entry per alive member (so ≤ maxMembers)
 //	c.seenIntents    ≤ maxSeenIntents ids, the oldest forgotten first
 //	c.bcast          ≤ maxRelayQueue queued broadcasts (one per name, pruned)
+//	TCP streams      ≤ maxInboundStreams inbound at once, ≤ maxStreamBytes each (transport.go)
 //
 // Every refusal is counted in weft_gossip_refused_total{reason} and logged,
 // at most refuseLogBurst lines per logWindow.
@@ -80,7 +81,7 @@ const (
 
 // RefusalReasons lists every reason, for the metric and its tests.
 var RefusalReasons = []string{RefusedNameTooLong, RefusedNotMember, RefusedSelf, RefusedMembersFull,
-	RefusedIntentsFull, RefusedMalformed}
+	RefusedIntentsFull, RefusedMalformed, RefusedStreamsFull, RefusedStreamTooBig}
 
 var (
 	errNameTooLong = fmt.Errorf("name empty or longer than %d bytes", MaxNameLen)

@@ -2,11 +2,13 @@ package membership
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -209,15 +211,14 @@ func TestLeaveIntentFlood(t *testing.T) {
 	if _, err := rogue.Join([]string{seedOf(a)}); err != nil {
 		t.Fatalf("rogue join: %v", err)
 	}
-	var target *memberlist.Node
-	waitFor(t, 5*time.Second, "rogue sees a", func() error {
-		for _, n := range rogue.Members() {
-			if n.Name == "a" {
-				target = n
-				return nil
-			}
+	// Our own Node for a: the ones memberlist's Members returns are its
+	// own, which it updates without a lock the caller could take.
+	target := &memberlist.Node{Name: "a", Addr: a.LocalAddr().Addr().AsSlice(), Port: a.LocalAddr().Port()}
+	waitFor(t, 5*time.Second, "the rogue is a's member", func() error {
+		if _, ok := member(a, "rogue"); !ok {
+			return errors.New("not yet")
 		}
-		return errors.New("a not among the rogue's members")
+		return nil
 	})
 
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -383,6 +384,7 @@ func TestAliveDelegateBounds(t *testing.T) {
 	n2.Shutdown()
 	waitFor(t, 10*time.Second, "n3 admitted in n2's place", func() error {
 		if !has("n3") {
+			_, _ = n3.Join([]string{seedOf(a)}) // a push/pull: its alive message again
 			return fmt.Errorf("n3 not a member; members %v", a.Members())
 		}
 		return nil
@@ -419,4 +421,100 @@ func TestStartRefusesLongName(t *testing.T) {
 		c.Shutdown()
 		t.Error("Start with an over-long name succeeded")
 	}
+}
+
+// TestStreamBounds: inbound streams beyond maxInboundStreams are closed at
+// once, and a stream that carries more than maxStreamBytes (an encrypted
+// message claiming 20 MB, which memberlist would buffer before it could
+// authenticate it) is cut off. Both are counted. The cluster still works.
+func TestStreamBounds(t *testing.T) {
+	t.Parallel()
+	key := bytes.Repeat([]byte{5}, 32)
+	metrics := NewMetrics(nil)
+	cfg := testConfig(t, "a", 1)
+	cfg.SecretKey, cfg.Metrics = key, metrics
+	cfg.TCPTimeout = 5 * time.Second // idle streams hold their slots this long
+	a := start(t, cfg)
+	addr := seedOf(a)
+
+	// Idle streams fill the slots; the extra ones are closed at once.
+	const extra = 8
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range maxInboundStreams + extra {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	waitFor(t, 3*time.Second, "extra streams refused", func() error {
+		if got := refusedCount(t, metrics, RefusedStreamsFull); got < extra {
+			return fmt.Errorf("streams_full %v, want ≥ %d", got, extra)
+		}
+		return nil
+	})
+	closed := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
+			closed++
+		}
+	}
+	if closed < extra || closed > extra+2 {
+		t.Errorf("%d of %d idle streams closed by a at once, want %d", closed, len(conns), extra)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+
+	// An oversized stream is cut off after maxStreamBytes.
+	waitFor(t, 3*time.Second, "slots free again", func() error {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := memberlist.AddLabelHeaderToStream(c, gossipLabel); err != nil {
+			return err
+		}
+		hdr := []byte{10, 0, 0, 0, 0} // encryptMsg, then a 20 MB length
+		binary.BigEndian.PutUint32(hdr[1:], 20_000_000)
+		if _, err := c.Write(hdr); err != nil {
+			return err
+		}
+		junk := make([]byte, 64<<10)
+		sent := 0
+		c.SetWriteDeadline(time.Now().Add(4 * time.Second))
+		for sent < 32<<20 {
+			n, err := c.Write(junk)
+			sent += n
+			if err != nil {
+				break // a closed the stream
+			}
+		}
+		if sent >= 32<<20 {
+			return fmt.Errorf("a took all %d bytes", sent)
+		}
+		return nil
+	})
+	waitFor(t, 3*time.Second, "the oversized stream counted", func() error {
+		if got := refusedCount(t, metrics, RefusedStreamTooBig); got < 1 {
+			return fmt.Errorf("stream_too_big %v", got)
+		}
+		return nil
+	})
+
+	// Gossip still works.
+	cfgB := testConfig(t, "b", 2, addr)
+	cfgB.SecretKey = key
+	b := start(t, cfgB)
+	waitFor(t, 5*time.Second, "b joined", func() error {
+		return errors.Join(sees(a, StateAlive, b), sees(b, StateAlive, a))
+	})
 }

@@ -215,8 +215,17 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		NumNodes:       c.numAlive,
 		RetransmitMult: mlc.RetransmitMult,
 	}
+	tr, port, err := newBoundedTransport(mlc.BindAddr, mlc.BindPort, mlc.Logger, func(reason string, err error) {
+		c.refuse(reason, "gossip stream", "", err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+	mlc.Transport = tr
+	mlc.BindPort, mlc.AdvertisePort = port, port
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
+		_ = tr.Shutdown()
 		return nil, fmt.Errorf("membership: create memberlist on %s:%d: %w", mlc.BindAddr, mlc.BindPort, err)
 	}
 	c.ml = ml
