@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"log/slog"
 	"strings"
@@ -27,6 +28,8 @@ type slogWriter struct {
 const (
 	logBurst  = 20
 	logWindow = 10 * time.Second
+	// maxLogLine is the longest memberlist line logged; the rest is cut.
+	maxLogLine = 1024
 )
 
 // newMemberlistLogger returns a *log.Logger for memberlist.Config.Logger
@@ -101,6 +104,11 @@ func parseMemberlistLine(line string) (slog.Level, string) {
 }
 
 func (w *slogWriter) Write(p []byte) (int, error) {
+	if len(p) > maxLogLine {
+		// memberlist quotes names from the wire in its lines (e.g. an
+		// alive message it was told to ignore): keep a line a line.
+		p = append(p[:maxLogLine:maxLogLine], fmt.Sprintf("... (%d bytes)", len(p))...)
+	}
 	level, msg := parseMemberlistLine(string(p))
 	if w.onKeyError != nil && isKeyError(strings.ToLower(msg)) {
 		w.onKeyError()
