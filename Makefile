@@ -43,7 +43,7 @@ unit:
 	$(GO) test -count=1 -run 'Allocate' ./encap ./router ./tun ./seal
 
 # Each fuzz target for a short, bounded time (make fuzz: longer).
-FUZZ_TARGETS = ./encap:FuzzDecodeUDP ./encap:FuzzDecodeVXLAN ./membership:FuzzMetaUnmarshal ./config:FuzzConfig \
+FUZZ_TARGETS = ./encap:FuzzDecodeUDP ./encap:FuzzDecodeVXLAN ./membership:FuzzMetaUnmarshal ./membership:FuzzDecodeLeaveIntent ./config:FuzzConfig \
                ./tun:FuzzSplit ./tun:FuzzRoundTrip ./tun:FuzzCoalesce \
                ./seal:FuzzOpen ./seal:FuzzHandshake
 fuzz-short:

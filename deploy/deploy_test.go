@@ -21,7 +21,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/weftnet/weft/membership"
 	"github.com/weftnet/weft/router"
+	"github.com/weftnet/weft/seal"
 )
 
 // Paths, relative to this package's directory (go test runs tests there).
@@ -46,37 +48,35 @@ type metricInfo struct {
 }
 
 var (
-	dropReasons = []string{"no_route", "unknown_peer", "spoofed", "not_local", "malformed", "too_big",
-		"vni_mismatch", "not_our_mac", "bad_ethertype", "send_error", "tun_write_error",
-		"bad_auth", "replay", "no_session"}
-	peerStates = []string{"alive", "suspect", "dead", "left", "static"}
+	dropReasons = router.DropReasons()
+	peerStates  = router.PeerStates
 )
 
 var knownMetrics = map[string]metricInfo{
-	"weft_build_info":                 {"gauge", map[string][]string{"version": nil, "revision": nil, "goversion": nil}},
-	"weft_peers":                      {"gauge", map[string][]string{"state": peerStates}},
-	"weft_tx_packets_total":           {"counter", nil},
-	"weft_tx_bytes_total":             {"counter", nil},
-	"weft_rx_packets_total":           {"counter", nil},
-	"weft_rx_bytes_total":             {"counter", nil},
-	"weft_dropped_packets_total":      {"counter", map[string][]string{"reason": dropReasons}},
-	"weft_batch_size_packets":         {"histogram", map[string][]string{"direction": {"tx", "rx"}}},
-	"weft_offload_enabled":            {"gauge", map[string][]string{"feature": {"udp_gso", "udp_gro", "tun_vnet_hdr"}}},
-	"weft_syscalls_total":             {"counter", map[string][]string{"op": {"tun_read", "tun_write", "sendmmsg", "recvmmsg"}}},
-	"weft_subnet_conflicts_total":     {"counter", nil},
-	"weft_gossip_join_attempts_total": {"counter", nil},
-	"weft_gossip_join_failures_total": {"counter", nil},
-	"weft_gossip_health_score":        {"gauge", nil},
-	"weft_gossip_members":             {"gauge", nil},
-	"weft_gossip_key_errors_total":    {"counter", nil},
-	"weft_tun_gro_fallback":           {"gauge", nil},
-	"weft_routes":                     {"gauge", map[string][]string{"kind": {"tunnel", "direct", "none"}}},
-	"weft_ready":                      {"gauge", nil},
-	"weft_handshakes_total": {"counter", map[string][]string{"result": {"initiated", "responded", "completed", "invalid", "bad_mac",
-		"replayed", "unexpected", "rate_limited", "send_error"}}},
+	"weft_build_info":                  {"gauge", map[string][]string{"version": nil, "revision": nil, "goversion": nil}},
+	"weft_peers":                       {"gauge", map[string][]string{"state": peerStates}},
+	"weft_tx_packets_total":            {"counter", nil},
+	"weft_tx_bytes_total":              {"counter", nil},
+	"weft_rx_packets_total":            {"counter", nil},
+	"weft_rx_bytes_total":              {"counter", nil},
+	"weft_dropped_packets_total":       {"counter", map[string][]string{"reason": dropReasons}},
+	"weft_batch_size_packets":          {"histogram", map[string][]string{"direction": {"tx", "rx"}}},
+	"weft_offload_enabled":             {"gauge", map[string][]string{"feature": {"udp_gso", "udp_gro", "tun_vnet_hdr"}}},
+	"weft_syscalls_total":              {"counter", map[string][]string{"op": {"tun_read", "tun_write", "sendmmsg", "recvmmsg"}}},
+	"weft_subnet_conflicts_total":      {"counter", nil},
+	"weft_gossip_join_attempts_total":  {"counter", nil},
+	"weft_gossip_join_failures_total":  {"counter", nil},
+	"weft_gossip_health_score":         {"gauge", nil},
+	"weft_gossip_members":              {"gauge", nil},
+	"weft_gossip_key_errors_total":     {"counter", nil},
+	"weft_gossip_refused_total":        {"counter", map[string][]string{"reason": membership.RefusalReasons}},
+	"weft_tun_gro_fallback":            {"gauge", nil},
+	"weft_routes":                      {"gauge", map[string][]string{"kind": {"tunnel", "direct", "none"}}},
+	"weft_ready":                       {"gauge", nil},
+	"weft_handshakes_total":            {"counter", map[string][]string{"result": seal.HandshakeResults()}},
 	"weft_encrypted_peers":             {"gauge", map[string][]string{"session": {"established", "none"}}},
 	"weft_peers_refused":               {"gauge", map[string][]string{"reason": router.Refusals()}},
-	"weft_staged_packets_total":        {"counter", map[string][]string{"result": {"sent", "expired"}}},
+	"weft_staged_packets_total":        {"counter", map[string][]string{"result": seal.StagedResults()}},
 	"weft_start_time_seconds":          {"gauge", nil},
 	"process_cpu_seconds_total":        {"counter", nil},
 	"process_resident_memory_bytes":    {"gauge", nil},

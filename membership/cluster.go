@@ -6,6 +6,7 @@ package membership
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -94,6 +95,11 @@ type Config struct {
 	PushPullInterval    time.Duration
 	GossipToTheDeadTime time.Duration
 	TCPTimeout          time.Duration
+
+	// Tests only: smaller bounds than maxMembers and maxSeenIntents (0 =
+	// the constant).
+	maxMembers     int
+	maxSeenIntents int
 }
 
 const (
@@ -138,12 +144,23 @@ type Cluster struct {
 	localMeta atomic.Pointer[[]byte] // encoded; read by memberlist via NodeMeta
 	running   atomic.Bool
 
-	mu      sync.Mutex // leaf lock: never held while calling into memberlist or the broadcast queue
-	meta    Meta
+	mu   sync.Mutex // leaf lock: never held while calling into memberlist or the broadcast queue
+	meta Meta
+	// members: at most maxMembers (c.maxMembers) entries, alive, dead and
+	// left; a new name is admitted only with room (NotifyAlive, bounds.go).
 	members map[string]*Member
-	// leave intents, see intent.go
-	pendingLeave map[string]time.Time // node name → when its leave intent arrived
-	seenIntents  map[uint64]time.Time // intent id → when first seen (deduplication)
+	// Leave intents, see intent.go. pendingLeave: node name → when its
+	// leave intent arrived; only alive members get one, so at most one per
+	// member. seenIntents: intent ids seen (deduplication), at most
+	// maxSeenIntents (c.maxSeenIntents), the oldest forgotten first.
+	pendingLeave map[string]time.Time
+	seenIntents  intentIDs
+
+	maxMembers     int           // maxMembers, or Config.maxMembers in tests
+	maxSeenIntents int           // maxSeenIntents, or Config.maxSeenIntents in tests
+	forgetGone     time.Duration // a member dead or left this long may make room in a full table
+	ownIntent      atomic.Uint64 // the id of our own leave intent, once sent
+	refuseLog      rateLimit     // refusal log lines: refuseLogBurst per logWindow
 
 	lifeMu     sync.Mutex // serializes UpdateMeta, Leave and Shutdown
 	left       bool
@@ -174,14 +191,16 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 
 	c := &Cluster{
-		cfg:          cfg,
-		log:          cfg.Logger,
-		seeds:        seeds,
-		changes:      make(chan struct{}, 1),
-		meta:         cfg.Meta,
-		members:      make(map[string]*Member),
-		pendingLeave: make(map[string]time.Time),
-		seenIntents:  make(map[uint64]time.Time),
+		cfg:            cfg,
+		log:            cfg.Logger,
+		seeds:          seeds,
+		changes:        make(chan struct{}, 1),
+		meta:           cfg.Meta,
+		members:        make(map[string]*Member),
+		pendingLeave:   make(map[string]time.Time),
+		seenIntents:    newIntentIDs(),
+		maxMembers:     cmp.Or(cfg.maxMembers, maxMembers),
+		maxSeenIntents: cmp.Or(cfg.maxSeenIntents, maxSeenIntents),
 	}
 	c.localMeta.Store(&metaBytes)
 
@@ -189,12 +208,24 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
+	c.forgetGone = mlc.GossipToTheDeadTime
+	// The broadcast queue holds leave intents only: ours and relays of
+	// current members', one per name; at most maxRelayQueue (queueIntent).
 	c.bcast = &memberlist.TransmitLimitedQueue{
 		NumNodes:       c.numAlive,
 		RetransmitMult: mlc.RetransmitMult,
 	}
+	tr, port, err := newBoundedTransport(mlc.BindAddr, mlc.BindPort, mlc.Logger, func(reason string, err error) {
+		c.refuse(reason, "gossip stream", "", err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+	mlc.Transport = tr
+	mlc.BindPort, mlc.AdvertisePort = port, port
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
+		_ = tr.Shutdown()
 		return nil, fmt.Errorf("membership: create memberlist on %s:%d: %w", mlc.BindAddr, mlc.BindPort, err)
 	}
 	c.ml = ml
@@ -220,6 +251,9 @@ func (cfg Config) withDefaults() (Config, error) {
 			return cfg, fmt.Errorf("no node name and no hostname: %w", err)
 		}
 		cfg.Name = h
+	}
+	if !validName(cfg.Name) {
+		return cfg, fmt.Errorf("node name %q: %w", logName(cfg.Name), errNameTooLong)
 	}
 	if cfg.BindPort < 0 || cfg.BindPort > 65535 {
 		return cfg, fmt.Errorf("bind port %d out of range", cfg.BindPort)
@@ -262,6 +296,8 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	mlc.DeadNodeReclaimTime = cfg.DeadReclaim
 	mlc.Delegate = (*delegate)(c)
 	mlc.Events = (*delegate)(c)
+	mlc.Alive = (*delegate)(c)
+	mlc.Merge = (*delegate)(c)
 	mlc.Logger = newMemberlistLogger(c.log.With("lib", "memberlist"), c.cfg.Metrics.keyError)
 
 	// Tuning left at zero keeps memberlist's LAN default.

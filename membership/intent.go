@@ -2,6 +2,7 @@ package membership
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -22,12 +23,20 @@ import (
 // Each intent carries a random id for deduplication, so a late duplicate
 // cannot mark a restarted host as left, and a rejoin clears a pending intent.
 //
-// Wire format: type (1) | version (1) | id (8, big endian) | node name.
+// Wire format: type (1) | version (1) | id (8, big endian) | node name
+// (1 to MaxNameLen bytes).
+//
+// Nothing in an intent is believed unchecked (bounds.go): it is accepted only
+// for a current member (alive, or dead within intentWindow: the dead message
+// overtook the intent), never for ourselves; a name longer than MaxNameLen
+// is refused at decode; a refused intent is counted, not remembered and not
+// relayed.
 
 const (
 	msgLeaveIntent byte = 1
 	intentVersion  byte = 1
 	intentHdrLen        = 2 + 8
+	intentMaxLen        = intentHdrLen + MaxNameLen
 
 	intentWindow  = time.Minute      // max distance between intent and NotifyLeave
 	intentSeenTTL = 10 * time.Minute // how long intent ids are remembered
@@ -44,6 +53,8 @@ func decodeLeaveIntent(b []byte) (id uint64, name string, err error) {
 	switch {
 	case len(b) < intentHdrLen+1:
 		return 0, "", fmt.Errorf("leave intent: truncated (%d bytes)", len(b))
+	case len(b) > intentMaxLen:
+		return 0, "", fmt.Errorf("leave intent: %w (%d bytes)", errNameTooLong, len(b)-intentHdrLen)
 	case b[0] != msgLeaveIntent:
 		return 0, "", fmt.Errorf("leave intent: wrong message type %d", b[0])
 	case b[1] != intentVersion:
@@ -82,56 +93,88 @@ func (b *intentBroadcast) Finished() {
 // limit asks.
 func (c *Cluster) broadcastLeaveIntent() <-chan struct{} {
 	done := make(chan struct{})
-	c.bcast.QueueBroadcast(&intentBroadcast{
+	id := rand.Uint64()
+	c.ownIntent.Store(id)
+	c.queueIntent(&intentBroadcast{
 		name: c.cfg.Name,
-		msg:  encodeLeaveIntent(rand.Uint64(), c.cfg.Name),
+		msg:  encodeLeaveIntent(id, c.cfg.Name),
 		done: done,
 	})
 	return done
+}
+
+// queueIntent queues an intent for gossip and keeps the queue within
+// maxRelayQueue.
+func (c *Cluster) queueIntent(b *intentBroadcast) {
+	c.bcast.QueueBroadcast(b)
+	if c.bcast.NumQueued() > maxRelayQueue {
+		c.bcast.Prune(maxRelayQueue)
+	}
 }
 
 // handleMsg processes a user message from memberlist. b is only valid during
 // the call.
 func (c *Cluster) handleMsg(b []byte) {
 	if len(b) == 0 {
+		c.refuse(RefusedMalformed, "gossip message", "", errors.New("empty"))
 		return
 	}
 	switch b[0] {
 	case msgLeaveIntent:
 		id, name, err := decodeLeaveIntent(b)
 		if err != nil {
-			c.log.Debug("ignoring malformed gossip message", "err", err)
+			reason := RefusedMalformed
+			if errors.Is(err, errNameTooLong) {
+				reason = RefusedNameTooLong
+			}
+			c.refuse(reason, "leave intent", "", err)
 			return
 		}
 		c.handleLeaveIntent(id, name, slices.Clone(b))
 	default:
-		c.log.Debug("ignoring unknown gossip message", "type", b[0], "len", len(b))
+		c.refuse(RefusedMalformed, "gossip message", "", fmt.Errorf("unknown type %d (%d bytes)", b[0], len(b)))
 	}
 }
 
 func (c *Cluster) handleLeaveIntent(id uint64, name string, msg []byte) {
 	if name == c.cfg.Name {
-		return // an echo of our own intent, or of an earlier run of this host
-	}
-	now := time.Now()
-	changed := false
-	c.mu.Lock()
-	if _, dup := c.seenIntents[id]; dup {
-		c.mu.Unlock()
+		// An echo of our own intent is expected; any other intent in our
+		// name (a forgery, or a relay of an earlier run's) is refused.
+		if id != c.ownIntent.Load() {
+			c.refuse(RefusedSelf, "leave intent", name, nil)
+		}
 		return
 	}
-	c.seenIntents[id] = now
+	now := time.Now()
+	changed, evicted, accepted := false, false, true
+	c.mu.Lock()
+	if c.seenIntents.has(id) {
+		c.mu.Unlock()
+		return // a duplicate of one already handled (and relayed)
+	}
 	m, known := c.members[name]
 	switch {
+	case known && m.State == StateAlive:
+		c.pendingLeave[name] = now
 	case known && m.State == StateDead && now.Sub(m.Since) < intentWindow:
 		m.State = StateLeft // the dead message overtook the intent
 		changed = true
-	case !known || m.State == StateAlive:
-		c.pendingLeave[name] = now
+	default:
+		accepted = false // unknown, left, or dead too long ago
+	}
+	if accepted {
+		evicted = c.seenIntents.add(id, now, c.maxSeenIntents)
 	}
 	c.mu.Unlock()
 
-	c.bcast.QueueBroadcast(&intentBroadcast{name: name, msg: msg}) // relay once
+	if !accepted {
+		c.refuse(RefusedNotMember, "leave intent", name, nil)
+		return
+	}
+	if evicted {
+		c.refuse(RefusedIntentsFull, "leave intent id (the oldest remembered one was forgotten)", name, nil)
+	}
+	c.queueIntent(&intentBroadcast{name: name, msg: msg}) // relay once
 	if changed {
 		c.log.Info("gossip member left", "name", name)
 		c.notify()
@@ -153,9 +196,5 @@ func (c *Cluster) expireIntents(now time.Time) {
 			delete(c.pendingLeave, name)
 		}
 	}
-	for id, at := range c.seenIntents {
-		if now.Sub(at) >= intentSeenTTL {
-			delete(c.seenIntents, id)
-		}
-	}
+	c.seenIntents.expire(now, intentSeenTTL)
 }

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"log/slog"
 	"strings"
@@ -21,16 +22,14 @@ import (
 type slogWriter struct {
 	log        *slog.Logger
 	onKeyError func()
-
-	mu         sync.Mutex
-	window     time.Time
-	passed     int
-	suppressed int
+	limit      rateLimit // logBurst per logWindow
 }
 
 const (
 	logBurst  = 20
 	logWindow = 10 * time.Second
+	// maxLogLine is the longest memberlist line logged; the rest is cut.
+	maxLogLine = 1024
 )
 
 // newMemberlistLogger returns a *log.Logger for memberlist.Config.Logger
@@ -49,16 +48,33 @@ func isKeyError(msg string) bool {
 
 // allow applies the rate limit to one warning or error line.
 func (w *slogWriter) allow(now time.Time) (ok bool, suppressed int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if now.Sub(w.window) >= logWindow {
-		w.window, w.passed, suppressed, w.suppressed = now, 0, w.suppressed, 0
+	return w.limit.allow(now, logBurst, logWindow)
+}
+
+// rateLimit lets at most burst events pass per window (a fixed window that
+// opens with the first event after the previous one closed) and counts the
+// rest. Its zero value is ready to use.
+type rateLimit struct {
+	mu         sync.Mutex
+	start      time.Time
+	passed     int
+	suppressed int
+}
+
+// allow reports whether one more event may pass, and, when this event opens
+// a new window, how many were suppressed in the windows since the last
+// report (to be reported once, by the caller).
+func (r *rateLimit) allow(now time.Time, burst int, window time.Duration) (ok bool, suppressed int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Sub(r.start) >= window {
+		r.start, r.passed, suppressed, r.suppressed = now, 0, r.suppressed, 0
 	}
-	if w.passed >= logBurst {
-		w.suppressed++
+	if r.passed >= burst {
+		r.suppressed++
 		return false, suppressed
 	}
-	w.passed++
+	r.passed++
 	return true, suppressed
 }
 
@@ -88,6 +104,11 @@ func parseMemberlistLine(line string) (slog.Level, string) {
 }
 
 func (w *slogWriter) Write(p []byte) (int, error) {
+	if len(p) > maxLogLine {
+		// memberlist quotes names from the wire in its lines (e.g. an
+		// alive message it was told to ignore): keep a line a line.
+		p = append(p[:maxLogLine:maxLogLine], fmt.Sprintf("... (%d bytes)", len(p))...)
+	}
 	level, msg := parseMemberlistLine(string(p))
 	if w.onKeyError != nil && isKeyError(strings.ToLower(msg)) {
 		w.onKeyError()

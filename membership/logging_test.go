@@ -112,3 +112,12 @@ func TestShutdownSendErrorIsDebug(t *testing.T) {
 		t.Errorf("logged at info level: %s", buf.String())
 	}
 }
+
+func TestLongLineCut(t *testing.T) {
+	var buf bytes.Buffer
+	l := newMemberlistLogger(slog.New(slog.NewTextHandler(&buf, nil)), nil)
+	l.Printf("[WARN] memberlist: ignoring alive message for '%s': too long", strings.Repeat("x", 64<<10))
+	if n := buf.Len(); n > maxLogLine+200 || !strings.Contains(buf.String(), "bytes)") {
+		t.Errorf("a 64 KiB line logged as %d bytes: %.200s", n, buf.String())
+	}
+}

@@ -16,6 +16,10 @@ type Metrics struct {
 	HealthScore  prometheus.GaugeFunc // weft_gossip_health_score: memberlist GetHealthScore (0 = healthy)
 	Members      prometheus.GaugeFunc // weft_gossip_members: alive members including self
 	KeyErrors    prometheus.Counter   // weft_gossip_key_errors_total: gossip that failed to decrypt (wrong or missing key)
+	// Refused is weft_gossip_refused_total{reason}: gossip this host did not
+	// believe or had no room for (bounds.go); reason is one of
+	// RefusalReasons.
+	Refused *prometheus.CounterVec
 
 	cluster atomic.Pointer[Cluster]
 }
@@ -37,6 +41,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "weft_gossip_key_errors_total",
 			Help: "Gossip messages refused because they were encrypted with another key, or not encrypted as configured.",
 		}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_gossip_refused_total",
+			Help: "Gossip refused: leave intents and joining members that were not believed or did not fit a bound, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, r := range RefusalReasons {
+		m.Refused.WithLabelValues(r) // every reason is exported from the start, at 0
 	}
 	m.HealthScore = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "weft_gossip_health_score",
@@ -57,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return 0
 	})
 	if reg != nil {
-		reg.MustRegister(m.JoinAttempts, m.JoinFailures, m.KeyErrors, m.HealthScore, m.Members)
+		reg.MustRegister(m.JoinAttempts, m.JoinFailures, m.KeyErrors, m.Refused, m.HealthScore, m.Members)
 	}
 	return m
 }
@@ -89,5 +100,11 @@ func (m *Metrics) joinFailure() {
 func (m *Metrics) keyError() {
 	if m != nil {
 		m.KeyErrors.Inc()
+	}
+}
+
+func (m *Metrics) refused(reason string) {
+	if m != nil {
+		m.Refused.WithLabelValues(reason).Inc()
 	}
 }
