@@ -99,6 +99,8 @@ func Start(ctx context.Context, s Settings, d Deps) (*Node, error) {
 		n.shutdown()
 		return nil, err
 	}
+	// Every field start-up writes is written: from here /v1/status may
+	// read them (serveStatus loads ready first).
 	n.ready.Store(true)
 	d.Notify("READY=1")
 	l := n.getLocal()

@@ -43,7 +43,16 @@ func (n *Node) Status() Status {
 	return st
 }
 
+// serveStatus answers /v1/status once the node is built: until Start has
+// made the data path (and from the moment shutdown begins) it answers 503,
+// never reading a half-built node. The ready flag is stored after the last
+// field start-up writes and loaded here before any is read, so a request
+// that sees it set sees the fields complete.
 func (n *Node) serveStatus(w http.ResponseWriter, _ *http.Request) {
+	if !n.ready.Load() {
+		http.Error(w, "starting (or stopping): no status yet", http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

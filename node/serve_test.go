@@ -1,0 +1,124 @@
+package node
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/tun"
+)
+
+// freeAddr is a loopback TCP address nobody listens on (a port the kernel
+// gave and took back), so a test knows a listener's address before Start.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// client asks without keeping connections, so no goroutine outlives a test
+// (goleak).
+func client() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+}
+
+func get(c *http.Client, url string) (int, string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// /v1/status on the metrics listener, asked in a tight loop from the moment
+// the listener exists while Start builds the data path, answers 503 until
+// the node is ready and 200 after: never a half-built node (no panic, and
+// under -race no data race), never a 200 followed by a 503 while running.
+// While the TUN is being opened (the data path does not exist yet) it
+// answers 503 for certain.
+func TestStatusWaitsForTheDataPath(t *testing.T) {
+	u := newHub()
+	a := newHost(t, u, "a", 1, "10.244.1.0/24")
+	a.s.MetricsAddr = freeAddr(t)
+	url := "http://" + a.s.MetricsAddr + "/v1/status"
+	c := client()
+
+	var during struct {
+		code int
+		err  error
+	}
+	a.mod = func(d *Deps) {
+		open := d.OpenTUN
+		d.OpenTUN = func(cfg tun.Config, log *slog.Logger) (TUN, error) {
+			// The metrics listener serves; the data path is not built.
+			during.code, _, during.err = get(c, url)
+			time.Sleep(100 * time.Millisecond) // a wider window for the poller
+			return open(cfg, log)
+		}
+	}
+
+	stop := make(chan struct{})
+	var (
+		wg                sync.WaitGroup
+		codes             []int
+		n503, n200, other int
+	)
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			code, body, err := get(c, url)
+			if err != nil {
+				continue // not listening yet
+			}
+			if len(codes) == 0 || codes[len(codes)-1] != code {
+				codes = append(codes, code)
+			}
+			switch code {
+			case http.StatusServiceUnavailable:
+				n503++
+				if !strings.Contains(body, "starting") {
+					t.Errorf("503 body %q does not say the node is starting", body)
+				}
+			case http.StatusOK:
+				n200++
+				if n200 >= 5 {
+					return
+				}
+			default:
+				other++
+			}
+		}
+	})
+	a.mustStart()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		close(stop)
+		<-done
+		t.Fatal("the status never answered 200 after Start")
+	}
+	if during.err != nil || during.code != http.StatusServiceUnavailable {
+		t.Errorf("/v1/status while the TUN opens: %d, %v; want 503", during.code, during.err)
+	}
+	if n503 == 0 || n200 == 0 || other != 0 || len(codes) != 2 || codes[0] != 503 || codes[1] != 200 {
+		t.Errorf("answers in order %v (503: %d, 200: %d, other: %d); want 503s, then 200s", codes, n503, n200, other)
+	}
+}
