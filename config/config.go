@@ -54,6 +54,7 @@ type Config struct {
 	PerPeerMetrics bool         `yaml:"perPeerMetrics" flag:"per-peer-metrics"`
 	Offload        *bool        `yaml:"offload" flag:"offload"`
 	PProf          bool         `yaml:"pprof" flag:"pprof"`
+	PProfAddr      string       `yaml:"pprofAddr" flag:"pprof-addr"`
 	Workers        *int         `yaml:"workers" flag:"workers"`
 	BusyPoll       string       `yaml:"busyPoll" flag:"busy-poll"`
 	PartialCsum    *bool        `yaml:"partialChecksums" flag:"partial-checksums"`
@@ -116,6 +117,10 @@ const (
 	// (MAX_TAP_QUEUES).
 	maxWorkers = 256
 )
+
+// DefaultPProfAddr is where --pprof serves net/http/pprof: loopback, beside
+// the metrics port, on a listener of its own.
+const DefaultPProfAddr = "127.0.0.1:9587"
 
 // UsageError is a problem with the command line or the config file; weft
 // exits 2 for it, before touching the kernel.
@@ -242,7 +247,8 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 		c.Offload = &b
 		return err
 	})
-	fs.BoolVar(&c.PProf, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
+	fs.BoolVar(&c.PProf, "pprof", false, "shorthand for --pprof-addr "+DefaultPProfAddr)
+	fs.StringVar(&c.PProfAddr, "pprof-addr", "", "serve net/http/pprof under /debug/pprof/ on this address, its own listener; bind it to loopback (default: off)")
 	fs.IntVar(&c.SubnetLen, "subnet-len", 0, "prefix length of an automatic IPv4 subnet, or of an IPv6 one in an IPv6-only overlay (default 24 for IPv4, 64 for IPv6)")
 	fs.IntVar(&c.SubnetLen6, "subnet-len6", 0, "prefix length of an automatic IPv6 subnet (default 64)")
 	fs.Var(listFlag{(*[]string)(&c.SubnetMin)}, "subnet-min", "lowest automatic subnet, e.g. 10.244.10.0, one per family (default: the network's first)")
@@ -459,7 +465,18 @@ func validate(c Config, src source) (node.Settings, error) {
 			return s, bad("busy-poll", "busyPoll", c.BusyPoll, "want a duration from 0 to 1s, such as 50us")
 		}
 	}
-	s.PProf = c.PProf
+	s.PProfAddr = c.PProfAddr
+	if s.PProfAddr == "" && c.PProf {
+		s.PProfAddr = DefaultPProfAddr
+	}
+	if s.PProfAddr != "" {
+		if err := validHostPort(s.PProfAddr); err != nil || !strings.Contains(s.PProfAddr, ":") {
+			return s, bad("pprof-addr", "pprofAddr", s.PProfAddr, "want host:port, e.g. "+DefaultPProfAddr)
+		}
+		if s.PProfAddr == s.MetricsAddr {
+			return s, bad("pprof-addr", "pprofAddr", s.PProfAddr, fmt.Sprintf("the metrics address (%s): pprof has its own listener, never the metrics one", src.name("metrics-addr", "metricsAddr")))
+		}
+	}
 	s.StateDir = cmp.Or(c.StateDir, defaultStateDir)
 	s.SubnetFile = cmp.Or(c.SubnetFile, defaultSubnetFile)
 	s.FlannelCompat = c.FlannelCompat

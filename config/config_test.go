@@ -220,3 +220,41 @@ func TestCleanupToleratesBrokenConfig(t *testing.T) {
 		t.Errorf("--cleanup with a broken config: %+v %v", s, err)
 	}
 }
+
+// --pprof-addr serves pprof on its own address; --pprof is shorthand for
+// the default one; a bad value, or the metrics address, is refused naming
+// the key and the value.
+func TestPProfAddr(t *testing.T) {
+	s, _, _, err := Parse(base, io.Discard)
+	if err != nil || s.PProfAddr != "" {
+		t.Errorf("default: %q %v, want off", s.PProfAddr, err)
+	}
+	s, _, _, err = Parse(append(base, "--pprof"), io.Discard)
+	if err != nil || s.PProfAddr != "127.0.0.1:9587" {
+		t.Errorf("--pprof: %q %v", s.PProfAddr, err)
+	}
+	s, _, _, err = Parse(append(base, "--pprof", "--pprof-addr", "127.0.0.1:7000"), io.Discard)
+	if err != nil || s.PProfAddr != "127.0.0.1:7000" {
+		t.Errorf("--pprof-addr over --pprof: %q %v", s.PProfAddr, err)
+	}
+	p := writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\npprofAddr: \"[::1]:7001\"\n")
+	if s, _, _, err = Parse([]string{"--config", p}, io.Discard); err != nil || s.PProfAddr != "[::1]:7001" {
+		t.Errorf("pprofAddr in the file: %q %v", s.PProfAddr, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{append(base, "--pprof-addr", "7000"), `invalid --pprof-addr "7000": want host:port, e.g. 127.0.0.1:9587`},
+		{append(base, "--pprof-addr", "127.0.0.1:99999"), `invalid --pprof-addr "127.0.0.1:99999"`},
+		{append(base, "--pprof-addr", "127.0.0.1:9586"), `invalid --pprof-addr "127.0.0.1:9586": the metrics address (--metrics-addr)`},
+	} {
+		if _, _, _, err := Parse(tc.args, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	p = writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\npprofAddr: nowhere\n")
+	if _, _, _, err := Parse([]string{"--config", p}, io.Discard); err == nil || !strings.Contains(err.Error(), `invalid pprofAddr (in `+p+`) "nowhere"`) {
+		t.Errorf("bad pprofAddr in the file: %v", err)
+	}
+}

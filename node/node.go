@@ -34,6 +34,7 @@ type Node struct {
 	started     time.Time
 	ready       atomic.Bool
 	metricsAddr net.Addr
+	pprofAddr   net.Addr
 
 	mu       sync.Mutex // guards underlay and local
 	underlay tun.Underlay
@@ -240,6 +241,9 @@ func (n *Node) start(ctx context.Context) error {
 	n.reg = prometheus.NewRegistry()
 	n.registerMetrics()
 	if err := n.serveMetrics(); err != nil {
+		return err
+	}
+	if err := n.servePProf(); err != nil {
 		return err
 	}
 

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -120,5 +121,59 @@ func TestStatusWaitsForTheDataPath(t *testing.T) {
 	}
 	if n503 == 0 || n200 == 0 || other != 0 || len(codes) != 2 || codes[0] != 503 || codes[1] != 200 {
 		t.Errorf("answers in order %v (503: %d, 200: %d, other: %d); want 503s, then 200s", codes, n503, n200, other)
+	}
+}
+
+// pprof is never on the metrics listener: with --pprof-addr it has a
+// listener of its own, and /debug/pprof/ is 404 on the metrics one.
+func TestPProfHasItsOwnListener(t *testing.T) {
+	u := newHub()
+	a := newHost(t, u, "a", 1, "10.244.1.0/24")
+	a.s.PProfAddr = "127.0.0.1:0"
+	a.mustStart()
+	c := client()
+	if code, _, err := get(c, "http://"+a.n.MetricsAddr().String()+"/debug/pprof/"); err != nil || code != http.StatusNotFound {
+		t.Errorf("metrics listener /debug/pprof/: %d, %v; want 404", code, err)
+	}
+	if a.n.PProfAddr() == nil {
+		t.Fatal("no pprof listener")
+	}
+	if code, body, err := get(c, "http://"+a.n.PProfAddr().String()+"/debug/pprof/"); err != nil || code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof listener /debug/pprof/: %d, %v", code, err)
+	}
+	for _, path := range []string{"/metrics", "/v1/status"} {
+		if code, _, err := get(c, "http://"+a.n.PProfAddr().String()+path); err != nil || code != http.StatusNotFound {
+			t.Errorf("pprof listener %s: %d, %v; want 404", path, code, err)
+		}
+	}
+
+	// Without pprof, no listener.
+	b := newHost(t, u, "b", 2, "10.244.2.0/24")
+	b.mustStart(a)
+	if b.n.PProfAddr() != nil {
+		t.Errorf("a pprof listener without --pprof-addr: %s", b.n.PProfAddr())
+	}
+}
+
+// A start that fails after the listeners are up closes them: the pprof
+// and metrics addresses are free again.
+func TestFailedStartClosesPProf(t *testing.T) {
+	u := newHub()
+	a := newHost(t, u, "a", 1, "10.244.1.0/24")
+	a.s.MetricsAddr, a.s.PProfAddr = freeAddr(t), freeAddr(t)
+	boom := errors.New("no TUN today")
+	a.mod = func(d *Deps) {
+		d.OpenTUN = func(tun.Config, *slog.Logger) (TUN, error) { return nil, boom }
+	}
+	if err := a.start(); !errors.Is(err, boom) {
+		t.Fatalf("start: %v, want %v", err, boom)
+	}
+	for _, addr := range []string{a.s.MetricsAddr, a.s.PProfAddr} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("%s still taken after a failed start: %v", addr, err)
+			continue
+		}
+		ln.Close()
 	}
 }

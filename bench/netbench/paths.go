@@ -32,6 +32,7 @@ const (
 	subnetA     = "10.244.1.0/24"
 	subnetB     = "10.244.2.0/24"
 	metricsPort = 9586
+	pprofPort   = 9587
 
 	// Kernel VXLAN baseline, as flannel's vxlan backend sets it up.
 	kvxlanDev  = "vxlan0"
@@ -272,6 +273,12 @@ func (d *daemon) metricsAddr() string {
 	return netip.AddrPortFrom(d.underlay, metricsPort).String()
 }
 
+// pprofAddr is where the daemon serves pprof with -profile: loopback in
+// its namespace.
+func (d *daemon) pprofAddr() string {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), pprofPort).String()
+}
+
 // newDaemons returns the two daemons of path p, their files (socket,
 // subnet file, state) in the lab's directory: weftrun's command line, as
 // the e2e tests and the demo use it.
@@ -294,7 +301,9 @@ func (b *bench) newDaemons(p pathDef) ([]*daemon, error) {
 			extra = append(extra, more...)
 		}
 		if b.opts.Profile {
-			extra = append(extra, "--pprof")
+			// pprof has its own listener, on loopback in the daemon's
+			// namespace, where the bench asks (netlab.Host.HTTPGet).
+			extra = append(extra, "--pprof-addr", d.pprofAddr())
 		}
 		d.args = weftrun.RunArgs(files, weftrun.Node{
 			Name:        name,
