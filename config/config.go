@@ -25,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/keyfile"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/node"
 )
@@ -67,6 +68,7 @@ type Config struct {
 	SubnetFile     string       `yaml:"subnetFile" flag:"subnet-file"`
 	FlannelCompat  bool         `yaml:"flannelCompat" flag:"flannel-compat"`
 	GossipKeyFile  string       `yaml:"gossipKeyFile" flag:"gossip-key-file"`
+	InsecureGossip bool         `yaml:"insecureGossip" flag:"insecure-gossip"`
 	// The encrypted data plane (secure.go).
 	Encrypt           bool   `yaml:"encrypt" flag:"encrypt"`
 	EncryptCipher     string `yaml:"encryptCipher" flag:"encrypt-cipher"`
@@ -257,7 +259,8 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.StringVar(&c.StateDir, "state-dir", "", "where the automatic subnet is kept across restarts (default /var/lib/weft)")
 	fs.StringVar(&c.SubnetFile, "subnet-file", "", "subnet file other tools read, like flannel's subnet.env (default /run/weft/subnet.env)")
 	fs.BoolVar(&c.FlannelCompat, "flannel-compat", false, "also write FLANNEL_* variables to the subnet file")
-	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line, the first used to encrypt (weft keygen makes one)")
+	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line, the first used to encrypt; mode 0600, owned by weft's user (required unless --insecure-gossip; weft keygen makes one)")
+	fs.BoolVar(&c.InsecureGossip, "insecure-gossip", false, "run without a gossip key: membership, subnets and addresses are unauthenticated and anyone who reaches the gossip port can join (tests only)")
 	encryptionFlags(fs, c)
 }
 
@@ -487,10 +490,14 @@ func validate(c Config, src source) (node.Settings, error) {
 		}
 	}
 	if c.GossipKeyFile != "" {
-		if s.Live.GossipKeys, err = readKeyFile(c.GossipKeyFile); err != nil {
+		if c.InsecureGossip {
+			return s, usagef("%s and %s: give one (a key, or knowingly none)", src.name("gossip-key-file", "gossipKeyFile"), src.name("insecure-gossip", "insecureGossip"))
+		}
+		if s.Live.GossipKeys, err = ReadGossipKeys(c.GossipKeyFile); err != nil {
 			return s, bad("gossip-key-file", "gossipKeyFile", c.GossipKeyFile, err.Error())
 		}
 	}
+	s.InsecureGossip = c.InsecureGossip
 
 	names := map[string]bool{s.Name: true}
 	for i, pc := range c.Peers {
@@ -507,6 +514,13 @@ func validate(c Config, src source) (node.Settings, error) {
 	}
 	if err := validateEncryption(c, &s, src); err != nil {
 		return s, err
+	}
+	if c.GossipKeyFile == "" && !c.InsecureGossip {
+		return s, usagef("missing %s: gossip must be authenticated, or anyone who reaches the gossip port can join the cluster and claim subnets. "+
+			"Make a key once (weft keygen > /etc/weft/gossip.key; chmod 600 /etc/weft/gossip.key), copy the same file to every host, "+
+			"and give --gossip-key-file /etc/weft/gossip.key (YAML gossipKeyFile: /etc/weft/gossip.key); "+
+			"or knowingly run with unauthenticated gossip: --insecure-gossip (YAML insecureGossip: true)",
+			src.name("gossip-key-file", "gossipKeyFile"))
 	}
 	return s, nil
 }
@@ -674,10 +688,11 @@ func validatePool(c Config, s *node.Settings, src source) error {
 	return nil
 }
 
-// readKeyFile reads gossip keys: base64, one per line, blank lines and
-// lines starting with # ignored. The first key encrypts; all decrypt.
-func readKeyFile(path string) ([][]byte, error) {
-	data, err := os.ReadFile(path)
+// ReadGossipKeys reads gossip keys: base64, one per line, blank lines and
+// lines starting with # ignored. The first key encrypts; all decrypt. The
+// file must pass keyfile.Check (a regular file of ours, mode 0600).
+func ReadGossipKeys(path string) ([][]byte, error) {
+	data, err := keyfile.Read(path)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package config
 import (
 	"flag"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/weftnet/weft/encap"
@@ -37,10 +36,6 @@ func validateEncryption(c Config, s *node.Settings, src source) error {
 	if c.GossipKeyFile == "" {
 		return usagef("%s needs %s: each host's data-plane key travels in its gossip metadata, which only an encrypted gossip authenticates (weft keygen makes a key)",
 			src.name("encrypt", "encrypt"), src.name("gossip-key-file", "gossipKeyFile"))
-	}
-	if fi, err := os.Stat(c.GossipKeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		return usagef("invalid %s %q: mode %04o; with %s it protects the data-plane keys and must be 0600 (chmod 600 %s)",
-			src.name("gossip-key-file", "gossipKeyFile"), c.GossipKeyFile, fi.Mode().Perm(), src.name("encrypt", "encrypt"), c.GossipKeyFile)
 	}
 	if s.Encap == encap.None {
 		return usagef("%s with %s none: host-gw has no tunnel to encrypt", src.name("encrypt", "encrypt"), src.name("encap", "encap"))

@@ -188,7 +188,7 @@ func TestEncryptedDataPlane(t *testing.T) {
 	enc := []*node{a, b, cc}
 
 	// --encrypt without a gossip key is a usage error naming both.
-	code, _, stderr := runWeft(t, a, runArgs(a, nil, "--encrypt")...)
+	code, _, stderr := runWeft(t, a, insecureArgs(a, nil, "--encrypt")...)
 	if code != 2 || !strings.Contains(stderr, "--encrypt") || !strings.Contains(stderr, "--gossip-key-file") {
 		t.Fatalf("--encrypt without --gossip-key-file: exit %d, %q", code, stderr)
 	}

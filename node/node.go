@@ -250,6 +250,9 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.loadSecure(); err != nil {
 		return err
 	}
+	if len(n.live.Load().GossipKeys) == 0 {
+		n.log.Warn("gossip is unauthenticated (--insecure-gossip): anyone who reaches the gossip port can join the cluster and claim subnets; give every host the same --gossip-key-file")
+	}
 	// Gossip first: a host taking a fresh subnet learns the cluster's
 	// subnets before it settles on one.
 	if err := n.startGossip(ctx); err != nil {

@@ -64,6 +64,10 @@ type Settings struct {
 	EncryptCipher seal.Cipher
 	RekeyAfter    time.Duration
 
+	// InsecureGossip: the operator chose to run without a gossip key
+	// (Live.GossipKeys empty): membership is unauthenticated.
+	InsecureGossip bool
+
 	Live Live
 }
 
@@ -131,6 +135,7 @@ func fixedChanges(a, b Settings) []string {
 	check("encrypt", a.Encrypt, b.Encrypt)
 	check("encryptCipher", a.EncryptCipher, b.EncryptCipher)
 	check("encryptRekeyAfter", a.RekeyAfter, b.RekeyAfter)
+	check("insecureGossip", a.InsecureGossip, b.InsecureGossip)
 	check("gossipKeyFile (turning encryption on or off)", len(a.Live.GossipKeys) > 0, len(b.Live.GossipKeys) > 0)
 	return out
 }

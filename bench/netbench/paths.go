@@ -76,9 +76,6 @@ type pathDef struct {
 	// Workers is the worker count the daemons must report (0: the
 	// default, the number of CPUs; --offload=false implies 1).
 	Workers int
-	// Files, if set, writes files the daemon needs into its directory and
-	// returns more flags (paths_encrypt.go).
-	Files func(dir string) ([]string, error)
 }
 
 // pathDefs, in the order they run.
@@ -292,13 +289,6 @@ func (b *bench) newDaemons(p pathDef) ([]*daemon, error) {
 		extra := append([]string(nil), p.Args...)
 		if p.BusyPoll {
 			extra = append(extra, "--busy-poll", b.opts.BusyPoll)
-		}
-		if p.Files != nil {
-			more, err := p.Files(files.Dir)
-			if err != nil {
-				return nil, err
-			}
-			extra = append(extra, more...)
 		}
 		if b.opts.Profile {
 			// pprof has its own listener, on loopback in the daemon's
