@@ -37,6 +37,10 @@ func validateEncryption(c Config, s *node.Settings, src source) error {
 		return usagef("%s needs %s: each host's data-plane key travels in its gossip metadata, which only an encrypted gossip authenticates (weft keygen makes a key)",
 			src.name("encrypt", "encrypt"), src.name("gossip-key-file", "gossipKeyFile"))
 	}
+	if c.DirectRouting {
+		return usagef("%s with %s: direct routes carry an on-link peer's traffic as plain kernel routes, past weft, and the kernel here cannot encrypt them; drop one of the two",
+			src.name("encrypt", "encrypt"), src.name("direct-routing", "directRouting"))
+	}
 	if s.Encap == encap.None {
 		return usagef("%s with %s none: host-gw has no tunnel to encrypt", src.name("encrypt", "encrypt"), src.name("encap", "encap"))
 	}

@@ -78,6 +78,37 @@ func TestParseEncryptErrors(t *testing.T) {
 	}
 }
 
+// --encrypt with --direct-routing is refused, on the command line and in
+// the file, naming both: direct routes would carry plaintext.
+func TestParseEncryptRefusesDirectRouting(t *testing.T) {
+	key := gossipKeyFile(t, 0o600)
+	_, _, _, err := Parse(append(bare, "--encrypt", "--gossip-key-file", key, "--direct-routing"), io.Discard)
+	var ue *UsageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--encrypt with --direct-routing") || !strings.Contains(err.Error(), "cannot encrypt") {
+		t.Errorf("--encrypt --direct-routing: %v, want a usage error naming both", err)
+	}
+	cfg := filepath.Join(t.TempDir(), "weft.yaml")
+	if err := os.WriteFile(cfg, []byte("encrypt: true\ndirectRouting: true\ngossipKeyFile: "+key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err = Parse(append(bare, "--config", cfg), io.Discard)
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "encrypt (in "+cfg+") with directRouting (in "+cfg+")") {
+		t.Errorf("encrypt and directRouting in the file: %v, want a usage error naming both keys", err)
+	}
+	// One from each: each named where it came from.
+	if err := os.WriteFile(cfg, []byte("directRouting: true\ngossipKeyFile: "+key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err = Parse(append(bare, "--config", cfg, "--encrypt"), io.Discard)
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--encrypt with directRouting (in "+cfg+")") {
+		t.Errorf("--encrypt over directRouting in the file: %v", err)
+	}
+	// Each alone is fine.
+	if _, _, _, err := Parse(append(bare, "--gossip-key-file", key, "--direct-routing"), io.Discard); err != nil {
+		t.Errorf("--direct-routing alone: %v", err)
+	}
+}
+
 // The gossip key is required: without one (and without --insecure-gossip)
 // weft run refuses, saying how to make one; the file is always checked
 // (regular, ours, 0600), with or without --encrypt, its path named.

@@ -91,6 +91,11 @@ func Start(ctx context.Context, s Settings, d Deps) (*Node, error) {
 	if err := checkPlaintextPeers(s.Encrypt, s.Live.Peers); err != nil {
 		return nil, err
 	}
+	if s.Encrypt && s.DirectRouting {
+		// Direct routes are plain kernel routes past weft: never plaintext
+		// under --encrypt (config refuses it too).
+		return nil, &ConfigError{Key: "encrypt/directRouting", Err: fmt.Errorf("--encrypt with --direct-routing: direct routes carry on-link peers' traffic unencrypted, past weft")}
+	}
 	live := s.Live
 	s.Live = Live{}
 	n := &Node{s: s, d: d, log: d.Logger, started: d.Now(), swapped: make(chan struct{}, 1), done: make(chan struct{})}

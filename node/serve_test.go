@@ -177,3 +177,16 @@ func TestFailedStartClosesPProf(t *testing.T) {
 		ln.Close()
 	}
 }
+
+// --encrypt with --direct-routing is refused by the node too: direct
+// routes would carry on-link peers' traffic in plaintext.
+func TestEncryptRefusesDirectRouting(t *testing.T) {
+	u := newHub()
+	a := newHost(t, u, "a", 1, "10.244.1.0/24")
+	a.s.Encrypt, a.s.DirectRouting = true, true
+	err := a.start()
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "--encrypt") || !strings.Contains(err.Error(), "--direct-routing") {
+		t.Fatalf("start with encrypt and direct routing: %v, want a ConfigError naming both", err)
+	}
+}
