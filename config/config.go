@@ -494,7 +494,12 @@ func validate(c Config, src source) (node.Settings, error) {
 			return s, usagef("%s and %s: give one (a key, or knowingly none)", src.name("gossip-key-file", "gossipKeyFile"), src.name("insecure-gossip", "insecureGossip"))
 		}
 		if s.Live.GossipKeys, err = ReadGossipKeys(c.GossipKeyFile); err != nil {
-			return s, bad("gossip-key-file", "gossipKeyFile", c.GossipKeyFile, err.Error())
+			why := err.Error()
+			if errors.Is(err, os.ErrNotExist) {
+				why += fmt.Sprintf("; install the cluster's gossip key there: make it once (weft keygen > %s; chmod 600 %s) and copy the same file to every host",
+					c.GossipKeyFile, c.GossipKeyFile)
+			}
+			return s, bad("gossip-key-file", "gossipKeyFile", c.GossipKeyFile, why)
 		}
 	}
 	s.InsecureGossip = c.InsecureGossip

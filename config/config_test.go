@@ -50,7 +50,7 @@ func TestParseRunErrors(t *testing.T) {
 		{[]string{"--network", "10.244.0.0/16", "--subnet-min", "10.244.9.0", "--subnet-max", "10.244.2.0"}, `invalid --subnet-max "10.244.2.0": subnet minimum 10.244.9.0 is above the maximum 10.244.2.0`},
 		{[]string{"--network", "10.244.0.0/16", "--subnet-max", "x"}, `invalid --subnet-max "x": not an address such as 10.244.0.0`},
 		{append(base, "--subnet-reclaim", "soon"), `invalid --subnet-reclaim "soon": want a duration such as 24h or 90s`},
-		{append(bare, "--gossip-key-file", "/nonexistent/key"), `invalid --gossip-key-file "/nonexistent/key": stat /nonexistent/key: no such file or directory`},
+		{append(bare, "--gossip-key-file", "/nonexistent/key"), `invalid --gossip-key-file "/nonexistent/key": stat /nonexistent/key: no such file or directory; install the cluster's gossip key there: make it once (weft keygen > /nonexistent/key; chmod 600 /nonexistent/key) and copy the same file to every host`},
 		{[]string{"--network", "10.244.0.0/33", "--subnet", "10.244.1.0/24"}, `invalid --network "10.244.0.0/33": not a CIDR such as 10.244.0.0/16`},
 		{[]string{"--network", "10.244.1.0/16", "--subnet", "10.244.1.0/24"}, `invalid --network "10.244.1.0/16": host bits set (did you mean 10.244.0.0/16?)`},
 		{[]string{"--network", "10.244.0.0/16", "--subnet", "10.245.1.0/24"}, `invalid --subnet "10.245.1.0/24": not inside the network 10.244.0.0/16`},
