@@ -493,7 +493,7 @@ func validate(c Config, src source) (node.Settings, error) {
 		if c.InsecureGossip {
 			return s, usagef("%s and %s: give one (a key, or knowingly none)", src.name("gossip-key-file", "gossipKeyFile"), src.name("insecure-gossip", "insecureGossip"))
 		}
-		if s.Live.GossipKeys, err = ReadGossipKeys(c.GossipKeyFile); err != nil {
+		if s.Live.GossipKeys, err = readGossipKeys(c.GossipKeyFile); err != nil {
 			why := err.Error()
 			if errors.Is(err, os.ErrNotExist) {
 				why += fmt.Sprintf("; install the cluster's gossip key there: make it once (weft keygen > %s; chmod 600 %s) and copy the same file to every host",
@@ -693,10 +693,10 @@ func validatePool(c Config, s *node.Settings, src source) error {
 	return nil
 }
 
-// ReadGossipKeys reads gossip keys: base64, one per line, blank lines and
+// readGossipKeys reads gossip keys: base64, one per line, blank lines and
 // lines starting with # ignored. The first key encrypts; all decrypt. The
 // file must pass keyfile.Check (a regular file of ours, mode 0600).
-func ReadGossipKeys(path string) ([][]byte, error) {
+func readGossipKeys(path string) ([][]byte, error) {
 	data, err := keyfile.Read(path)
 	if err != nil {
 		return nil, err
