@@ -511,6 +511,37 @@ func TestGossipKeyRequired(t *testing.T) {
 	if n := countLines(a.proc.Logs(), "gossip is unauthenticated"); n != 1 {
 		t.Errorf("--insecure-gossip: %d warnings that gossip is unauthenticated, want 1:\n%s", n, tail(a.proc.Logs(), 20))
 	}
+	stopNode(t, a)
+
+	// With a key: no warning; a reload re-reads the key file with the same
+	// checks, and a file others may read is refused (the keys stay).
+	writeKeys(t, a, keygen(t, a))
+	a.args = runArgs(a, nil, "--gossip-key-file", keyFile(a))
+	c.start(a)
+	if err := waitReady(a, formationTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(a.proc.Logs(), "gossip is unauthenticated") {
+		t.Errorf("with a gossip key, weft warns that gossip is unauthenticated")
+	}
+	if err := os.Chmod(keyFile(a), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logOff := len(a.proc.Logs())
+	if err := a.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	line, err := waitLogLine(a.proc, logOff, time.Now().Add(10*time.Second), "reload refused")
+	if err != nil {
+		t.Fatalf("a reload with a 0644 key file was not refused: %v\n%s", err, tail(a.proc.Logs(), 10))
+	}
+	if !strings.Contains(line, keyFile(a)) || !strings.Contains(line, "0644") {
+		t.Errorf("the refusal does not name the key file and its mode: %s", line)
+	}
+	t.Logf("reload refused: %s", line)
+	if err := readyz(a); err != nil {
+		t.Errorf("after the refused reload: %v", err)
+	}
 }
 
 func runWeftStderr(t *testing.T, n *node, args ...string) string {
