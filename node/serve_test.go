@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,8 @@ func TestStatusWaitsForTheDataPath(t *testing.T) {
 			// The metrics listener serves; the data path is not built.
 			during.code, _, during.err = get(c, url)
 			time.Sleep(100 * time.Millisecond) // a wider window for the poller
-			return open(cfg, log)
+			dev, err := open(cfg, log)
+			return slowClose{dev}, err
 		}
 	}
 
@@ -122,6 +124,41 @@ func TestStatusWaitsForTheDataPath(t *testing.T) {
 	if n503 == 0 || n200 == 0 || other != 0 || len(codes) != 2 || codes[0] != 503 || codes[1] != 200 {
 		t.Errorf("answers in order %v (503: %d, 200: %d, other: %d); want 503s, then 200s", codes, n503, n200, other)
 	}
+
+	// Shutdown: once a 503 is seen, never a 200 again (the data path is
+	// being taken apart), until the listener closes.
+	var down []int
+	polling := make(chan struct{})
+	wg.Go(func() {
+		for {
+			code, _, err := get(c, url)
+			if err != nil {
+				return // closed
+			}
+			if len(down) == 0 {
+				close(polling)
+			}
+			if len(down) == 0 || down[len(down)-1] != code {
+				down = append(down, code)
+			}
+		}
+	})
+	<-polling
+	a.stop()
+	wg.Wait()
+	if !slices.Equal(down, []int{200, 503}) {
+		t.Errorf("answers during shutdown, in order: %v; want 200s, then 503s (the TUN takes 100 ms to close)", down)
+	}
+	t.Logf("answers during shutdown, in order: %v", down)
+}
+
+// slowClose is a TUN whose Close takes 100 ms: shutdown lasts long enough
+// for a poller to see it.
+type slowClose struct{ TUN }
+
+func (d slowClose) Close() error {
+	time.Sleep(100 * time.Millisecond)
+	return d.TUN.Close()
 }
 
 // pprof is never on the metrics listener: with --pprof-addr it has a
