@@ -25,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/keyfile"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/node"
 )
@@ -54,6 +55,7 @@ type Config struct {
 	PerPeerMetrics bool         `yaml:"perPeerMetrics" flag:"per-peer-metrics"`
 	Offload        *bool        `yaml:"offload" flag:"offload"`
 	PProf          bool         `yaml:"pprof" flag:"pprof"`
+	PProfAddr      string       `yaml:"pprofAddr" flag:"pprof-addr"`
 	Workers        *int         `yaml:"workers" flag:"workers"`
 	BusyPoll       string       `yaml:"busyPoll" flag:"busy-poll"`
 	PartialCsum    *bool        `yaml:"partialChecksums" flag:"partial-checksums"`
@@ -66,6 +68,7 @@ type Config struct {
 	SubnetFile     string       `yaml:"subnetFile" flag:"subnet-file"`
 	FlannelCompat  bool         `yaml:"flannelCompat" flag:"flannel-compat"`
 	GossipKeyFile  string       `yaml:"gossipKeyFile" flag:"gossip-key-file"`
+	InsecureGossip bool         `yaml:"insecureGossip" flag:"insecure-gossip"`
 	// The encrypted data plane (secure.go).
 	Encrypt           bool   `yaml:"encrypt" flag:"encrypt"`
 	EncryptCipher     string `yaml:"encryptCipher" flag:"encrypt-cipher"`
@@ -116,6 +119,10 @@ const (
 	// (MAX_TAP_QUEUES).
 	maxWorkers = 256
 )
+
+// DefaultPProfAddr is where --pprof serves net/http/pprof: loopback, beside
+// the metrics port, on a listener of its own.
+const DefaultPProfAddr = "127.0.0.1:9587"
 
 // UsageError is a problem with the command line or the config file; weft
 // exits 2 for it, before touching the kernel.
@@ -242,7 +249,8 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 		c.Offload = &b
 		return err
 	})
-	fs.BoolVar(&c.PProf, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
+	fs.BoolVar(&c.PProf, "pprof", false, "shorthand for --pprof-addr "+DefaultPProfAddr)
+	fs.StringVar(&c.PProfAddr, "pprof-addr", "", "serve net/http/pprof under /debug/pprof/ on this address, its own listener; bind it to loopback (default: off)")
 	fs.IntVar(&c.SubnetLen, "subnet-len", 0, "prefix length of an automatic IPv4 subnet, or of an IPv6 one in an IPv6-only overlay (default 24 for IPv4, 64 for IPv6)")
 	fs.IntVar(&c.SubnetLen6, "subnet-len6", 0, "prefix length of an automatic IPv6 subnet (default 64)")
 	fs.Var(listFlag{(*[]string)(&c.SubnetMin)}, "subnet-min", "lowest automatic subnet, e.g. 10.244.10.0, one per family (default: the network's first)")
@@ -251,7 +259,8 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.StringVar(&c.StateDir, "state-dir", "", "where the automatic subnet is kept across restarts (default /var/lib/weft)")
 	fs.StringVar(&c.SubnetFile, "subnet-file", "", "subnet file other tools read, like flannel's subnet.env (default /run/weft/subnet.env)")
 	fs.BoolVar(&c.FlannelCompat, "flannel-compat", false, "also write FLANNEL_* variables to the subnet file")
-	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line, the first used to encrypt (weft keygen makes one)")
+	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line, the first used to encrypt; mode 0600, owned by weft's user (required unless --insecure-gossip; weft keygen makes one)")
+	fs.BoolVar(&c.InsecureGossip, "insecure-gossip", false, "run without a gossip key: membership, subnets and addresses are unauthenticated and anyone who reaches the gossip port can join (tests only)")
 	encryptionFlags(fs, c)
 }
 
@@ -459,7 +468,18 @@ func validate(c Config, src source) (node.Settings, error) {
 			return s, bad("busy-poll", "busyPoll", c.BusyPoll, "want a duration from 0 to 1s, such as 50us")
 		}
 	}
-	s.PProf = c.PProf
+	s.PProfAddr = c.PProfAddr
+	if s.PProfAddr == "" && c.PProf {
+		s.PProfAddr = DefaultPProfAddr
+	}
+	if s.PProfAddr != "" {
+		if err := validHostPort(s.PProfAddr); err != nil || !strings.Contains(s.PProfAddr, ":") {
+			return s, bad("pprof-addr", "pprofAddr", s.PProfAddr, "want host:port, e.g. "+DefaultPProfAddr)
+		}
+		if s.PProfAddr == s.MetricsAddr {
+			return s, bad("pprof-addr", "pprofAddr", s.PProfAddr, fmt.Sprintf("the metrics address (%s): pprof has its own listener, never the metrics one", src.name("metrics-addr", "metricsAddr")))
+		}
+	}
 	s.StateDir = cmp.Or(c.StateDir, defaultStateDir)
 	s.SubnetFile = cmp.Or(c.SubnetFile, defaultSubnetFile)
 	s.FlannelCompat = c.FlannelCompat
@@ -470,10 +490,19 @@ func validate(c Config, src source) (node.Settings, error) {
 		}
 	}
 	if c.GossipKeyFile != "" {
-		if s.Live.GossipKeys, err = readKeyFile(c.GossipKeyFile); err != nil {
-			return s, bad("gossip-key-file", "gossipKeyFile", c.GossipKeyFile, err.Error())
+		if c.InsecureGossip {
+			return s, usagef("%s and %s: give one (a key, or knowingly none)", src.name("gossip-key-file", "gossipKeyFile"), src.name("insecure-gossip", "insecureGossip"))
+		}
+		if s.Live.GossipKeys, err = readGossipKeys(c.GossipKeyFile); err != nil {
+			why := err.Error()
+			if errors.Is(err, os.ErrNotExist) {
+				why += fmt.Sprintf("; install the cluster's gossip key there: make it once (weft keygen > %s; chmod 600 %s) and copy the same file to every host",
+					c.GossipKeyFile, c.GossipKeyFile)
+			}
+			return s, bad("gossip-key-file", "gossipKeyFile", c.GossipKeyFile, why)
 		}
 	}
+	s.InsecureGossip = c.InsecureGossip
 
 	names := map[string]bool{s.Name: true}
 	for i, pc := range c.Peers {
@@ -490,6 +519,13 @@ func validate(c Config, src source) (node.Settings, error) {
 	}
 	if err := validateEncryption(c, &s, src); err != nil {
 		return s, err
+	}
+	if c.GossipKeyFile == "" && !c.InsecureGossip {
+		return s, usagef("missing %s: gossip must be authenticated, or anyone who reaches the gossip port can join the cluster and claim subnets. "+
+			"Make a key once (weft keygen > /etc/weft/gossip.key; chmod 600 /etc/weft/gossip.key), copy the same file to every host, "+
+			"and give --gossip-key-file /etc/weft/gossip.key (YAML gossipKeyFile: /etc/weft/gossip.key); "+
+			"or knowingly run with unauthenticated gossip: --insecure-gossip (YAML insecureGossip: true)",
+			src.name("gossip-key-file", "gossipKeyFile"))
 	}
 	return s, nil
 }
@@ -657,10 +693,11 @@ func validatePool(c Config, s *node.Settings, src source) error {
 	return nil
 }
 
-// readKeyFile reads gossip keys: base64, one per line, blank lines and
-// lines starting with # ignored. The first key encrypts; all decrypt.
-func readKeyFile(path string) ([][]byte, error) {
-	data, err := os.ReadFile(path)
+// readGossipKeys reads gossip keys: base64, one per line, blank lines and
+// lines starting with # ignored. The first key encrypts; all decrypt. The
+// file must pass keyfile.Check (a regular file of ours, mode 0600).
+func readGossipKeys(path string) ([][]byte, error) {
+	data, err := keyfile.Read(path)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,12 @@ import (
 	"github.com/weftnet/weft/encap"
 )
 
-var base = []string{"--name", "a", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24"}
+// bare is a valid command line but for the gossip key; base runs without
+// one, knowingly.
+var (
+	bare = []string{"--name", "a", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24"}
+	base = []string{"--name", "a", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24", "--insecure-gossip"}
+)
 
 func TestParseRunDefaults(t *testing.T) {
 	s, _, _, err := Parse(base, io.Discard)
@@ -45,7 +50,7 @@ func TestParseRunErrors(t *testing.T) {
 		{[]string{"--network", "10.244.0.0/16", "--subnet-min", "10.244.9.0", "--subnet-max", "10.244.2.0"}, `invalid --subnet-max "10.244.2.0": subnet minimum 10.244.9.0 is above the maximum 10.244.2.0`},
 		{[]string{"--network", "10.244.0.0/16", "--subnet-max", "x"}, `invalid --subnet-max "x": not an address such as 10.244.0.0`},
 		{append(base, "--subnet-reclaim", "soon"), `invalid --subnet-reclaim "soon": want a duration such as 24h or 90s`},
-		{append(base, "--gossip-key-file", "/nonexistent/key"), `invalid --gossip-key-file "/nonexistent/key": open /nonexistent/key: no such file or directory`},
+		{append(bare, "--gossip-key-file", "/nonexistent/key"), `invalid --gossip-key-file "/nonexistent/key": stat /nonexistent/key: no such file or directory; install the cluster's gossip key there: make it once (weft keygen > /nonexistent/key; chmod 600 /nonexistent/key) and copy the same file to every host`},
 		{[]string{"--network", "10.244.0.0/33", "--subnet", "10.244.1.0/24"}, `invalid --network "10.244.0.0/33": not a CIDR such as 10.244.0.0/16`},
 		{[]string{"--network", "10.244.1.0/16", "--subnet", "10.244.1.0/24"}, `invalid --network "10.244.1.0/16": host bits set (did you mean 10.244.0.0/16?)`},
 		{[]string{"--network", "10.244.0.0/16", "--subnet", "10.245.1.0/24"}, `invalid --subnet "10.245.1.0/24": not inside the network 10.244.0.0/16`},
@@ -103,6 +108,7 @@ subnet: 10.244.1.0/24
 port: 9000
 join: [192.0.2.2, "192.0.2.3:7000"]
 logLevel: debug
+insecureGossip: true
 directRouting: true
 offload: false
 peers:
@@ -171,14 +177,14 @@ func TestDataPathSettings(t *testing.T) {
 }
 
 func TestAutoSubnetSettings(t *testing.T) {
-	s, _, _, err := Parse([]string{"--network", "10.244.0.0/16", "--subnet-min", "10.244.10.0/24", "--subnet-max", "10.244.20.0"}, io.Discard)
+	s, _, _, err := Parse([]string{"--network", "10.244.0.0/16", "--subnet-min", "10.244.10.0/24", "--subnet-max", "10.244.20.0", "--insecure-gossip"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !s.AutoSubnet || s.Pool.Bits != 24 || s.Pool.Min.String() != "10.244.10.0" || s.Pool.Max.String() != "10.244.20.0" {
 		t.Errorf("pool %+v auto %v", s.Pool, s.AutoSubnet)
 	}
-	s, _, _, err = Parse([]string{"--network", "fd00:10::/48"}, io.Discard)
+	s, _, _, err = Parse([]string{"--network", "fd00:10::/48", "--insecure-gossip"}, io.Discard)
 	if err != nil || s.Pool.Bits != 64 {
 		t.Errorf("IPv6 default subnet length: %+v %v", s.Pool, err)
 	}
@@ -196,7 +202,7 @@ func TestGossipKeyFile(t *testing.T) {
 	k32 := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 	k16 := "AAECAwQFBgcICQoLDA0ODw=="
 	good := write("good", "# primary first\n"+k32+"\n\n"+k16+"\n")
-	s, _, _, err := Parse(append(base, "--gossip-key-file", good), io.Discard)
+	s, _, _, err := Parse(append(bare, "--gossip-key-file", good), io.Discard)
 	if err != nil || len(s.Live.GossipKeys) != 2 || len(s.Live.GossipKeys[0]) != 32 || len(s.Live.GossipKeys[1]) != 16 {
 		t.Fatalf("keys %d %v", len(s.Live.GossipKeys), err)
 	}
@@ -206,7 +212,7 @@ func TestGossipKeyFile(t *testing.T) {
 		"base64": {k32 + "\n!!!\n", "line 2 is not base64"},
 	} {
 		p := write(name, tc.text)
-		_, _, _, err := Parse(append(base, "--gossip-key-file", p), io.Discard)
+		_, _, _, err := Parse(append(bare, "--gossip-key-file", p), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "invalid --gossip-key-file") || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", name, err, tc.want)
 		}
@@ -218,5 +224,43 @@ func TestCleanupToleratesBrokenConfig(t *testing.T) {
 	s, _, cleanup, err := Parse([]string{"--cleanup", "--config", p}, io.Discard)
 	if err != nil || !cleanup || s.TUN != "weft7" {
 		t.Errorf("--cleanup with a broken config: %+v %v", s, err)
+	}
+}
+
+// --pprof-addr serves pprof on its own address; --pprof is shorthand for
+// the default one; a bad value, or the metrics address, is refused naming
+// the key and the value.
+func TestPProfAddr(t *testing.T) {
+	s, _, _, err := Parse(base, io.Discard)
+	if err != nil || s.PProfAddr != "" {
+		t.Errorf("default: %q %v, want off", s.PProfAddr, err)
+	}
+	s, _, _, err = Parse(append(base, "--pprof"), io.Discard)
+	if err != nil || s.PProfAddr != "127.0.0.1:9587" {
+		t.Errorf("--pprof: %q %v", s.PProfAddr, err)
+	}
+	s, _, _, err = Parse(append(base, "--pprof", "--pprof-addr", "127.0.0.1:7000"), io.Discard)
+	if err != nil || s.PProfAddr != "127.0.0.1:7000" {
+		t.Errorf("--pprof-addr over --pprof: %q %v", s.PProfAddr, err)
+	}
+	p := writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\ninsecureGossip: true\npprofAddr: \"[::1]:7001\"\n")
+	if s, _, _, err = Parse([]string{"--config", p}, io.Discard); err != nil || s.PProfAddr != "[::1]:7001" {
+		t.Errorf("pprofAddr in the file: %q %v", s.PProfAddr, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{append(base, "--pprof-addr", "7000"), `invalid --pprof-addr "7000": want host:port, e.g. 127.0.0.1:9587`},
+		{append(base, "--pprof-addr", "127.0.0.1:99999"), `invalid --pprof-addr "127.0.0.1:99999"`},
+		{append(base, "--pprof-addr", "127.0.0.1:9586"), `invalid --pprof-addr "127.0.0.1:9586": the metrics address (--metrics-addr)`},
+	} {
+		if _, _, _, err := Parse(tc.args, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	p = writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\ninsecureGossip: true\npprofAddr: nowhere\n")
+	if _, _, _, err := Parse([]string{"--config", p}, io.Discard); err == nil || !strings.Contains(err.Error(), `invalid pprofAddr (in `+p+`) "nowhere"`) {
+		t.Errorf("bad pprofAddr in the file: %v", err)
 	}
 }

@@ -9,7 +9,7 @@ import (
 )
 
 func TestParseDualStack(t *testing.T) {
-	s, _, _, err := Parse([]string{"--name", "a", "--network", "fd00:10:244::/56", "--network", "10.244.0.0/16",
+	s, _, _, err := Parse([]string{"--name", "a", "--insecure-gossip", "--network", "fd00:10:244::/56", "--network", "10.244.0.0/16",
 		"--subnet", "fd00:10:244:1::/64,10.244.1.0/24", "--peer", "name=k,subnet=10.244.9.0/24,subnet6=fd00:10:244:9::/64,ip=192.0.2.9"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -24,20 +24,20 @@ func TestParseDualStack(t *testing.T) {
 
 	// Automatic: a pool per family, /24 and /64 by default; bounds go to
 	// the pool of their family.
-	s, _, _, err = Parse([]string{"--name", "a", "--network", "10.244.0.0/16,fd00:10:244::/56", "--subnet-min", "fd00:10:244:10::", "--subnet-len", "25"}, io.Discard)
+	s, _, _, err = Parse([]string{"--name", "a", "--insecure-gossip", "--network", "10.244.0.0/16,fd00:10:244::/56", "--subnet-min", "fd00:10:244:10::", "--subnet-len", "25"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !s.AutoSubnet || s.Pool.Bits != 25 || s.Pool6.Bits != 64 || s.Pool6.Network != s.Network6 || s.Pool6.Min != netip.MustParseAddr("fd00:10:244:10::") || s.Pool.Min.IsValid() {
 		t.Errorf("pools %+v %+v", s.Pool, s.Pool6)
 	}
-	s, _, _, err = Parse([]string{"--name", "a", "--network", "10.244.0.0/16,fd00:10:244::/48", "--subnet-len6", "56"}, io.Discard)
+	s, _, _, err = Parse([]string{"--name", "a", "--insecure-gossip", "--network", "10.244.0.0/16,fd00:10:244::/48", "--subnet-len6", "56"}, io.Discard)
 	if err != nil || s.Pool6.Bits != 56 || s.Pool.Bits != 24 {
 		t.Errorf("--subnet-len6 56: %+v, %v", s.Pool6, err)
 	}
 	// IPv6 only: --subnet-len or --subnet-len6.
 	for _, flag := range []string{"--subnet-len", "--subnet-len6"} {
-		s, _, _, err = Parse([]string{"--name", "a", "--network", "fd00:10:244::/48", flag, "60"}, io.Discard)
+		s, _, _, err = Parse([]string{"--name", "a", "--insecure-gossip", "--network", "fd00:10:244::/48", flag, "60"}, io.Discard)
 		if err != nil || s.Pool.Bits != 60 || s.Network6.IsValid() {
 			t.Errorf("IPv6 only, %s 60: %+v, %v", flag, s.Pool, err)
 		}
@@ -45,15 +45,15 @@ func TestParseDualStack(t *testing.T) {
 
 	// The config file: a list, or a single string as before.
 	p := writeConfig(t, "name: a\nnetwork: [10.244.0.0/16, \"fd00:10:244::/56\"]\nsubnet: [10.244.1.0/24, \"fd00:10:244:1::/64\"]\nsubnetLen6: 64\n")
-	if s, _, _, err = Parse([]string{"--config", p}, io.Discard); err != nil || s.Subnet6 != netip.MustParsePrefix("fd00:10:244:1::/64") {
+	if s, _, _, err = Parse([]string{"--config", p, "--insecure-gossip"}, io.Discard); err != nil || s.Subnet6 != netip.MustParsePrefix("fd00:10:244:1::/64") {
 		t.Errorf("YAML lists: %+v, %v", s, err)
 	}
 	p = writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\nsubnet: \"\"\nsubnetMin: \"\"\n")
-	if s, _, _, err = Parse([]string{"--config", p}, io.Discard); err != nil || !s.AutoSubnet {
+	if s, _, _, err = Parse([]string{"--config", p, "--insecure-gossip"}, io.Discard); err != nil || !s.AutoSubnet {
 		t.Errorf("YAML empty strings: %+v, %v", s, err)
 	}
 	p = writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\nsubnet: 10.244.1.0/24\n")
-	if s, _, _, err = Parse([]string{"--config", p}, io.Discard); err != nil || s.Subnet != netip.MustParsePrefix("10.244.1.0/24") || s.Network6.IsValid() {
+	if s, _, _, err = Parse([]string{"--config", p, "--insecure-gossip"}, io.Discard); err != nil || s.Subnet != netip.MustParsePrefix("10.244.1.0/24") || s.Network6.IsValid() {
 		t.Errorf("YAML strings: %+v, %v", s, err)
 	}
 }

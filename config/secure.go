@@ -3,7 +3,6 @@ package config
 import (
 	"flag"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/weftnet/weft/encap"
@@ -38,9 +37,9 @@ func validateEncryption(c Config, s *node.Settings, src source) error {
 		return usagef("%s needs %s: each host's data-plane key travels in its gossip metadata, which only an encrypted gossip authenticates (weft keygen makes a key)",
 			src.name("encrypt", "encrypt"), src.name("gossip-key-file", "gossipKeyFile"))
 	}
-	if fi, err := os.Stat(c.GossipKeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		return usagef("invalid %s %q: mode %04o; with %s it protects the data-plane keys and must be 0600 (chmod 600 %s)",
-			src.name("gossip-key-file", "gossipKeyFile"), c.GossipKeyFile, fi.Mode().Perm(), src.name("encrypt", "encrypt"), c.GossipKeyFile)
+	if c.DirectRouting {
+		return usagef("%s with %s: direct routes carry an on-link peer's traffic as plain kernel routes, past weft, and the kernel here cannot encrypt them; drop one of the two",
+			src.name("encrypt", "encrypt"), src.name("direct-routing", "directRouting"))
 	}
 	if s.Encap == encap.None {
 		return usagef("%s with %s none: host-gw has no tunnel to encrypt", src.name("encrypt", "encrypt"), src.name("encap", "encap"))

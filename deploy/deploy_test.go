@@ -275,7 +275,13 @@ func TestSystemdUnitVerify(t *testing.T) {
 	t.Run("nonroot-drop-in", func(t *testing.T) {
 		dir := t.TempDir()
 		p := stubUnit(t, dir)
-		copyFile(t, dropInFile, filepath.Join(dir, "weft.service.d", "nonroot.conf"), 0o644)
+		dropIn := strings.ReplaceAll(string(readFile(t, dropInFile)), "/usr/bin/weft", filepath.Join(dir, "weft"))
+		if err := os.MkdirAll(filepath.Join(dir, "weft.service.d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "weft.service.d", "nonroot.conf"), []byte(dropIn), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		verifyUnit(t, p)
 		sa := needTool(t, "systemd-analyze", aptSystemd)
 		out, _, err := run(t, dir, nil, sa, "security", "--offline=yes", p)
@@ -369,7 +375,8 @@ func TestSystemdUnitContents(t *testing.T) {
 
 var configKeys = []string{"name", "network", "subnet", "subnetLen", "subnetMin", "subnetMax", "publicIp",
 	"iface", "port", "encap", "vni", "vtepMac", "gossipPort", "join", "tun", "mtu", "metricsAddr", "socket",
-	"logLevel", "logFormat", "directRouting", "stateDir", "subnetFile", "flannelCompat", "gossipKeyFile", "encrypt", "peers"}
+	"logLevel", "logFormat", "directRouting", "stateDir", "subnetFile", "flannelCompat", "gossipKeyFile", "encrypt", "peers",
+	"pprofAddr"}
 
 func TestConfigExample(t *testing.T) {
 	var root yaml.Node
@@ -414,6 +421,17 @@ func TestConfigExample(t *testing.T) {
 	if _, port, err := net.SplitHostPort(str("metricsAddr")); err != nil || port != "9586" {
 		t.Errorf("metricsAddr %q: want port 9586 (the scrape example's)", str("metricsAddr"))
 	}
+	// The key every host of a cluster shares, installed by the operator
+	// (the package makes none): without it, the unit's --check fails.
+	if k := str("gossipKeyFile"); k != "/etc/weft/gossip.key" {
+		t.Errorf("gossipKeyFile %q: want /etc/weft/gossip.key (a gossip key is required)", k)
+	}
+	if _, ok := cfg["insecureGossip"]; ok {
+		t.Errorf("the example sets insecureGossip: the packaged configuration must require a gossip key")
+	}
+	if a := str("pprofAddr"); a != "" {
+		t.Errorf("pprofAddr %q: want off by default", a)
+	}
 	if p, ok := cfg["peers"].([]any); !ok || len(p) != 0 {
 		t.Errorf("peers: want an empty list, have %#v", cfg["peers"])
 	}
@@ -443,17 +461,36 @@ func TestConfigExampleCheck(t *testing.T) {
 	if !filepath.IsAbs(bin) {
 		bin = filepath.Join(repoRoot(t), bin)
 	}
-	stdout, stderr, err := run(t, "", nil, bin, "run", "--check", "--config", configFile)
-	if err != nil {
-		t.Fatalf("weft run --check --config %s: %v\n%s%s", configFile, err, stdout, stderr)
+	var ee *exec.ExitError
+	// As shipped, on a host without the cluster's key: exit 2, saying how
+	// to install one (the unit's ExecStartPre shows it).
+	if _, err := os.Stat("/etc/weft/gossip.key"); errors.Is(err, os.ErrNotExist) {
+		stdout, stderr, err := run(t, "", nil, bin, "run", "--check", "--config", configFile)
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(stderr, "/etc/weft/gossip.key") || !strings.Contains(stderr, "weft keygen") {
+			t.Errorf("weft run --check --config %s without /etc/weft/gossip.key: want exit status 2 naming the key file and weft keygen, got %v\n%s%s", configFile, err, stdout, stderr)
+		}
 	}
-	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	b := bytes.Replace(readFile(t, configFile), []byte("\nencap: udp\n"), []byte("\nencap: carrier-pigeon\n"), 1)
+	// With the key installed (here: a copy naming a key of ours): valid.
+	dir := t.TempDir()
+	key := filepath.Join(dir, "gossip.key")
+	if err := os.WriteFile(key, []byte("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withKey := bytes.Replace(readFile(t, configFile), []byte("\ngossipKeyFile: /etc/weft/gossip.key\n"), []byte("\ngossipKeyFile: "+key+"\n"), 1)
+	good := filepath.Join(dir, "weft.yaml")
+	if err := os.WriteFile(good, withKey, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := run(t, "", nil, bin, "run", "--check", "--config", good)
+	if err != nil {
+		t.Fatalf("weft run --check --config %s (with a gossip key): %v\n%s%s", configFile, err, stdout, stderr)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	b := bytes.Replace(withKey, []byte("\nencap: udp\n"), []byte("\nencap: carrier-pigeon\n"), 1)
 	if err := os.WriteFile(bad, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	stdout, stderr, err = run(t, "", nil, bin, "run", "--check", "--config", bad)
-	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 		t.Fatalf("weft run --check on a config with encap: carrier-pigeon: want exit status 2, got %v\n%s%s", err, stdout, stderr)
 	}
@@ -1155,6 +1192,13 @@ func TestMaintainerScripts(t *testing.T) {
 		{"debian/postrm.sh", []string{"remove"}, []string{"daemon-reload"}},
 		// postrm purge deletes /var/lib/weft: not run here.
 	} {
+		// No script makes a gossip key: one made per host would keep the
+		// hosts apart silently; the operator installs the cluster's.
+		for _, line := range strings.Split(string(readFile(t, c.script)), "\n") {
+			if l := strings.TrimSpace(line); !strings.HasPrefix(l, "#") && strings.Contains(l, "keygen") {
+				t.Errorf("%s makes a gossip key: %q", c.script, l)
+			}
+		}
 		os.Remove(log)
 		if _, stderr, err := run(t, "", nil, "sh", "-n", c.script); err != nil {
 			t.Fatalf("sh -n %s: %v\n%s", c.script, err, stderr)

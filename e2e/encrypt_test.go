@@ -188,7 +188,7 @@ func TestEncryptedDataPlane(t *testing.T) {
 	enc := []*node{a, b, cc}
 
 	// --encrypt without a gossip key is a usage error naming both.
-	code, _, stderr := runWeft(t, a, runArgs(a, nil, "--encrypt")...)
+	code, _, stderr := runWeft(t, a, insecureArgs(a, nil, "--encrypt")...)
 	if code != 2 || !strings.Contains(stderr, "--encrypt") || !strings.Contains(stderr, "--gossip-key-file") {
 		t.Fatalf("--encrypt without --gossip-key-file: exit %d, %q", code, stderr)
 	}
@@ -771,5 +771,24 @@ func TestEncryptedChaChaAndCipherMismatch(t *testing.T) {
 	}
 	if err := pingOK(ctx, cc, b.overlay, 1); err == nil {
 		t.Error("cc reaches b, which seals with another cipher")
+	}
+}
+
+// TestEncryptRefusesDirectRouting: --encrypt with --direct-routing would
+// send on-link peers' traffic by plain kernel routes, unencrypted: weft run
+// refuses it (and --check too) with exit 2, naming both flags, before it
+// makes anything.
+func TestEncryptRefusesDirectRouting(t *testing.T) {
+	c := newCluster(t, "a")
+	a := c.by["a"]
+	for _, extra := range [][]string{{"--encrypt", "--direct-routing"}, {"--direct-routing", "--encrypt", "--check"}} {
+		code, _, stderr := runWeft(t, a, runArgs(a, nil, extra...)...)
+		if code != 2 || !strings.Contains(stderr, "--encrypt") || !strings.Contains(stderr, "--direct-routing") {
+			t.Errorf("weft run %s: exit %d, %q; want 2 naming --encrypt and --direct-routing", strings.Join(extra, " "), code, stderr)
+		}
+		t.Logf("%s: %s", strings.Join(extra, " "), strings.TrimSpace(stderr))
+		if links, err := weftLinks(a.host); err != nil || len(links) != 0 {
+			t.Errorf("after the refusal, TUN links %v exist (%v)", links, err)
+		}
 	}
 }

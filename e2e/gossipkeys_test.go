@@ -460,3 +460,92 @@ func hasSession(st *statusDoc, names ...string) error {
 	}
 	return nil
 }
+
+// TestGossipKeyRequired: weft run (and --check) without a gossip key exits
+// 2 saying how to make one; a key file others may read is refused naming
+// its path, with or without --encrypt; --cleanup needs no key; with
+// --insecure-gossip weft runs and warns once that gossip is
+// unauthenticated.
+func TestGossipKeyRequired(t *testing.T) {
+	c := newCluster(t, "a")
+	a := c.by["a"]
+	for _, extra := range [][]string{nil, {"--check"}} {
+		code, _, stderr := runWeft(t, a, noKeyArgs(a, nil, extra...)...)
+		if code != 2 {
+			t.Errorf("weft run %v without a gossip key: exit %d, want 2; stderr %q", extra, code, stderr)
+		}
+		for _, w := range []string{"--gossip-key-file", "weft keygen > /etc/weft/gossip.key", "chmod 600", "--insecure-gossip"} {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("weft run %v without a gossip key: stderr does not say %q: %q", extra, w, stderr)
+			}
+		}
+	}
+	t.Logf("without a key: %s", strings.TrimSpace(runWeftStderr(t, a, noKeyArgs(a, nil)...)))
+
+	loose := filepath.Join(a.files.Dir, "loose.key")
+	if err := os.WriteFile(loose, []byte(keygen(t, a)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(loose, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, extra := range [][]string{{"--gossip-key-file", loose}, {"--gossip-key-file", loose, "--encrypt"}} {
+		code, _, stderr := runWeft(t, a, runArgs(a, nil, extra...)...)
+		if code != 2 || !strings.Contains(stderr, loose) || !strings.Contains(stderr, "0644") {
+			t.Errorf("weft run %v (mode 0644): exit %d, %q; want 2 naming the file and its mode", extra, code, stderr)
+		}
+	}
+
+	if code, _, stderr := runWeft(t, a, "run", "--cleanup", "--tun", "weft0"); code != 0 {
+		t.Errorf("weft run --cleanup without a gossip key: exit %d, %q", code, stderr)
+	}
+	if links, err := weftLinks(a.host); err != nil || len(links) != 0 {
+		t.Errorf("TUN links %v exist after the refusals (%v)", links, err)
+	}
+
+	a.args = insecureArgs(a, nil)
+	c.start(a)
+	if err := waitReady(a, formationTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if n := countLines(a.proc.Logs(), "gossip is unauthenticated"); n != 1 {
+		t.Errorf("--insecure-gossip: %d warnings that gossip is unauthenticated, want 1:\n%s", n, tail(a.proc.Logs(), 20))
+	}
+	stopNode(t, a)
+
+	// With a key: no warning; a reload re-reads the key file with the same
+	// checks, and a file others may read is refused (the keys stay).
+	writeKeys(t, a, keygen(t, a))
+	a.args = runArgs(a, nil, "--gossip-key-file", keyFile(a))
+	c.start(a)
+	if err := waitReady(a, formationTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(a.proc.Logs(), "gossip is unauthenticated") {
+		t.Errorf("with a gossip key, weft warns that gossip is unauthenticated")
+	}
+	if err := os.Chmod(keyFile(a), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logOff := len(a.proc.Logs())
+	if err := a.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	line, err := waitLogLine(a.proc, logOff, time.Now().Add(10*time.Second), "reload refused")
+	if err != nil {
+		t.Fatalf("a reload with a 0644 key file was not refused: %v\n%s", err, tail(a.proc.Logs(), 10))
+	}
+	if !strings.Contains(line, keyFile(a)) || !strings.Contains(line, "0644") {
+		t.Errorf("the refusal does not name the key file and its mode: %s", line)
+	}
+	t.Logf("reload refused: %s", line)
+	if err := readyz(a); err != nil {
+		t.Errorf("after the refused reload: %v", err)
+	}
+}
+
+func runWeftStderr(t *testing.T, n *node, args ...string) string {
+	t.Helper()
+	_, _, stderr := runWeft(t, n, args...)
+	return stderr
+}

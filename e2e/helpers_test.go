@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,9 +89,24 @@ func (n *node) spec(join []string) weftrun.Node {
 }
 
 // runArgs is n's "weft run" command line with join as seeds: its files in
-// its own directory of the lab (weftrun), never the host's.
+// its own directory of the lab (weftrun), never the host's, and the lab's
+// gossip key (a --gossip-key-file in extra wins).
 func runArgs(n *node, join []string, extra ...string) []string {
 	return weftrun.RunArgs(n.files, n.spec(join), extra...)
+}
+
+// insecureArgs is runArgs without a gossip key: --insecure-gossip.
+func insecureArgs(n *node, join []string, extra ...string) []string {
+	spec := n.spec(join)
+	spec.InsecureGossip = true
+	return weftrun.RunArgs(n.files, spec, extra...)
+}
+
+// noKeyArgs is runArgs with neither a gossip key nor --insecure-gossip,
+// which weft refuses.
+func noKeyArgs(n *node, join []string, extra ...string) []string {
+	args := insecureArgs(n, join, extra...)
+	return slices.DeleteFunc(args, func(a string) bool { return a == "--insecure-gossip" })
 }
 
 // cluster is a lab with weft nodes on one or more segments, plus hosts that

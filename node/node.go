@@ -35,6 +35,7 @@ type Node struct {
 	started     time.Time
 	ready       atomic.Bool
 	metricsAddr net.Addr
+	pprofAddr   net.Addr
 
 	mu       sync.Mutex // guards underlay and local
 	underlay tun.Underlay
@@ -91,6 +92,11 @@ func Start(ctx context.Context, s Settings, d Deps) (*Node, error) {
 	if err := checkPlaintextPeers(s.Encrypt, s.Live.Peers); err != nil {
 		return nil, err
 	}
+	if s.Encrypt && s.DirectRouting {
+		// Direct routes are plain kernel routes past weft: never plaintext
+		// under --encrypt (config refuses it too).
+		return nil, &ConfigError{Key: "encrypt/directRouting", Err: fmt.Errorf("--encrypt with --direct-routing: direct routes carry on-link peers' traffic unencrypted, past weft")}
+	}
 	live := s.Live
 	s.Live = Live{}
 	n := &Node{s: s, d: d, log: d.Logger, started: d.Now(), swapped: make(chan struct{}, 1), done: make(chan struct{})}
@@ -100,6 +106,8 @@ func Start(ctx context.Context, s Settings, d Deps) (*Node, error) {
 		n.shutdown()
 		return nil, err
 	}
+	// Every field start-up writes is written: from here /v1/status may
+	// read them (serveStatus loads ready first).
 	n.ready.Store(true)
 	d.Notify("READY=1")
 	l := n.getLocal()
@@ -241,9 +249,15 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.serveMetrics(); err != nil {
 		return err
 	}
+	if err := n.servePProf(); err != nil {
+		return err
+	}
 
 	if err := n.loadSecure(); err != nil {
 		return err
+	}
+	if len(n.live.Load().GossipKeys) == 0 {
+		n.log.Warn("gossip is unauthenticated (--insecure-gossip): anyone who reaches the gossip port can join the cluster and claim subnets; give every host the same --gossip-key-file")
 	}
 	// Gossip first: a host taking a fresh subnet learns the cluster's
 	// subnets before it settles on one.

@@ -43,7 +43,16 @@ func (n *Node) Status() Status {
 	return st
 }
 
+// serveStatus answers /v1/status once the node is built: until Start has
+// made the data path (and from the moment shutdown begins) it answers 503,
+// never reading a half-built node. The ready flag is stored after the last
+// field start-up writes and loaded here before any is read, so a request
+// that sees it set sees the fields complete.
 func (n *Node) serveStatus(w http.ResponseWriter, _ *http.Request) {
+	if !n.ready.Load() {
+		http.Error(w, "starting (or stopping): no status yet", http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -83,14 +92,33 @@ func (n *Node) serveMetrics() error {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("GET /v1/status", n.serveStatus)
-	if n.s.PProf {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
 	n.serve(ln, mux, "metrics server")
+	return nil
+}
+
+// PProfAddr is where the pprof listener listens (nil without one).
+func (n *Node) PProfAddr() net.Addr { return n.pprofAddr }
+
+// servePProf serves net/http/pprof on its own listener (--pprof-addr),
+// never on the metrics one, which Prometheus (and whoever reaches it)
+// scrapes: profiles and command lines are for the operator only.
+func (n *Node) servePProf() error {
+	if n.s.PProfAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", n.s.PProfAddr)
+	if err != nil {
+		return fmt.Errorf("pprof listener --pprof-addr %s: %w", n.s.PProfAddr, err)
+	}
+	n.pprofAddr = ln.Addr()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	n.serve(ln, mux, "pprof server")
+	n.log.Info("serving pprof", "addr", ln.Addr().String())
 	return nil
 }
 

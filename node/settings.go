@@ -37,7 +37,9 @@ type Settings struct {
 	DirectRouting  bool
 	PerPeerMetrics bool
 	Offload        bool
-	PProf          bool
+	// PProfAddr is where net/http/pprof is served, on a listener of its
+	// own (empty: not at all); never on the metrics listener.
+	PProfAddr string
 	// Workers is how many forwarding workers run, each with its own TUN
 	// queue and sockets (fewer if the kernel refuses multi-queue TUN).
 	Workers int
@@ -61,6 +63,10 @@ type Settings struct {
 	Encrypt       bool
 	EncryptCipher seal.Cipher
 	RekeyAfter    time.Duration
+
+	// InsecureGossip: the operator chose to run without a gossip key
+	// (Live.GossipKeys empty): membership is unauthenticated.
+	InsecureGossip bool
 
 	Live Live
 }
@@ -118,7 +124,7 @@ func fixedChanges(a, b Settings) []string {
 	check("directRouting", a.DirectRouting, b.DirectRouting)
 	check("offload", a.Offload, b.Offload)
 	check("perPeerMetrics", a.PerPeerMetrics, b.PerPeerMetrics)
-	check("pprof", a.PProf, b.PProf)
+	check("pprofAddr", a.PProfAddr, b.PProfAddr)
 	check("workers", a.Workers, b.Workers)
 	check("busyPoll", a.BusyPoll, b.BusyPoll)
 	check("partialChecksums", a.PartialChecksums, b.PartialChecksums)
@@ -129,6 +135,7 @@ func fixedChanges(a, b Settings) []string {
 	check("encrypt", a.Encrypt, b.Encrypt)
 	check("encryptCipher", a.EncryptCipher, b.EncryptCipher)
 	check("encryptRekeyAfter", a.RekeyAfter, b.RekeyAfter)
+	check("insecureGossip", a.InsecureGossip, b.InsecureGossip)
 	check("gossipKeyFile (turning encryption on or off)", len(a.Live.GossipKeys) > 0, len(b.Live.GossipKeys) > 0)
 	return out
 }

@@ -85,6 +85,9 @@ func FetchStatus(ctx context.Context, socket, addr string) (Status, error) {
 		return st, fmt.Errorf("is weft running? cannot reach %s: %w", where, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return st, fmt.Errorf("weft at %s is starting or stopping and has no status yet; try again in a moment", where)
+	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return st, fmt.Errorf("status from %s: %s: %s", where, resp.Status, strings.TrimSpace(string(b)))

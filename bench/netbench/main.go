@@ -88,7 +88,7 @@ func run() int {
 	fs.StringVar(&o.UDPRate, "udp-rate", "0", "UDP target bitrate (iperf3 -b; 0 = as fast as the sender can)")
 	fs.StringVar(&o.UDPRcvbuf, "udp-rcvbuf", "4M", "repeat the UDP test with this socket buffer size for iperf3 (-w, both ends; \"\": do not)")
 	fs.StringVar(&o.BusyPoll, "busy-poll", "50us", "weft --busy-poll duration of the weft-udp-bp path")
-	fs.BoolVar(&o.Profile, "profile", false, "capture a CPU profile of the sending weft (and the receiving one) during an extra TCP 1-stream run; needs weft --pprof")
+	fs.BoolVar(&o.Profile, "profile", false, "capture a CPU profile of the sending weft (and the receiving one) during an extra TCP 1-stream run; needs weft --pprof-addr, which the bench passes")
 	fs.IntVar(&o.ProfileSec, "profile-seconds", 5, "length of the CPU profile")
 	fs.StringVar(&o.ProfileTest, "profile-test", "tcp1", "the transfer during which -profile captures: tcp1 (one TCP stream) or udp (the small-datagram test; files *-udp-cpu.pprof)")
 	fs.StringVar(&o.WeftBin, "weft", "", "use this weft binary instead of building ./cmd/weft")

@@ -307,10 +307,10 @@ func (b *bench) profile(ctx context.Context, p pathDef, dst netip.Addr, ds []*da
 	ch := make(chan got, len(ds))
 	for _, d := range ds {
 		go func(d *daemon) {
-			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", d.metricsAddr(), secs)
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", d.pprofAddr(), secs)
 			code, body, err := httpGetWithin(ctx, d.host, url, time.Duration(secs+15)*time.Second)
 			if err == nil && code != 200 {
-				err = fmt.Errorf("GET %s: status %d: %.200s (does this weft have --pprof?)", url, code, body)
+				err = fmt.Errorf("GET %s: status %d: %.200s (does this weft have --pprof-addr?)", url, code, body)
 			}
 			ch <- got{d, body, err}
 		}(d)

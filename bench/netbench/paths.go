@@ -32,6 +32,7 @@ const (
 	subnetA     = "10.244.1.0/24"
 	subnetB     = "10.244.2.0/24"
 	metricsPort = 9586
+	pprofPort   = 9587
 
 	// Kernel VXLAN baseline, as flannel's vxlan backend sets it up.
 	kvxlanDev  = "vxlan0"
@@ -75,9 +76,6 @@ type pathDef struct {
 	// Workers is the worker count the daemons must report (0: the
 	// default, the number of CPUs; --offload=false implies 1).
 	Workers int
-	// Files, if set, writes files the daemon needs into its directory and
-	// returns more flags (paths_encrypt.go).
-	Files func(dir string) ([]string, error)
 }
 
 // pathDefs, in the order they run.
@@ -272,6 +270,12 @@ func (d *daemon) metricsAddr() string {
 	return netip.AddrPortFrom(d.underlay, metricsPort).String()
 }
 
+// pprofAddr is where the daemon serves pprof with -profile: loopback in
+// its namespace.
+func (d *daemon) pprofAddr() string {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), pprofPort).String()
+}
+
 // newDaemons returns the two daemons of path p, their files (socket,
 // subnet file, state) in the lab's directory: weftrun's command line, as
 // the e2e tests and the demo use it.
@@ -286,15 +290,10 @@ func (b *bench) newDaemons(p pathDef) ([]*daemon, error) {
 		if p.BusyPoll {
 			extra = append(extra, "--busy-poll", b.opts.BusyPoll)
 		}
-		if p.Files != nil {
-			more, err := p.Files(files.Dir)
-			if err != nil {
-				return nil, err
-			}
-			extra = append(extra, more...)
-		}
 		if b.opts.Profile {
-			extra = append(extra, "--pprof")
+			// pprof has its own listener, on loopback in the daemon's
+			// namespace, where the bench asks (netlab.Host.HTTPGet).
+			extra = append(extra, "--pprof-addr", d.pprofAddr())
 		}
 		d.args = weftrun.RunArgs(files, weftrun.Node{
 			Name:        name,

@@ -18,8 +18,13 @@ func TestExitCodes(t *testing.T) {
 	if code := weft(t.Context(), []string{"frobnicate"}, io.Discard, io.Discard); code != exitUsage {
 		t.Errorf("unknown command exit %d", code)
 	}
-	if code := weft(t.Context(), []string{"run", "--check", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24"}, io.Discard, io.Discard); code != exitOK {
+	if code := weft(t.Context(), []string{"run", "--check", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24", "--insecure-gossip"}, io.Discard, io.Discard); code != exitOK {
 		t.Errorf("--check of a valid config exit %d", code)
+	}
+	stderr.Reset()
+	if code := weft(t.Context(), []string{"run", "--check", "--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24"}, io.Discard, &stderr); code != exitUsage ||
+		!strings.Contains(stderr.String(), "weft keygen > /etc/weft/gossip.key") {
+		t.Errorf("--check without a gossip key: exit %d, %q; want %d and how to make a key", code, stderr.String(), exitUsage)
 	}
 	if code := weft(t.Context(), []string{"status", "--socket", filepath.Join(t.TempDir(), "none.sock")}, io.Discard, io.Discard); code != exitFailure {
 		t.Errorf("status without a daemon exit %d, want %d", code, exitFailure)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -21,5 +23,25 @@ func TestPrintStatusDualStack(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status table lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// A daemon that is starting (or stopping) answers /v1/status with 503:
+// weft status says so and exits 1, over the metrics listener (--addr).
+func TestStatusWhileStarting(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "starting (or stopping): no status yet", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	if code := cmdStatus(t.Context(), []string{"--addr", addr}, &stdout, &stderr); code != exitFailure {
+		t.Errorf("exit %d, want %d", code, exitFailure)
+	}
+	if got := stderr.String(); !strings.Contains(got, "weft at "+addr+" is starting or stopping") || strings.Count(got, "\n") != 1 {
+		t.Errorf("stderr %q, want one line saying the daemon is starting", got)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("stdout %q, want nothing", stdout.String())
 	}
 }
