@@ -5,6 +5,12 @@
 // reports, and Wait returns once the node has stopped and everything it
 // started has been taken back.
 //
-// The node touches the operating system only through Deps, so its tests run
-// in process, on fakes, under the race detector.
+// What goes through Deps, so that the node's tests run in process, on
+// fakes, under the race detector: the TUN device, the data-plane sockets,
+// the kernel (underlay addresses, routes, links), the clock, logging and
+// the service manager. What the node does itself, on ordinary sockets and
+// files that tests give it in a temporary directory or on loopback: its
+// HTTP listeners (metrics, pprof, the control socket), the watchdog's probe
+// sockets on loopback, the gossip (package membership), and its files (the
+// lease and the data-plane key in the state directory, the subnet file).
 package node

@@ -105,7 +105,7 @@ func fixedChanges(a, b Settings) []string {
 	}
 	check("name", a.Name, b.Name)
 	check("network", a.Network, b.Network)
-	check("subnet", a.Subnet, b.Subnet)
+	check("subnet", [2]any{a.Subnet, a.AutoSubnet}, [2]any{b.Subnet, b.AutoSubnet}) // no subnet: automatic
 	check("network (IPv6)", a.Network6, b.Network6)
 	check("subnet (IPv6)", a.Subnet6, b.Subnet6)
 	check("subnetLen/subnetMin/subnetMax", a.Pool, b.Pool)
