@@ -369,12 +369,12 @@ func (m *Manager) initiate(p *Peer, now time.Time) {
 	}
 	hs, err := m.handshakeState(p, true)
 	if err != nil {
-		m.log.Error("handshake", "peer", p.name, "err", err)
+		m.log.Error("handshake: initiator state", "peer", p.name, "err", err)
 		return
 	}
 	idx, err := m.newIndex()
 	if err != nil {
-		m.log.Error("handshake", "peer", p.name, "err", err)
+		m.log.Error("handshake: session index for an initiation", "peer", p.name, "err", err)
 		return
 	}
 	// The timestamp only grows, so a recorded initiation cannot be
@@ -384,7 +384,7 @@ func (m *Manager) initiate(p *Peer, now time.Time) {
 	msg, _, _, err := hs.WriteMessage(appendInitiation(make([]byte, 0, InitiationLen), idx), binary.BigEndian.AppendUint64(nil, ts))
 	if err != nil {
 		delete(m.indices, idx)
-		m.log.Error("handshake", "peer", p.name, "err", err)
+		m.log.Error("handshake: writing the initiation", "peer", p.name, "err", err)
 		return
 	}
 	msg = appendMAC1(msg, &p.mac1)
@@ -447,7 +447,7 @@ func (m *Manager) respond(p *Peer, b []byte, now time.Time) {
 	}
 	hs, err := m.handshakeState(p, false)
 	if err != nil {
-		m.log.Error("handshake", "peer", p.name, "err", err)
+		m.log.Error("handshake: responder state", "peer", p.name, "err", err)
 		return
 	}
 	payload, _, _, err := hs.ReadMessage(nil, in.noise)
@@ -462,20 +462,20 @@ func (m *Manager) respond(p *Peer, b []byte, now time.Time) {
 	}
 	idx, err := m.newIndex()
 	if err != nil {
-		m.log.Error("handshake", "peer", p.name, "err", err)
+		m.log.Error("handshake: session index for a response", "peer", p.name, "err", err)
 		return
 	}
 	msg, c1, c2, err := hs.WriteMessage(appendResponse(make([]byte, 0, ResponseLen), idx, in.sender), nil)
 	if err != nil || c1 == nil {
 		delete(m.indices, idx)
-		m.log.Error("handshake", "peer", p.name, "err", err)
+		m.log.Error("handshake: writing the response", "peer", p.name, "err", err)
 		return
 	}
 	msg = appendMAC1(msg, &p.mac1)
 	s, err := newSession(m.cfg.Cipher, idx, in.sender, c2.UnsafeKey(), c1.UnsafeKey(), false, now.UnixNano())
 	if err != nil {
 		delete(m.indices, idx)
-		m.log.Error("handshake", "peer", p.name, "err", err)
+		m.log.Error("handshake: responder's session", "peer", p.name, "err", err)
 		return
 	}
 	p.lastTS = ts
@@ -507,7 +507,7 @@ func (m *Manager) complete(p *Peer, b []byte, now time.Time) {
 	}
 	s, err := newSession(m.cfg.Cipher, pd.local, r.sender, c1.UnsafeKey(), c2.UnsafeKey(), true, now.UnixNano())
 	if err != nil {
-		m.log.Error("handshake", "peer", p.name, "err", err)
+		m.log.Error("handshake: initiator's session", "peer", p.name, "err", err)
 		return
 	}
 	p.pending = nil
