@@ -1,14 +1,11 @@
 package deploy
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,13 +14,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/weftnet/weft/membership"
-	"github.com/weftnet/weft/router"
-	"github.com/weftnet/weft/seal"
 )
 
 // Paths, relative to this package's directory (go test runs tests there).
@@ -38,61 +30,11 @@ const (
 )
 
 // ---------------------------------------------------------------------------
-// Metric allow-list: every metric weft exports, with its type and labels.
-// The dashboard may use only these. A nil value list means any value.
-// (WEFT_METRICS_URL checks the dashboard against a live daemon as well.)
+// Metric allow-list: the contract of metrics.go (every metric weft exports,
+// with its type and labels; node's TestMetricsContract checks it against a
+// live registry). The dashboard may use only these.
 
-type metricInfo struct {
-	typ    string // counter, gauge, histogram, summary
-	labels map[string][]string
-}
-
-var (
-	dropReasons = router.DropReasons()
-	peerStates  = router.PeerStates
-)
-
-var knownMetrics = map[string]metricInfo{
-	"weft_build_info":                  {"gauge", map[string][]string{"version": nil, "revision": nil, "goversion": nil}},
-	"weft_peers":                       {"gauge", map[string][]string{"state": peerStates}},
-	"weft_tx_packets_total":            {"counter", nil},
-	"weft_tx_bytes_total":              {"counter", nil},
-	"weft_rx_packets_total":            {"counter", nil},
-	"weft_rx_bytes_total":              {"counter", nil},
-	"weft_dropped_packets_total":       {"counter", map[string][]string{"reason": dropReasons}},
-	"weft_batch_size_packets":          {"histogram", map[string][]string{"direction": {"tx", "rx"}}},
-	"weft_offload_enabled":             {"gauge", map[string][]string{"feature": {"udp_gso", "udp_gro", "tun_vnet_hdr"}}},
-	"weft_syscalls_total":              {"counter", map[string][]string{"op": {"tun_read", "tun_write", "sendmmsg", "recvmmsg"}}},
-	"weft_subnet_conflicts_total":      {"counter", nil},
-	"weft_gossip_join_attempts_total":  {"counter", nil},
-	"weft_gossip_join_failures_total":  {"counter", nil},
-	"weft_gossip_health_score":         {"gauge", nil},
-	"weft_gossip_members":              {"gauge", nil},
-	"weft_gossip_key_errors_total":     {"counter", nil},
-	"weft_gossip_refused_total":        {"counter", map[string][]string{"reason": membership.RefusalReasons}},
-	"weft_tun_gro_fallback":            {"gauge", nil},
-	"weft_routes":                      {"gauge", map[string][]string{"kind": {"tunnel", "direct", "none"}}},
-	"weft_ready":                       {"gauge", nil},
-	"weft_handshakes_total":            {"counter", map[string][]string{"result": seal.HandshakeResults()}},
-	"weft_encrypted_peers":             {"gauge", map[string][]string{"session": {"established", "none"}}},
-	"weft_peers_refused":               {"gauge", map[string][]string{"reason": router.Refusals()}},
-	"weft_staged_packets_total":        {"counter", map[string][]string{"result": seal.StagedResults()}},
-	"weft_start_time_seconds":          {"gauge", nil},
-	"process_cpu_seconds_total":        {"counter", nil},
-	"process_resident_memory_bytes":    {"gauge", nil},
-	"process_virtual_memory_bytes":     {"gauge", nil},
-	"process_virtual_memory_max_bytes": {"gauge", nil},
-	"process_open_fds":                 {"gauge", nil},
-	"process_max_fds":                  {"gauge", nil},
-	"process_start_time_seconds":       {"gauge", nil},
-	"go_goroutines":                    {"gauge", nil},
-	"go_threads":                       {"gauge", nil},
-	"go_info":                          {"gauge", map[string][]string{"version": nil}},
-	"go_gc_duration_seconds":           {"summary", map[string][]string{"quantile": nil}},
-	"go_memstats_alloc_bytes":          {"gauge", nil},
-	"go_memstats_heap_inuse_bytes":     {"gauge", nil},
-	"go_memstats_sys_bytes":            {"gauge", nil},
-}
+var knownMetrics = Metrics()
 
 // Labels every scraped series has.
 var targetLabels = []string{"instance", "job"}
@@ -785,7 +727,7 @@ func baseMetric(name string) string {
 			continue
 		}
 		if info, ok := knownMetrics[base]; ok {
-			if info.typ == "histogram" || (info.typ == "summary" && suf != "_bucket") {
+			if info.Type == "histogram" || (info.Type == "summary" && suf != "_bucket") {
 				return base
 			}
 		}
@@ -823,7 +765,7 @@ func splitMatchers(s string) []string {
 func allowedLabels(name string) map[string][]string {
 	info := knownMetrics[baseMetric(name)]
 	l := map[string][]string{}
-	for k, v := range info.labels {
+	for k, v := range info.Labels {
 		l[k] = v
 	}
 	for _, k := range targetLabels {
@@ -881,11 +823,11 @@ func checkQuery(q query) []string {
 			bad("unknown metric %s", name)
 			continue
 		}
-		if base != name && info.typ != "histogram" && info.typ != "summary" {
-			bad("%s: suffix on a %s", name, info.typ)
+		if base != name && info.Type != "histogram" && info.Type != "summary" {
+			bad("%s: suffix on a %s", name, info.Type)
 		}
-		if base == name && (info.typ == "histogram" || info.typ == "summary") {
-			bad("%s is a %s: use %s_bucket, _sum or _count", name, info.typ, name)
+		if base == name && (info.Type == "histogram" || info.Type == "summary") {
+			bad("%s is a %s: use %s_bucket, _sum or _count", name, info.Type, name)
 		}
 		allowed := allowedLabels(name)
 		for l := range allowed {
@@ -924,8 +866,8 @@ func checkQuery(q query) []string {
 		arg := callArg(q.expr, loc[1]-1)
 		for _, name := range metricNames(arg) {
 			info, ok := knownMetrics[baseMetric(name)]
-			if ok && info.typ != "counter" && baseMetric(name) == name {
-				bad("%s over %s, a %s", strings.TrimSpace(q.expr[loc[0]:loc[1]-1]), name, info.typ)
+			if ok && info.Type != "counter" && baseMetric(name) == name {
+				bad("%s over %s, a %s", strings.TrimSpace(q.expr[loc[0]:loc[1]-1]), name, info.Type)
 			}
 		}
 	}
@@ -1009,80 +951,6 @@ func TestDashboardQueriesParse(t *testing.T) {
 	}
 	if _, _, err := run(t, "", nil, promtool, "check", "rules", path); err == nil {
 		t.Fatal("promtool check rules accepted a broken expression")
-	}
-}
-
-// With WEFT_METRICS_URL (e.g. http://127.0.0.1:9586/metrics of a running
-// weft), the dashboard's metrics must all be exported by that daemon, and the
-// allow-list above must match what the daemon exports.
-func TestDashboardAgainstLiveDaemon(t *testing.T) {
-	url := os.Getenv("WEFT_METRICS_URL")
-	if url == "" {
-		t.Skip("set WEFT_METRICS_URL=http://127.0.0.1:9586/metrics to check against a running weft")
-	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	live := map[string]string{} // family -> type
-	sampleRe := regexp.MustCompile(`^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? `)
-	labelRe := regexp.MustCompile(`([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"`)
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if f := strings.Fields(line); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {
-			live[f[2]] = f[3]
-			continue
-		}
-		// Label names and enumerated values of weft's own series.
-		m := sampleRe.FindStringSubmatch(line)
-		if m == nil || !strings.HasPrefix(m[1], "weft_") {
-			continue
-		}
-		if _, ok := knownMetrics[baseMetric(m[1])]; !ok {
-			continue // reported below
-		}
-		allowed := allowedLabels(m[1])
-		for _, l := range labelRe.FindAllStringSubmatch(m[2], -1) {
-			values, ok := allowed[l[1]]
-			if !ok {
-				t.Errorf("%s: label %q is not in the allow-list", line, l[1])
-			} else if values != nil && !slices.Contains(values, l[2]) {
-				t.Errorf("%s: %s=%q is not one of %v", line, l[1], l[2], values)
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	_, _, qs := loadDashboard(t)
-	for _, q := range qs {
-		for _, m := range metricNames(q.expr) {
-			if _, ok := live[baseMetric(m)]; !ok {
-				t.Errorf("%s: %s is not exported by %s", q.where, m, url)
-			}
-		}
-	}
-	for name, info := range knownMetrics {
-		if !strings.HasPrefix(name, "weft_") {
-			continue
-		}
-		if typ, ok := live[name]; !ok {
-			t.Errorf("allow-list has %s, the daemon does not export it", name)
-		} else if typ != info.typ {
-			t.Errorf("%s: the daemon says %s, the allow-list %s", name, typ, info.typ)
-		}
-	}
-	for name := range live {
-		if _, ok := knownMetrics[name]; !ok && strings.HasPrefix(name, "weft_") {
-			t.Errorf("the daemon exports %s, which the allow-list lacks", name)
-		}
 	}
 }
 
