@@ -84,54 +84,80 @@ func finishOddPartial(p []byte, hdr vnetHdr) error {
 	return nil
 }
 
-func splitGSO(pkt []byte, hdr vnetHdr, bufs [][]byte, sizes []int, offset int, inPlace bool) (int, error) {
+// gsoLayout is what the split needs of a superpacket's headers.
+type gsoLayout struct {
+	ip
+	hl, seg int // the IP and transport headers' length; the segment size (gso_size)
+	csumOff int // the transport checksum's offset in its header
+	// standard: no IPv6 extension headers, so the segments' checksums
+	// may stay partial.
+	standard bool
+}
+
+// parseGSO checks a superpacket's IP and transport headers against its
+// virtio-net header.
+func parseGSO(pkt []byte, hdr vnetHdr) (gsoLayout, error) {
 	if len(pkt) < 20 {
-		return 0, errors.New("tun: superpacket too short")
+		return gsoLayout{}, errors.New("tun: superpacket too short")
 	}
-	h := ip{v6: pkt[0]>>4 == 6, ipLen: int(hdr.csumStart)}
+	l := gsoLayout{ip: ip{v6: pkt[0]>>4 == 6, ipLen: int(hdr.csumStart)}, standard: true}
 	switch gso := hdr.gsoType &^ unix.VIRTIO_NET_HDR_GSO_ECN; {
 	case gso == unix.VIRTIO_NET_HDR_GSO_TCPV4 && pkt[0]>>4 == 4,
-		gso == unix.VIRTIO_NET_HDR_GSO_TCPV6 && h.v6:
-		h.proto = unix.IPPROTO_TCP
-	case gso == unix.VIRTIO_NET_HDR_GSO_UDP_L4 && (pkt[0]>>4 == 4 || h.v6):
-		h.proto = unix.IPPROTO_UDP
+		gso == unix.VIRTIO_NET_HDR_GSO_TCPV6 && l.v6:
+		l.proto = unix.IPPROTO_TCP
+	case gso == unix.VIRTIO_NET_HDR_GSO_UDP_L4 && (pkt[0]>>4 == 4 || l.v6):
+		l.proto = unix.IPPROTO_UDP
 	default:
-		return 0, fmt.Errorf("tun: GSO type %d on an IPv%d packet", hdr.gsoType, pkt[0]>>4)
+		return l, fmt.Errorf("tun: GSO type %d on an IPv%d packet", hdr.gsoType, pkt[0]>>4)
 	}
 	// Where the transport header starts is csum_start. IPv4 has no
 	// extension headers, so it must equal the IHL; IPv6 may put extension
 	// headers first, which only the "standard" layout (none) lets us leave
 	// the checksums partial for.
-	standard := true
-	if h.v6 {
-		if h.ipLen < 40 {
-			return 0, fmt.Errorf("tun: IPv6 csum_start %d", h.ipLen)
+	if l.v6 {
+		if l.ipLen < 40 {
+			return l, fmt.Errorf("tun: IPv6 csum_start %d", l.ipLen)
 		}
-		standard = h.ipLen == 40 && pkt[6] == h.proto
-	} else if h.ipLen != int(pkt[0]&0x0f)*4 || h.ipLen < 20 || pkt[9] != h.proto {
-		return 0, fmt.Errorf("tun: IPv4 csum_start %d, IHL %d, protocol %d", h.ipLen, pkt[0]&0x0f, pkt[9])
+		l.standard = l.ipLen == 40 && pkt[6] == l.proto
+	} else if l.ipLen != int(pkt[0]&0x0f)*4 || l.ipLen < 20 || pkt[9] != l.proto {
+		return l, fmt.Errorf("tun: IPv4 csum_start %d, IHL %d, protocol %d", l.ipLen, pkt[0]&0x0f, pkt[9])
 	}
-	csumOff, minL4 := csumOffset(h.proto)
-	if len(pkt) < h.ipLen+minL4 {
-		return 0, errors.New("tun: superpacket shorter than its headers")
+	var minL4 int
+	l.csumOff, minL4 = csumOffset(l.proto)
+	if len(pkt) < l.ipLen+minL4 {
+		return l, errors.New("tun: superpacket shorter than its headers")
 	}
 	l4Len := minL4
-	if h.proto == unix.IPPROTO_TCP {
-		l4Len = int(pkt[h.ipLen+12]>>4) * 4
+	if l.proto == unix.IPPROTO_TCP {
+		l4Len = int(pkt[l.ipLen+12]>>4) * 4
 		if l4Len < 20 {
-			return 0, fmt.Errorf("tun: TCP header length %d", l4Len)
+			return l, fmt.Errorf("tun: TCP header length %d", l4Len)
 		}
 	}
-	hl, seg := h.ipLen+l4Len, int(hdr.gsoSize)
-	payload := len(pkt) - hl
+	l.hl, l.seg = l.ipLen+l4Len, int(hdr.gsoSize)
 	switch {
-	case payload <= 0:
-		return 0, errors.New("tun: superpacket without payload")
-	case seg == 0:
-		return 0, errors.New("tun: superpacket with gso_size 0")
-	case hl+seg > maxIPLen:
-		return 0, fmt.Errorf("tun: gso_size %d too large", seg)
+	case len(pkt) <= l.hl:
+		return l, errors.New("tun: superpacket without payload")
+	case l.seg == 0:
+		return l, errors.New("tun: superpacket with gso_size 0")
+	case l.hl+l.seg > maxIPLen:
+		return l, fmt.Errorf("tun: gso_size %d too large", l.seg)
 	}
+	return l, nil
+}
+
+// splitGSO cuts superpacket pkt into its segments, one per buffer of bufs at
+// offset (the first in place if inPlace: pkt is bufs[0][offset:]), each
+// with its own headers: IP length, ID and checksum, TCP sequence number and
+// flags or UDP length, and the transport checksum (partial, or complete for
+// a non-standard layout).
+func splitGSO(pkt []byte, hdr vnetHdr, bufs [][]byte, sizes []int, offset int, inPlace bool) (int, error) {
+	l, err := parseGSO(pkt, hdr)
+	if err != nil {
+		return 0, err
+	}
+	h, hl, seg, csumOff, standard := l.ip, l.hl, l.seg, l.csumOff, l.standard
+	payload := len(pkt) - hl
 	nseg := (payload + seg - 1) / seg
 	n := min(nseg, len(bufs))
 
