@@ -300,69 +300,15 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 		}
 	case kindWeft:
 		dst = overlayB
-		var err error
-		if ds, err = b.newDaemons(p); err != nil {
-			errf("%v", err)
+		var stop func()
+		var ok bool
+		ds, stop, ok = b.upWeft(ctx, p, pr, errf)
+		if stop != nil {
+			defer stop()
+		}
+		if !ok {
 			return pr
 		}
-		pr.Command = "weft " + strings.Join(ds[0].args, " ")
-		ts := time.Now()
-		err = b.startWeft(ctx, p, ds)
-		defer func() {
-			issues, mark := b.stopWeft(ds)
-			pr.DaemonIssues = append(pr.DaemonIssues, issues...)
-			for i, d := range ds {
-				if d.proc == nil {
-					continue
-				}
-				logs := d.proc.Logs()
-				if mark[i] > len(logs) {
-					mark[i] = len(logs)
-				}
-				if run := strings.TrimSpace(logs[:mark[i]]); run != "" {
-					pr.Daemons[i].Log = tailLines(run, 30)
-				}
-				if stop := strings.TrimSpace(logs[mark[i]:]); stop != "" {
-					pr.Daemons[i].StopLog = tailLines(stop, 30)
-				}
-			}
-			for _, s := range pr.DaemonIssues {
-				fmt.Printf("   daemon: %s\n", s)
-			}
-			for _, d := range pr.Daemons {
-				for _, l := range d.Log {
-					fmt.Printf("   log %s: %s\n", d.Host, l)
-				}
-				for _, l := range d.StopLog {
-					fmt.Printf("   log %s (shutdown): %s\n", d.Host, l)
-				}
-			}
-		}()
-		for _, d := range ds {
-			pr.Daemons = append(pr.Daemons, &daemonStat{Host: d.name})
-		}
-		if err != nil {
-			errf("starting weft: %v", err)
-			return pr
-		}
-		pr.SetupSeconds = time.Since(ts).Seconds()
-		for i, d := range ds {
-			pr.Daemons[i].PID = d.proc.PID()
-			if st, err := d.status(ctx); err == nil {
-				pr.Daemons[i].MTU = st.Node.MTU
-				pr.Daemons[i].Offloads = st.Node.Offloads
-				pr.Daemons[i].Workers = st.Node.Workers
-				want := p.Workers
-				if want == 0 {
-					want = min(runtime.NumCPU(), 256)
-				}
-				if st.Node.Workers != want {
-					pr.DaemonIssues = append(pr.DaemonIssues, fmt.Sprintf("weft on %s runs %d workers, want %d (a refused multi-queue TUN?)", d.name, st.Node.Workers, want))
-				}
-			}
-		}
-		fmt.Printf("   weft up in %s (pids a=%d b=%d, %d/%d workers, MTU %d, offloads %s)\n", fmtDur(time.Since(ts)),
-			ds[0].proc.PID(), ds[1].proc.PID(), pr.Daemons[0].Workers, pr.Daemons[1].Workers, pr.Daemons[0].MTU, fmtOffloads(pr.Daemons[0].Offloads))
 	}
 
 	if err := b.waitReachable(ctx, dst, 10*time.Second); err != nil {
@@ -371,12 +317,7 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 	}
 
 	// Daemon CPU time and syscall counters over the measurement window.
-	type snap struct {
-		cpu  float64
-		sys  map[string]float64
-		tots weftnode.Status
-	}
-	snaps := make([]snap, len(ds))
+	snaps := make([]daemonSnap, len(ds))
 	takeCPU := func() []float64 {
 		v := make([]float64, len(ds))
 		for i, d := range ds {
@@ -415,48 +356,7 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 
 	// TCP, 1, 4 and 8 streams, with the machine's busy cores per run.
 	for _, streams := range []int{1, 4, 8} {
-		ts := &tcpStat{Streams: streams}
-		for rep := 1; rep <= o.Reps && ctx.Err() == nil; rep++ {
-			r, mc, err := b.iperf3CPU(ctx, dst, netlab.IPerf3Options{Seconds: o.Duration, Streams: streams})
-			if err != nil {
-				errf("TCP %d stream(s), rep %d: %v", streams, rep, err)
-				continue
-			}
-			tr := tcpRep{ReceivedBPS: r.ReceivedBPS, SentBPS: r.SentBPS, Retransmits: r.Retransmits, Seconds: r.Seconds, CPU: mc}
-			if mc != nil {
-				tr.BusyCores = mc.BusyCores
-				if mc.BusyCores > 0 {
-					tr.GbpsPerBusyCore = round3(r.ReceivedBPS / 1e9 / mc.BusyCores)
-				}
-			}
-			ts.Reps = append(ts.Reps, tr)
-			if o.Verbose {
-				fmt.Printf("   tcp%d rep %d: %s; machine: %s\n", streams, rep, r, mc)
-			}
-		}
-		if len(ts.Reps) > 0 {
-			var v []float64
-			for _, r := range ts.Reps {
-				v = append(v, r.ReceivedBPS)
-			}
-			ts.MedianBPS = median(v)
-			ts.MinBPS, ts.MaxBPS = minMax(v)
-			var busy, per []float64
-			var mcs []*machineCPU
-			for _, r := range ts.Reps {
-				if r.CPU != nil && r.BusyCores > 0 {
-					busy = append(busy, r.BusyCores)
-					per = append(per, r.GbpsPerBusyCore)
-					mcs = append(mcs, r.CPU)
-				}
-			}
-			ts.BusyCores, ts.GbpsPerBusyCore, ts.CPU = round3(median(busy)), round3(median(per)), meanCPU(mcs)
-			fmt.Printf("   TCP %d stream(s): median %s Gbit/s of %d (min %s, max %s); machine %.2f busy cores, %.2f Gbit/s per busy core\n",
-				streams, gbps(ts.MedianBPS), len(v), gbps(ts.MinBPS), gbps(ts.MaxBPS), ts.BusyCores, ts.GbpsPerBusyCore)
-			if ts.CPU != nil {
-				fmt.Printf("     machine over the runs: %s\n", ts.CPU)
-			}
-		}
+		ts := b.tcpTest(ctx, dst, streams, errf)
 		switch streams {
 		case 1:
 			pr.TCP1 = ts
@@ -507,6 +407,116 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 	}
 
 	// Daemon totals over the window.
+	b.daemonTotals(ctx, pr, ds, snaps, errf)
+	if len(ds) == 2 {
+		a, bb := pr.Daemons[0], pr.Daemons[1]
+		fmt.Printf("   daemons: CPU %.2f/%.2f s, peak RSS %.1f/%.1f MiB (a/b)\n", a.CPUSeconds, bb.CPUSeconds, a.PeakRSSMiB, bb.PeakRSSMiB)
+	}
+
+	if !alive() {
+		return pr
+	}
+
+	// Profile last, outside the CPU accounting window.
+	if o.Profile && p.Kind == kindWeft && ctx.Err() == nil {
+		infos, err := b.profile(ctx, p, dst, ds)
+		pr.Profiles = infos
+		if err != nil {
+			errf("profile: %v", err)
+		}
+		for _, in := range infos {
+			fmt.Printf("   CPU profile of %s (%s): %s\n", in.Host, in.Role, in.File)
+			if in.Role == "tx" && in.Top != "" {
+				for _, l := range strings.Split(in.Top, "\n") {
+					fmt.Printf("     %s\n", l)
+				}
+			}
+		}
+	}
+	return pr
+}
+
+// upWeft starts path p's two weft daemons and records their setup in pr.
+// stop, if not nil, stops them and records their logs; ok is false if they
+// did not come up.
+func (b *bench) upWeft(ctx context.Context, p pathDef, pr *pathResult, errf func(string, ...any)) (ds []*daemon, stop func(), ok bool) {
+	ds, err := b.newDaemons(p)
+	if err != nil {
+		errf("%v", err)
+		return nil, nil, false
+	}
+	pr.Command = "weft " + strings.Join(ds[0].args, " ")
+	ts := time.Now()
+	err = b.startWeft(ctx, p, ds)
+	stop = func() {
+		issues, mark := b.stopWeft(ds)
+		pr.DaemonIssues = append(pr.DaemonIssues, issues...)
+		for i, d := range ds {
+			if d.proc == nil {
+				continue
+			}
+			logs := d.proc.Logs()
+			if mark[i] > len(logs) {
+				mark[i] = len(logs)
+			}
+			if run := strings.TrimSpace(logs[:mark[i]]); run != "" {
+				pr.Daemons[i].Log = tailLines(run, 30)
+			}
+			if stop := strings.TrimSpace(logs[mark[i]:]); stop != "" {
+				pr.Daemons[i].StopLog = tailLines(stop, 30)
+			}
+		}
+		for _, s := range pr.DaemonIssues {
+			fmt.Printf("   daemon: %s\n", s)
+		}
+		for _, d := range pr.Daemons {
+			for _, l := range d.Log {
+				fmt.Printf("   log %s: %s\n", d.Host, l)
+			}
+			for _, l := range d.StopLog {
+				fmt.Printf("   log %s (shutdown): %s\n", d.Host, l)
+			}
+		}
+	}
+	for _, d := range ds {
+		pr.Daemons = append(pr.Daemons, &daemonStat{Host: d.name})
+	}
+	if err != nil {
+		errf("starting weft: %v", err)
+		return ds, stop, false
+	}
+	pr.SetupSeconds = time.Since(ts).Seconds()
+	for i, d := range ds {
+		pr.Daemons[i].PID = d.proc.PID()
+		if st, err := d.status(ctx); err == nil {
+			pr.Daemons[i].MTU = st.Node.MTU
+			pr.Daemons[i].Offloads = st.Node.Offloads
+			pr.Daemons[i].Workers = st.Node.Workers
+			want := p.Workers
+			if want == 0 {
+				want = min(runtime.NumCPU(), 256)
+			}
+			if st.Node.Workers != want {
+				pr.DaemonIssues = append(pr.DaemonIssues, fmt.Sprintf("weft on %s runs %d workers, want %d (a refused multi-queue TUN?)", d.name, st.Node.Workers, want))
+			}
+		}
+	}
+	fmt.Printf("   weft up in %s (pids a=%d b=%d, %d/%d workers, MTU %d, offloads %s)\n", fmtDur(time.Since(ts)),
+		ds[0].proc.PID(), ds[1].proc.PID(), pr.Daemons[0].Workers, pr.Daemons[1].Workers, pr.Daemons[0].MTU, fmtOffloads(pr.Daemons[0].Offloads))
+	return ds, stop, true
+}
+
+// daemonSnap is a daemon's CPU time, syscall counters and totals at the
+// start of a path's measurement window.
+type daemonSnap struct {
+	cpu  float64
+	sys  map[string]float64
+	tots weftnode.Status
+}
+
+// daemonTotals records each daemon's CPU time, peak RSS, syscalls, packets
+// and drops over the window that began with snaps.
+func (b *bench) daemonTotals(ctx context.Context, pr *pathResult, ds []*daemon, snaps []daemonSnap, errf func(string, ...any)) {
 	for i, d := range ds {
 		ds := pr.Daemons[i]
 		now, err := cpuSeconds(d.proc.PID())
@@ -536,32 +546,55 @@ func (b *bench) runPath(ctx context.Context, p pathDef) *pathResult {
 			ds.Drops = nonZero(st.Drops)
 		}
 	}
-	if len(ds) == 2 {
-		a, bb := pr.Daemons[0], pr.Daemons[1]
-		fmt.Printf("   daemons: CPU %.2f/%.2f s, peak RSS %.1f/%.1f MiB (a/b)\n", a.CPUSeconds, bb.CPUSeconds, a.PeakRSSMiB, bb.PeakRSSMiB)
-	}
+}
 
-	if !alive() {
-		return pr
-	}
-
-	// Profile last, outside the CPU accounting window.
-	if o.Profile && p.Kind == kindWeft && ctx.Err() == nil {
-		infos, err := b.profile(ctx, p, dst, ds)
-		pr.Profiles = infos
+// tcpTest runs o.Reps iperf3 TCP transfers of streams streams to dst and
+// returns their medians, with the machine's busy cores.
+func (b *bench) tcpTest(ctx context.Context, dst netip.Addr, streams int, errf func(string, ...any)) *tcpStat {
+	o := b.opts
+	ts := &tcpStat{Streams: streams}
+	for rep := 1; rep <= o.Reps && ctx.Err() == nil; rep++ {
+		r, mc, err := b.iperf3CPU(ctx, dst, netlab.IPerf3Options{Seconds: o.Duration, Streams: streams})
 		if err != nil {
-			errf("profile: %v", err)
+			errf("TCP %d stream(s), rep %d: %v", streams, rep, err)
+			continue
 		}
-		for _, in := range infos {
-			fmt.Printf("   CPU profile of %s (%s): %s\n", in.Host, in.Role, in.File)
-			if in.Role == "tx" && in.Top != "" {
-				for _, l := range strings.Split(in.Top, "\n") {
-					fmt.Printf("     %s\n", l)
-				}
+		tr := tcpRep{ReceivedBPS: r.ReceivedBPS, SentBPS: r.SentBPS, Retransmits: r.Retransmits, Seconds: r.Seconds, CPU: mc}
+		if mc != nil {
+			tr.BusyCores = mc.BusyCores
+			if mc.BusyCores > 0 {
+				tr.GbpsPerBusyCore = round3(r.ReceivedBPS / 1e9 / mc.BusyCores)
 			}
 		}
+		ts.Reps = append(ts.Reps, tr)
+		if o.Verbose {
+			fmt.Printf("   tcp%d rep %d: %s; machine: %s\n", streams, rep, r, mc)
+		}
 	}
-	return pr
+	if len(ts.Reps) > 0 {
+		var v []float64
+		for _, r := range ts.Reps {
+			v = append(v, r.ReceivedBPS)
+		}
+		ts.MedianBPS = median(v)
+		ts.MinBPS, ts.MaxBPS = minMax(v)
+		var busy, per []float64
+		var mcs []*machineCPU
+		for _, r := range ts.Reps {
+			if r.CPU != nil && r.BusyCores > 0 {
+				busy = append(busy, r.BusyCores)
+				per = append(per, r.GbpsPerBusyCore)
+				mcs = append(mcs, r.CPU)
+			}
+		}
+		ts.BusyCores, ts.GbpsPerBusyCore, ts.CPU = round3(median(busy)), round3(median(per)), meanCPU(mcs)
+		fmt.Printf("   TCP %d stream(s): median %s Gbit/s of %d (min %s, max %s); machine %.2f busy cores, %.2f Gbit/s per busy core\n",
+			streams, gbps(ts.MedianBPS), len(v), gbps(ts.MinBPS), gbps(ts.MaxBPS), ts.BusyCores, ts.GbpsPerBusyCore)
+		if ts.CPU != nil {
+			fmt.Printf("     machine over the runs: %s\n", ts.CPU)
+		}
+	}
+	return ts
 }
 
 func (b *bench) buildWeft(ctx context.Context) error {
