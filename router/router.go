@@ -90,6 +90,7 @@ type Router struct {
 	// the peer set's.
 	seen       map[string]seenRec
 	localSince time.Time
+	built      bool // a table was built since localSince: later peers are not present at our start
 	stats      map[string]*peerStats
 	direct     map[netip.Prefix]netip.Addr // kernel routes we installed
 	conflicts  []Conflict
@@ -117,6 +118,7 @@ type counters struct {
 type seenRec struct {
 	subnet, subnet6 netip.Prefix
 	at              time.Time
+	present         bool // in the first table built after we took our subnet
 }
 
 type peerStats struct {
@@ -179,7 +181,7 @@ type Local struct {
 func (r *Router) SetLocal(l Local) []Conflict {
 	r.mu.Lock()
 	if l.Subnet != r.cfg.Local || l.Subnet6 != r.cfg.Local6 {
-		r.localSince = r.cfg.Now()
+		r.localSince, r.built = r.cfg.Now(), false
 	}
 	r.cfg.Local, r.cfg.LocalAddr, r.cfg.MAC, r.cfg.Claimed = l.Subnet, l.Addr, l.MAC, l.Claimed
 	r.cfg.Local6, r.cfg.LocalAddr6 = l.Subnet6, l.Addr6
@@ -304,10 +306,10 @@ func (r *Router) judge(peers []Peer) judge {
 		if old, ok := r.seen[p.Name]; ok && old.subnet == p.Subnet && old.subnet6 == p.Subnet6 {
 			seen[p.Name] = old
 		} else {
-			seen[p.Name] = seenRec{subnet: p.Subnet, subnet6: p.Subnet6, at: now}
+			seen[p.Name] = seenRec{subnet: p.Subnet, subnet6: p.Subnet6, at: now, present: !r.built}
 		}
 	}
-	r.seen = seen
+	r.seen, r.built = seen, true
 	prev := map[string]*entry{}
 	for _, e := range r.table.Load().entries {
 		prev[e.peer.Name] = e
@@ -318,7 +320,10 @@ func (r *Router) judge(peers []Peer) judge {
 			e := prev[p.Name]
 			return e != nil && e.peer.Subnet == p.Subnet && e.peer.Subnet6 == p.Subnet6 && e.peer.Underlay.Addr() == p.Underlay.Addr()
 		},
-		early: func(p *Peer) bool { return seen[p.Name].at.Before(settled) },
+		early:   func(p *Peer) bool { return seen[p.Name].at.Before(settled) },
+		present: func(p *Peer) bool { return seen[p.Name].present },
+		since:   r.localSince.UnixMilli(),
+		stale:   r.cfg.Claimed < r.localSince.Add(-r.cfg.ClaimGrace).UnixMilli(),
 	}
 }
 

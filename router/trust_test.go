@@ -223,3 +223,44 @@ func TestNeighborSolicitationFromEncryptedPeerNotAnswered(t *testing.T) {
 }
 
 func slicesClone(p []Peer) []Peer { return append([]Peer(nil), p...) }
+
+// A host back with its lease finds its subnet taken while it was away by a
+// host that was there when it came up: it is the newcomer and gives the
+// subnet up, whatever the claim times; the host that took the subnet, on
+// its side, keeps it. A host that starts later than us with an older lease
+// does not take our subnet by that.
+func TestReturningHostYieldsToHolder(t *testing.T) {
+	start := time.Unix(1_800_000_000, 0)
+	c := &clock{start}
+	mk := func(claimed int64) *Router {
+		cfg := testConfig(encap.UDP)
+		cfg.Claimed, cfg.Now = claimed, c.now
+		return New(cfg, Worker{Dev: newFakeDevice(false), In: newFakeConn(false), Out: newFakeConn(false)})
+	}
+	stale := start.Add(-48 * time.Hour).UnixMilli() // our lease, from an earlier run
+	holder := Peer{Name: "holder", Subnet: pfx("10.244.1.0/24"), Underlay: addrB, State: "alive", Claimed: start.Add(-time.Hour).UnixMilli()}
+
+	back := mk(stale)
+	if cs := back.SetPeers([]Peer{holder}); len(cs) != 1 || cs[0].Loser != "" || cs[0].Winner != "holder" {
+		t.Fatalf("back with a stale lease, the holder present: %+v, want us the loser", cs)
+	}
+
+	// The same claims, but the other host comes up after us: we keep ours.
+	c.t = start
+	first := mk(stale)
+	first.SetPeers(nil)
+	c.t = start.Add(2 * time.Second)
+	later := Peer{Name: "later", Subnet: pfx("10.244.1.0/24"), Underlay: addrB, State: "alive", Claimed: stale + 1000}
+	if cs := first.SetPeers([]Peer{later}); len(cs) != 1 || cs[0].Loser != "later" {
+		t.Fatalf("a later host with a later stale claim: %+v, want it the loser", cs)
+	}
+
+	// Two hosts with fresh claims that see each other at once: the claim
+	// rule picks exactly one.
+	c.t = start
+	fresh := mk(start.Add(-2 * time.Second).UnixMilli())
+	other := Peer{Name: "other", Subnet: pfx("10.244.1.0/24"), Underlay: addrB, State: "alive", Claimed: start.Add(-time.Second).UnixMilli()}
+	if cs := fresh.SetPeers([]Peer{other}); len(cs) != 1 || cs[0].Loser != "other" {
+		t.Fatalf("fresh claims, ours earlier: %+v, want the other the loser", cs)
+	}
+}
