@@ -90,7 +90,6 @@ type Router struct {
 	// the peer set's.
 	seen       map[string]seenRec
 	localSince time.Time
-	built      bool // a table was built since localSince: later peers are not present at our start
 	stats      map[string]*peerStats
 	direct     map[netip.Prefix]netip.Addr // kernel routes we installed
 	conflicts  []Conflict
@@ -118,7 +117,6 @@ type counters struct {
 type seenRec struct {
 	subnet, subnet6 netip.Prefix
 	at              time.Time
-	present         bool // in the first table built after we took our subnet
 }
 
 type peerStats struct {
@@ -181,7 +179,7 @@ type Local struct {
 func (r *Router) SetLocal(l Local) []Conflict {
 	r.mu.Lock()
 	if l.Subnet != r.cfg.Local || l.Subnet6 != r.cfg.Local6 {
-		r.localSince, r.built = r.cfg.Now(), false
+		r.localSince = r.cfg.Now()
 	}
 	r.cfg.Local, r.cfg.LocalAddr, r.cfg.MAC, r.cfg.Claimed = l.Subnet, l.Addr, l.MAC, l.Claimed
 	r.cfg.Local6, r.cfg.LocalAddr6 = l.Subnet6, l.Addr6
@@ -306,10 +304,10 @@ func (r *Router) judge(peers []Peer) judge {
 		if old, ok := r.seen[p.Name]; ok && old.subnet == p.Subnet && old.subnet6 == p.Subnet6 {
 			seen[p.Name] = old
 		} else {
-			seen[p.Name] = seenRec{subnet: p.Subnet, subnet6: p.Subnet6, at: now, present: !r.built}
+			seen[p.Name] = seenRec{subnet: p.Subnet, subnet6: p.Subnet6, at: now}
 		}
 	}
-	r.seen, r.built = seen, true
+	r.seen = seen
 	prev := map[string]*entry{}
 	for _, e := range r.table.Load().entries {
 		prev[e.peer.Name] = e
@@ -320,10 +318,7 @@ func (r *Router) judge(peers []Peer) judge {
 			e := prev[p.Name]
 			return e != nil && e.peer.Subnet == p.Subnet && e.peer.Subnet6 == p.Subnet6 && e.peer.Underlay.Addr() == p.Underlay.Addr()
 		},
-		early:   func(p *Peer) bool { return seen[p.Name].at.Before(settled) },
-		present: func(p *Peer) bool { return seen[p.Name].present },
-		since:   r.localSince.UnixMilli(),
-		stale:   r.cfg.Claimed < r.localSince.Add(-r.cfg.ClaimGrace).UnixMilli(),
+		early: func(p *Peer) bool { return seen[p.Name].at.Before(settled) },
 	}
 }
 

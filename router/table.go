@@ -118,18 +118,12 @@ func (c Conflict) String() string {
 // advertises; among newcomers the earlier claim wins, then the smaller
 // name. Our own subnet is always ours in the table; we give it up (the
 // Conflict names us the loser, and an automatic subnet moves) only to a
-// peer we saw before our claim had settled (early), and only if that peer
-// wins by the claim rule (two hosts that picked one subnet at once), or if
-// we are the newcomer: our claim is from an earlier run (stale: a host back
-// with its lease) and the peer was there when we came up (present) with a
-// claim made before that (a host that took the subnet while we were away).
-// A host that joins later cannot take our subnet by dating its claim back.
+// peer that wins by the claim rule and that we saw before our claim had
+// settled (early): a host that joins later cannot take our subnet by
+// dating its claim back.
 type judge struct {
 	incumbent func(*Peer) bool
 	early     func(*Peer) bool
-	present   func(*Peer) bool
-	since     int64 // unix ms when we took our subnet in this run
-	stale     bool  // our claim is older than this run
 }
 
 // buildTable resolves overlaps and indexes the routable peers of a host
@@ -158,9 +152,6 @@ func buildTableWith(local, local6 netip.Prefix, localClaimed int64, localName st
 	}
 	if j.early == nil {
 		j.early = func(*Peer) bool { return true }
-	}
-	if j.present == nil {
-		j.present = func(*Peer) bool { return false }
 	}
 	t := &Table{local: local, local6: local6, byAddr: make(map[netip.Addr]*entry)}
 	reasons := make(map[string]string)
@@ -217,8 +208,7 @@ func buildTableWith(local, local6 netip.Prefix, localClaimed int64, localName st
 		}
 		if winner != nil {
 			c := Conflict{Loser: p.Name, Winner: winner.name, Subnet: theirs}
-			newcomer := j.stale && j.present(p) && p.Claimed < j.since
-			if winner.name == "" && j.early(p) && (newcomer || p.Claimed < localClaimed || (p.Claimed == localClaimed && p.Name < localName)) {
+			if winner.name == "" && j.early(p) && (p.Claimed < localClaimed || (p.Claimed == localClaimed && p.Name < localName)) {
 				c = Conflict{Loser: "", Winner: p.Name, Subnet: winner.pfx}
 			}
 			conflicts = append(conflicts, c)
