@@ -1,0 +1,504 @@
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+)
+
+// Defaults of the speaker's timers.
+const (
+	// DefaultRestartTime is the graceful-restart time weft advertises: how
+	// long a router keeps our routes after our session drops without a
+	// notification (a crash, kill -9), waiting for us to come back.
+	// Calico's BIRD advertises 120 s too.
+	DefaultRestartTime = 120 * time.Second
+	// DefaultConnectRetry is how long the speaker waits between attempts
+	// to open a session with a neighbour that does not answer.
+	DefaultConnectRetry = 5 * time.Second
+	// deferralTime bounds how long, after a (re)start, the speaker waits
+	// for the neighbours' End-of-RIB before it sends its own routes.
+	deferralTime = 2 * time.Second
+)
+
+// Neighbor is a BGP peer: a top-of-rack router, a route reflector.
+type Neighbor struct {
+	Addr     netip.Addr
+	ASN      uint32
+	Port     uint16 // 0: 179
+	Password string // TCP MD5 (RFC 2385); empty: none
+}
+
+// Config configures a Speaker.
+type Config struct {
+	ASN      uint32
+	RouterID netip.Addr
+	// ListenPort is where the speaker accepts sessions; 0 or less: it does
+	// not listen and opens every session itself (weft's default: the
+	// neighbours' side of 179 is theirs).
+	ListenPort int32
+	// RestartTime is the graceful-restart time advertised (0: DefaultRestartTime).
+	RestartTime time.Duration
+	// ConnectRetry is the wait between connection attempts (0: DefaultConnectRetry).
+	ConnectRetry time.Duration
+	Logger       *slog.Logger
+	// OnChange, if set, is called (from the speaker's own goroutine) after a
+	// neighbour's session state changed.
+	OnChange func(NeighborStatus)
+}
+
+// NeighborStatus is a neighbour's session as `weft status` shows it.
+type NeighborStatus struct {
+	Addr  string `json:"addr"`
+	ASN   uint32 `json:"asn"`
+	State string `json:"state"` // idle, connect, active, opensent, openconfirm, established
+	// Since is when the session reached its current state (the uptime of an
+	// established session).
+	Since         time.Time `json:"since"`
+	UptimeSeconds float64   `json:"uptimeSeconds,omitempty"`
+	Sent          uint64    `json:"prefixesSent"`
+	Received      uint64    `json:"prefixesReceived"`
+	// LastError is why the session last went down (a notification sent or
+	// received, such as "bad peer AS"; a hold timer).
+	LastError string `json:"lastError,omitempty"`
+}
+
+// Up reports whether the session is established.
+func (s NeighborStatus) Up() bool { return s.State == "established" }
+
+// Speaker is an embedded BGP speaker that announces a set of paths to its
+// neighbours. It owns gobgp's server goroutine and waits for it in Stop.
+type Speaker struct {
+	cfg Config
+	log *slog.Logger
+	srv *server.BgpServer
+
+	serving   sync.WaitGroup
+	watchStop context.CancelFunc
+
+	mu        sync.Mutex
+	neighbors map[netip.Addr]Neighbor
+	announced []Path
+	sessions  map[netip.Addr]*NeighborStatus // state and last error, from events
+	stopped   bool
+}
+
+// Start starts a speaker with no neighbours and nothing announced.
+func Start(ctx context.Context, cfg Config) (*Speaker, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RestartTime == 0 {
+		cfg.RestartTime = DefaultRestartTime
+	}
+	if cfg.ConnectRetry == 0 {
+		cfg.ConnectRetry = DefaultConnectRetry
+	}
+	if !cfg.RouterID.Is4() {
+		return nil, fmt.Errorf("bgp router ID %s: want an IPv4 address", cfg.RouterID)
+	}
+	lvl := &slog.LevelVar{}
+	lvl.Set(slog.LevelInfo)
+	s := &Speaker{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		neighbors: map[netip.Addr]Neighbor{},
+		sessions:  map[netip.Addr]*NeighborStatus{},
+	}
+	// gobgp logs every connection attempt at info; weft logs session
+	// changes itself (OnChange), so only gobgp's warnings pass, and the
+	// notifications it sends and receives are kept as the neighbour's
+	// last error (a refused OPEN never reaches a state event).
+	h := &notifyHandler{next: cfg.Logger.With("component", "gobgp").Handler(), notified: s.notified}
+	s.srv = server.NewBgpServer(server.LoggerOption(slog.New(h), lvl))
+	s.serving.Go(s.srv.Serve)
+	port := cfg.ListenPort
+	if port <= 0 {
+		port = -1
+	}
+	if err := s.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: port,
+	}}); err != nil {
+		s.srv.Stop()
+		s.serving.Wait()
+		return nil, fmt.Errorf("start bgp (as %d, router id %s): %w", cfg.ASN, cfg.RouterID, err)
+	}
+	watchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.watchStop = cancel
+	if err := s.srv.WatchEvent(watchCtx, server.WatchEventMessageCallbacks{OnPeerUpdate: s.peerEvent}, server.WatchPeer()); err != nil {
+		cancel()
+		s.srv.Stop()
+		s.serving.Wait()
+		return nil, fmt.Errorf("watch bgp sessions: %w", err)
+	}
+	return s, nil
+}
+
+// peerEvent records a neighbour's session state and logs the change.
+func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, at time.Time) {
+	if ev.Type != apiutil.PEER_EVENT_STATE {
+		return
+	}
+	st := ev.Peer.State
+	addr := st.NeighborAddress
+	if !addr.IsValid() {
+		addr = ev.Peer.Conf.NeighborAddress
+	}
+	state := fsmState(st.SessionState)
+	s.mu.Lock()
+	if _, ok := s.neighbors[addr]; !ok || s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	cur := s.sessions[addr]
+	if cur == nil {
+		cur = &NeighborStatus{Addr: addr.String(), ASN: st.PeerASN}
+		s.sessions[addr] = cur
+	}
+	old := cur.State
+	if state == old {
+		s.mu.Unlock()
+		return
+	}
+	cur.State, cur.Since = state, at
+	// The idle hold timer's expiry is the retry, not a failure: the reason
+	// before it (a notification, a hold timer) stays shown.
+	if r := st.DisconnectReason; r != api.PeerState_DISCONNECT_REASON_UNSPECIFIED && r != api.PeerState_DISCONNECT_REASON_IDLE_TIMER_EXPIRED {
+		cur.LastError = disconnectText(st.DisconnectReason, st.DisconnectMessage)
+	}
+	snap := *cur
+	s.mu.Unlock()
+
+	attrs := []any{"neighbor", addr, "asn", snap.ASN, "state", state, "was", old}
+	if snap.LastError != "" && state != "established" {
+		attrs = append(attrs, "last_error", snap.LastError)
+	}
+	if state == "established" || old == "established" {
+		s.log.Info("bgp session changed", attrs...)
+	} else {
+		s.log.Debug("bgp session changed", attrs...)
+	}
+	if s.cfg.OnChange != nil {
+		s.cfg.OnChange(snap)
+	}
+}
+
+// notified records a notification sent to or received from a neighbour.
+func (s *Speaker) notified(addr netip.Addr, text string) {
+	s.mu.Lock()
+	cur := s.sessions[addr]
+	changed := cur != nil && cur.LastError != text
+	if changed {
+		cur.LastError = text
+	}
+	s.mu.Unlock()
+	if changed {
+		s.log.Warn("bgp session refused", "neighbor", addr, "err", text)
+	}
+}
+
+// notifyHandler passes gobgp's warnings and errors on, and reports the
+// BGP notifications it logs.
+type notifyHandler struct {
+	next     slog.Handler
+	attrs    []slog.Attr
+	notified func(netip.Addr, string)
+}
+
+func (h *notifyHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+
+func (h *notifyHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "sent notification" || r.Message == "received notification" {
+		var addr netip.Addr
+		var code, sub int64
+		visit := func(a slog.Attr) bool {
+			switch a.Key {
+			case "Key":
+				addr, _ = netip.ParseAddr(a.Value.String())
+			case "Code":
+				code = a.Value.Int64()
+			case "Subcode":
+				sub = a.Value.Int64()
+			}
+			return true
+		}
+		for _, a := range h.attrs {
+			visit(a)
+		}
+		r.Attrs(visit)
+		if addr.IsValid() {
+			text := bgp.NewNotificationErrorCode(uint8(code), uint8(sub)).String()
+			h.notified(addr, strings.TrimSuffix(r.Message, " notification")+" notification: "+text)
+		}
+	}
+	if r.Level < slog.LevelWarn || !h.next.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return h.next.Handle(ctx, r)
+}
+
+func (h *notifyHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &notifyHandler{next: h.next.WithAttrs(as), attrs: append(slices.Clip(h.attrs), as...), notified: h.notified}
+}
+
+func (h *notifyHandler) WithGroup(name string) slog.Handler {
+	return &notifyHandler{next: h.next.WithGroup(name), attrs: h.attrs, notified: h.notified}
+}
+
+func disconnectText(r api.PeerState_DisconnectReason, msg string) string {
+	if msg != "" {
+		return msg
+	}
+	switch r {
+	case api.PeerState_DISCONNECT_REASON_BAD_PEER_AS:
+		return "bad peer AS"
+	case api.PeerState_DISCONNECT_REASON_HOLD_TIMER_EXPIRED:
+		return "hold timer expired"
+	}
+	return r.String()
+}
+
+func fsmState(st bgp.FSMState) string {
+	switch st {
+	case bgp.BGP_FSM_IDLE:
+		return "idle"
+	case bgp.BGP_FSM_CONNECT:
+		return "connect"
+	case bgp.BGP_FSM_ACTIVE:
+		return "active"
+	case bgp.BGP_FSM_OPENSENT:
+		return "opensent"
+	case bgp.BGP_FSM_OPENCONFIRM:
+		return "openconfirm"
+	case bgp.BGP_FSM_ESTABLISHED:
+		return "established"
+	}
+	return "unknown"
+}
+
+// SetNeighbors makes the speaker's neighbours next: new ones are added,
+// missing ones removed (their sessions closed with a Cease), changed ones
+// (AS, port, password) replaced; the sessions of the others are not
+// touched.
+func (s *Speaker) SetNeighbors(ctx context.Context, next []Neighbor) error {
+	want := map[netip.Addr]Neighbor{}
+	for _, n := range next {
+		want[n.Addr] = n
+	}
+	s.mu.Lock()
+	cur := s.neighbors
+	s.mu.Unlock()
+	var errs []error
+	for addr, n := range cur {
+		if w, ok := want[addr]; ok && w == n {
+			continue
+		}
+		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("remove bgp neighbor %s: %w", addr, err))
+			continue
+		}
+		s.mu.Lock()
+		delete(s.neighbors, addr)
+		delete(s.sessions, addr)
+		s.mu.Unlock()
+		if _, ok := want[addr]; !ok {
+			s.log.Info("bgp neighbor removed", "neighbor", addr, "asn", n.ASN)
+		}
+	}
+	for _, addr := range sortedAddrs(want) {
+		n := want[addr]
+		s.mu.Lock()
+		_, have := s.neighbors[addr]
+		if !have {
+			// Registered before AddPeer, so that its first events count.
+			s.neighbors[addr] = n
+			s.sessions[addr] = &NeighborStatus{Addr: addr.String(), ASN: n.ASN, State: "idle", Since: time.Now()}
+		}
+		s.mu.Unlock()
+		if have {
+			continue
+		}
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConfig(n)}); err != nil {
+			s.mu.Lock()
+			delete(s.neighbors, addr)
+			delete(s.sessions, addr)
+			s.mu.Unlock()
+			errs = append(errs, fmt.Errorf("add bgp neighbor %s (as %d): %w", addr, n.ASN, err))
+			continue
+		}
+		s.log.Info("bgp neighbor added", "neighbor", addr, "asn", n.ASN, "port", cmpPort(n.Port), "md5", n.Password != "")
+	}
+	return errors.Join(errs...)
+}
+
+func cmpPort(p uint16) uint16 {
+	if p == 0 {
+		return 179
+	}
+	return p
+}
+
+func sortedAddrs(m map[netip.Addr]Neighbor) []netip.Addr {
+	out := make([]netip.Addr, 0, len(m))
+	for a := range m {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// peerConfig is a neighbour's gobgp configuration: both unicast families
+// (the next hop of each path says which it can use), graceful restart
+// with the forwarding bit (a restarted weft's kernel kept forwarding), and
+// a short connect retry.
+func (s *Speaker) peerConfig(n Neighbor) *api.Peer {
+	fam := func(afi api.Family_Afi) *api.AfiSafi {
+		return &api.AfiSafi{
+			Config:            &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true},
+			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
+		}
+	}
+	retry := uint64(max(1, s.cfg.ConnectRetry/time.Second))
+	return &api.Peer{
+		Conf: &api.PeerConf{
+			NeighborAddress: n.Addr.String(),
+			PeerAsn:         n.ASN,
+			AuthPassword:    n.Password,
+			Description:     "weft",
+		},
+		Transport: &api.Transport{RemotePort: uint32(cmpPort(n.Port)), PassiveMode: false},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			ConnectRetry:           retry,
+			IdleHoldTimeAfterReset: retry,
+		}},
+		GracefulRestart: &api.GracefulRestart{
+			Enabled:     true,
+			RestartTime: uint32(s.cfg.RestartTime / time.Second),
+			// Restarting: the forwarding-state bit tells a router that
+			// holds our routes from a run that crashed to keep them until
+			// we have sent ours again.
+			LocalRestarting: true,
+			DeferralTime:    uint32(deferralTime / time.Second),
+		},
+		AfiSafis: []*api.AfiSafi{fam(api.Family_AFI_IP), fam(api.Family_AFI_IP6)},
+	}
+}
+
+// Announce makes the announced set next: paths that are new (or whose
+// next hop changed) are sent, prefixes no longer in next are withdrawn.
+func (s *Speaker) Announce(next []Path) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return errors.New("bgp speaker stopped")
+	}
+	add, withdraw := Diff(s.announced, next)
+	var errs []error
+	for _, p := range withdraw {
+		ap, err := toGoBGP(p)
+		if err == nil {
+			err = s.srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{ap}})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %s: %w", p.Prefix, err))
+			continue
+		}
+		s.log.Info("bgp: withdrew", "prefix", p.Prefix)
+	}
+	for _, p := range add {
+		ap, err := toGoBGP(p)
+		if err == nil {
+			_, err = s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{ap}})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("announce %s: %w", p, err))
+			continue
+		}
+		s.log.Info("bgp: announcing", "prefix", p.Prefix, "next_hop", p.NextHop)
+	}
+	s.announced = slices.Clone(next)
+	return errors.Join(errs...)
+}
+
+// Announced is the set of paths announced now.
+func (s *Speaker) Announced() []Path {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.announced)
+}
+
+func toGoBGP(p Path) (*apiutil.Path, error) {
+	nlri, err := bgp.NewIPAddrPrefix(p.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	origin := bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)
+	if p.Prefix.Addr().Is4() {
+		nh, err := bgp.NewPathAttributeNextHop(p.NextHop)
+		if err != nil {
+			return nil, err
+		}
+		return &apiutil.Path{Family: bgp.RF_IPv4_UC, Nlri: nlri, Attrs: []bgp.PathAttributeInterface{origin, nh}}, nil
+	}
+	mp, err := bgp.NewPathAttributeMpReachNLRI(bgp.RF_IPv6_UC, []bgp.PathNLRI{{NLRI: nlri}}, p.NextHop)
+	if err != nil {
+		return nil, err
+	}
+	return &apiutil.Path{Family: bgp.RF_IPv6_UC, Nlri: nlri, Attrs: []bgp.PathAttributeInterface{origin, mp}}, nil
+}
+
+// Status lists the neighbours' sessions, sorted by address.
+func (s *Speaker) Status(ctx context.Context) []NeighborStatus {
+	counts := map[netip.Addr][2]uint64{}
+	_ = s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
+		if err != nil {
+			return
+		}
+		var c [2]uint64
+		for _, af := range p.GetAfiSafis() {
+			c[0] += af.GetState().GetAdvertised()
+			c[1] += af.GetState().GetReceived()
+		}
+		counts[a] = c
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	out := make([]NeighborStatus, 0, len(s.sessions))
+	for _, a := range sortedAddrs(s.neighbors) {
+		st := *s.sessions[a]
+		st.Sent, st.Received = counts[a][0], counts[a][1]
+		if st.Up() {
+			st.UptimeSeconds = now.Sub(st.Since).Round(time.Second).Seconds()
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Stop withdraws every announced path, closes the sessions (a Cease, so
+// routers drop our routes at once rather than keep them for a restart)
+// and stops the server, waiting for its goroutines.
+func (s *Speaker) Stop() {
+	if err := s.Announce(nil); err != nil {
+		s.log.Warn("bgp: withdrawing at shutdown", "err", err)
+	}
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	s.watchStop()
+	s.srv.Stop()
+	s.serving.Wait()
+}
