@@ -70,6 +70,11 @@ type Config struct {
 	Encrypt           bool   `yaml:"encrypt" flag:"encrypt"`
 	EncryptCipher     string `yaml:"encryptCipher" flag:"encrypt-cipher"`
 	EncryptRekeyAfter string `yaml:"encryptRekeyAfter" flag:"encrypt-rekey-after"`
+	// The BGP speaker (bgp.go).
+	BGPASN             string          `yaml:"bgpAsn" flag:"bgp-asn"`
+	BGPRouterID        string          `yaml:"bgpRouterId" flag:"bgp-router-id"`
+	BGPPeers           []BGPPeerConfig `yaml:"bgpPeers" flag:"bgp-peer"`
+	BGPAnnounceNetwork bool            `yaml:"bgpAnnounceNetwork" flag:"bgp-announce-network"`
 }
 
 // PeerConfig is a static peer: a host that does not gossip (a kernel VTEP,
@@ -253,6 +258,7 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.BoolVar(&c.FlannelCompat, "flannel-compat", false, "also write FLANNEL_* variables to the subnet file")
 	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line, the first used to encrypt (weft keygen makes one)")
 	encryptionFlags(fs, c)
+	bgpFlags(fs, c)
 }
 
 // loadConfig reads a YAML config file strictly: an unknown key is an error
@@ -489,6 +495,9 @@ func validate(c Config, src source) (node.Settings, error) {
 		s.Live.Peers = append(s.Live.Peers, p)
 	}
 	if err := validateEncryption(c, &s, src); err != nil {
+		return s, err
+	}
+	if err := validateBGP(c, &s, src); err != nil {
 		return s, err
 	}
 	return s, nil

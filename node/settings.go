@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/weftnet/weft/bgp"
 	"github.com/weftnet/weft/encap"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/seal"
@@ -62,6 +63,9 @@ type Settings struct {
 	EncryptCipher seal.Cipher
 	RekeyAfter    time.Duration
 
+	// BGP announces our subnets to the physical network (bgp.go).
+	BGP BGPSettings
+
 	Live Live
 }
 
@@ -72,6 +76,7 @@ type Live struct {
 	Join       []string
 	GossipKeys [][]byte // primary first
 	Peers      []StaticPeer
+	BGPPeers   []bgp.Neighbor // the BGP speaker's neighbours
 }
 
 // StaticPeer is a host that does not gossip (a kernel VTEP, a router).
@@ -129,6 +134,7 @@ func fixedChanges(a, b Settings) []string {
 	check("encrypt", a.Encrypt, b.Encrypt)
 	check("encryptCipher", a.EncryptCipher, b.EncryptCipher)
 	check("encryptRekeyAfter", a.RekeyAfter, b.RekeyAfter)
+	check("bgpAsn/bgpRouterId/bgpAnnounceNetwork", a.BGP, b.BGP)
 	check("gossipKeyFile (turning encryption on or off)", len(a.Live.GossipKeys) > 0, len(b.Live.GossipKeys) > 0)
 	return out
 }
