@@ -82,6 +82,15 @@ func (c bgpCollector) Collect(ch chan<- prometheus.Metric) {
 // only its own address and the network goes to the underlay gateway.
 func (n *Node) nativeRouting() bool { return n.s.BGP.Enabled && n.s.Encap == encap.None }
 
+// offLinkReason is what the status says of a peer off our segment under
+// encap none: with BGP the fabric carries its traffic.
+func (n *Node) offLinkReason() string {
+	if n.nativeRouting() {
+		return "not on-link: reached through the fabric (BGP), not by weft"
+	}
+	return ""
+}
+
 // startBGP starts the speaker with the configured neighbours; it
 // announces once the node is ready (syncBGP). Its stop (withdraw, then
 // Cease) is the first step of the shutdown.

@@ -333,6 +333,7 @@ func (n *Node) openDataPath() error {
 		Direct:         mode,
 		OnLink:         func(a netip.Addr) bool { return n.getUnderlay().IsOnLink(a) },
 		Routes:         kernelRoutes{n},
+		OffLinkReason:  n.offLinkReason(),
 		PerPeerMetrics: s.PerPeerMetrics,
 		BusyPoll:       s.BusyPoll,
 		Logger:         n.log.With("component", "router"),

@@ -50,6 +50,10 @@ type Config struct {
 	Direct DirectMode
 	OnLink func(netip.Addr) bool // is an underlay address on our L2 segment?
 	Routes Routes                // kernel routes for direct peers (nil: none)
+	// OffLinkReason is the status reason of a peer that DirectOnly does
+	// not route (default: host-gw cannot reach it); with BGP the fabric
+	// routes it instead.
+	OffLinkReason string
 
 	// Now is the clock (time.Now); ClaimGrace how long after we settle on
 	// our subnet a peer we see can still take it from us by an earlier
@@ -255,7 +259,7 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 			}
 		case r.cfg.Direct == DirectOnly:
 			e.via = ViaNone
-			reasons[e.peer.Name] = "not on-link: host-gw cannot reach it"
+			reasons[e.peer.Name] = cmp.Or(r.cfg.OffLinkReason, "not on-link: host-gw cannot reach it")
 			for _, sub := range e.peer.subnets() {
 				t.lpm.Delete(sub)
 			}
