@@ -84,8 +84,8 @@ type Speaker struct {
 	log *slog.Logger
 	srv *server.BgpServer
 
-	serving   sync.WaitGroup
-	watchStop context.CancelFunc
+	serving sync.WaitGroup // gobgp's server loop and watchSessions
+	done    chan struct{}  // closed by Stop
 
 	mu        sync.Mutex
 	neighbors map[netip.Addr]Neighbor
@@ -134,49 +134,50 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		s.serving.Wait()
 		return nil, fmt.Errorf("start bgp (as %d, router id %s): %w", cfg.ASN, cfg.RouterID, err)
 	}
-	watchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.watchStop = cancel
-	if err := s.srv.WatchEvent(watchCtx, server.WatchEventMessageCallbacks{OnPeerUpdate: s.peerEvent}, server.WatchPeer()); err != nil {
-		cancel()
-		s.srv.Stop()
-		s.serving.Wait()
-		return nil, fmt.Errorf("watch bgp sessions: %w", err)
-	}
+	s.done = make(chan struct{})
+	s.serving.Go(s.watchSessions)
 	return s, nil
 }
 
-// peerEvent records a neighbour's session state and logs the change.
-func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, at time.Time) {
-	if ev.Type != apiutil.PEER_EVENT_STATE {
-		return
+// sessionPoll is how often the sessions' states are read. gobgp's own
+// event watch runs a goroutine that its Stop does not wait for; a poll
+// on a goroutine of our own is one we can wait for.
+const sessionPoll = 250 * time.Millisecond
+
+// watchSessions follows the neighbours' session states until Stop.
+func (s *Speaker) watchSessions() {
+	t := time.NewTicker(sessionPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		states := map[netip.Addr]*api.Peer{}
+		_ = s.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+			if a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress()); err == nil {
+				states[a] = p
+			}
+		})
+		cancel()
+		for a, p := range states {
+			s.sessionState(a, fsmState(p.GetState().GetSessionState()), time.Now())
+		}
 	}
-	st := ev.Peer.State
-	addr := st.NeighborAddress
-	if !addr.IsValid() {
-		addr = ev.Peer.Conf.NeighborAddress
-	}
-	state := fsmState(st.SessionState)
+}
+
+// sessionState records a neighbour's session state and logs a change.
+func (s *Speaker) sessionState(addr netip.Addr, state string, at time.Time) {
 	s.mu.Lock()
-	if _, ok := s.neighbors[addr]; !ok || s.stopped {
+	cur := s.sessions[addr]
+	if _, ok := s.neighbors[addr]; !ok || s.stopped || cur == nil || cur.State == state {
 		s.mu.Unlock()
 		return
-	}
-	cur := s.sessions[addr]
-	if cur == nil {
-		cur = &NeighborStatus{Addr: addr.String(), ASN: st.PeerASN}
-		s.sessions[addr] = cur
 	}
 	old := cur.State
-	if state == old {
-		s.mu.Unlock()
-		return
-	}
 	cur.State, cur.Since = state, at
-	// The idle hold timer's expiry is the retry, not a failure: the reason
-	// before it (a notification, a hold timer) stays shown.
-	if r := st.DisconnectReason; r != api.PeerState_DISCONNECT_REASON_UNSPECIFIED && r != api.PeerState_DISCONNECT_REASON_IDLE_TIMER_EXPIRED {
-		cur.LastError = disconnectText(st.DisconnectReason, st.DisconnectMessage)
-	}
 	snap := *cur
 	s.mu.Unlock()
 
@@ -184,11 +185,7 @@ func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, at time.Tim
 	if snap.LastError != "" && state != "established" {
 		attrs = append(attrs, "last_error", snap.LastError)
 	}
-	if state == "established" || old == "established" {
-		s.log.Info("bgp session changed", attrs...)
-	} else {
-		s.log.Debug("bgp session changed", attrs...)
-	}
+	s.log.Info("bgp session changed", attrs...)
 	if s.cfg.OnChange != nil {
 		s.cfg.OnChange(snap)
 	}
@@ -256,32 +253,19 @@ func (h *notifyHandler) WithGroup(name string) slog.Handler {
 	return &notifyHandler{next: h.next.WithGroup(name), attrs: h.attrs, notified: h.notified}
 }
 
-func disconnectText(r api.PeerState_DisconnectReason, msg string) string {
-	if msg != "" {
-		return msg
-	}
-	switch r {
-	case api.PeerState_DISCONNECT_REASON_BAD_PEER_AS:
-		return "bad peer AS"
-	case api.PeerState_DISCONNECT_REASON_HOLD_TIMER_EXPIRED:
-		return "hold timer expired"
-	}
-	return r.String()
-}
-
-func fsmState(st bgp.FSMState) string {
+func fsmState(st api.PeerState_SessionState) string {
 	switch st {
-	case bgp.BGP_FSM_IDLE:
+	case api.PeerState_SESSION_STATE_IDLE:
 		return "idle"
-	case bgp.BGP_FSM_CONNECT:
+	case api.PeerState_SESSION_STATE_CONNECT:
 		return "connect"
-	case bgp.BGP_FSM_ACTIVE:
+	case api.PeerState_SESSION_STATE_ACTIVE:
 		return "active"
-	case bgp.BGP_FSM_OPENSENT:
+	case api.PeerState_SESSION_STATE_OPENSENT:
 		return "opensent"
-	case bgp.BGP_FSM_OPENCONFIRM:
+	case api.PeerState_SESSION_STATE_OPENCONFIRM:
 		return "openconfirm"
-	case bgp.BGP_FSM_ESTABLISHED:
+	case api.PeerState_SESSION_STATE_ESTABLISHED:
 		return "established"
 	}
 	return "unknown"
@@ -498,7 +482,7 @@ func (s *Speaker) Stop() {
 	s.mu.Lock()
 	s.stopped = true
 	s.mu.Unlock()
-	s.watchStop()
+	close(s.done)
 	s.srv.Stop()
 	s.serving.Wait()
 }

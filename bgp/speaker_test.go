@@ -16,7 +16,14 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// gobgp v4.9.0 does not always close a peer's outgoing queue when its
+// server stops with the session up (the queue's buffer goroutine stays
+// parked, seen on both sides, ours and the test's router, about one run
+// in two): that goroutine is gobgp's, the one let pass. Ours (the server
+// loop, the session poll) are waited for by Stop and checked here.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/eapache/channels.(*InfiniteChannel).infiniteBuffer"))
+}
 
 // router is a second gobgp server on loopback that plays the top-of-rack
 // router: it listens, and accepts our speaker as a neighbour.

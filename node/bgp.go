@@ -112,7 +112,7 @@ func (n *Node) startBGP(ctx context.Context) error {
 	n.bgp.other, n.bgp.routerID = n.otherUnderlayAddr(u), id
 	n.bgp.routes = map[netip.Prefix]tun.Route{}
 	log := n.log.With("component", "bgp")
-	sp, err := bgp.Start(ctx, bgp.Config{ASN: n.s.BGP.ASN, RouterID: id, ListenPort: n.s.BGP.ListenPort, Logger: log})
+	sp, err := bgp.Start(context.WithoutCancel(ctx), bgp.Config{ASN: n.s.BGP.ASN, RouterID: id, ListenPort: n.s.BGP.ListenPort, Logger: log})
 	if err != nil {
 		return err
 	}
