@@ -249,15 +249,24 @@ func TestBGP(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	t.Run("the outside reaches each host's overlay address natively", func(t *testing.T) {
-		// tcpdump on x sees the overlay addresses themselves answer.
+	// A container on each host, through weft's CNI plugin (cni_test.go).
+	e := findCNIEnv(t, l.lab.Dir())
+	cts := map[string]*container{}
+	for _, n := range l.nodes {
+		cts[n.name] = addContainer(t, ctx, l.cluster, e, newCNIHost(t, l.cluster, n), n.name+"c1", cniNet)
+	}
+
+	t.Run("the outside reaches each host's container at its own address", func(t *testing.T) {
+		// tcpdump on x sees the containers themselves answer.
 		pcap := startTcpdump(t, l.x, "eth0", 5*time.Second, "-n", "-l", "icmp")
 		for _, n := range l.nodes {
-			if err := pingOK(ctx, &node{name: "x", host: l.x}, n.overlay, 2); err != nil {
+			if err := pingOKFrom(ctx, l.x, cts[n.name].ip, 2); err != nil {
+				t.Errorf("x -> %s's container %s: %v", n.name, cts[n.name].ip, err)
+			}
+			if err := pingOKFrom(ctx, l.x, n.overlay, 1); err != nil {
 				t.Errorf("x -> %s's overlay address %s: %v", n.name, n.overlay, err)
 			}
 		}
@@ -265,8 +274,8 @@ func TestBGP(t *testing.T) {
 		_ = pcap.Stop(2 * time.Second)
 		logs := pcap.Logs()
 		for _, n := range l.nodes {
-			if !strings.Contains(logs, n.overlay.String()+" > 192.168.73.1: ICMP echo reply") {
-				t.Errorf("tcpdump on x saw no echo reply from %s's overlay address %s:\n%s", n.name, n.overlay, tail(logs, 20))
+			if !strings.Contains(logs, cts[n.name].ip.String()+" > 192.168.73.1: ICMP echo reply") {
+				t.Errorf("tcpdump on x saw no echo reply from %s's container %s:\n%s", n.name, cts[n.name].ip, tail(logs, 20))
 			}
 			if strings.Contains(logs, n.underlay.String()+" > 192.168.73.1") {
 				t.Errorf("tcpdump on x saw %s's underlay address answer:\n%s", n.name, tail(logs, 20))
@@ -287,9 +296,22 @@ func TestBGP(t *testing.T) {
 		}
 		pcap := startTcpdump(t, l.router, "any", 5*time.Second, "-n", "-l", "udp port 8285 or udp port 8472")
 		if n := pingPairs(t, ctx, false, l.nodes, func(src, dst *node) bool { return !onLink(src, dst) }); n != 8 {
-			t.Errorf("pinged %d cross-rack pairs, want 8", n)
+			t.Errorf("pinged %d cross-rack pairs of hosts, want 8", n)
 		}
-		iperfCheck(t, ctx, a.host, c.host, c.overlay, "a -> c across the racks")
+		var all []*container
+		for _, n := range l.nodes {
+			all = append(all, cts[n.name])
+		}
+		pingContainers(t, ctx, all, func(src *container) []netip.Addr {
+			var dsts []netip.Addr
+			for _, dst := range all {
+				if dst != src {
+					dsts = append(dsts, dst.ip)
+				}
+			}
+			return dsts
+		})
+		iperfCheck(t, ctx, cts["a"].ns, cts["c"].ns, cts["c"].ip, "container on a -> container on c, across the racks")
 		_ = pcap.Stop(2 * time.Second)
 		if logs := pcap.Logs(); strings.Contains(logs, " UDP") || strings.Contains(logs, "VXLAN") {
 			t.Errorf("tcpdump on the router saw weft datagrams:\n%s", tail(logs, 20))
