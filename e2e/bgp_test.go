@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/lease"
 )
 
 // BGP: four weft hosts in two racks (two L2 segments) behind a router
@@ -47,7 +48,7 @@ protocol device { scan time 2; }
 protocol direct { disabled; }
 protocol kernel { ipv4 { import none; export all; }; learn off; }
 `)
-	for _, name := range []string{"a", "b", "c", "d"} {
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
 		addr := hosts[name]
 		local := "192.168.71.254"
 		if strings.HasPrefix(addr.String(), "192.168.72.") {
@@ -165,6 +166,8 @@ func newBGPLab(t *testing.T) *bgpLab {
 		}
 	}
 
+	// e (rack 2, 192.168.72.3) starts later, in the subnet move.
+	hosts["e"], hostAS["e"] = netip.MustParseAddr("192.168.72.3"), bgpHostAS
 	l.sock = filepath.Join(tp.lab.Dir(), "bird.ctl")
 	conf := filepath.Join(tp.lab.Dir(), "bird.conf")
 	if err := os.WriteFile(conf, []byte(birdConf(hosts, hostAS)), 0o644); err != nil {
@@ -426,5 +429,58 @@ func TestBGP(t *testing.T) {
 			t.Fatal(err)
 		}
 		l.waitRoutes(t, 20*time.Second, all)
+	})
+
+	t.Run("a subnet move is announced and the old subnet withdrawn", func(t *testing.T) {
+		// e takes d's subnet while d is away (an automatic subnet kept in
+		// its lease, claimed a little ahead of our clock); d comes back
+		// with it, claimed earlier, and wins: e moves after it is ready.
+		stopNode(t, d)
+		want := map[string]string{}
+		for k, v := range all {
+			if k != d.subnet.String() {
+				want[k] = v
+			}
+		}
+		l.waitRoutes(t, 5*time.Second, want)
+		en := l.addNode("e", l.segs["seg72"], netip.MustParseAddr("192.168.72.3"), 5)
+		en.subnet, en.overlay = netip.Prefix{}, netip.Addr{}
+		if err := lease.Save(en.files.StateDir, lease.Lease{Network: overlayPrefix, Subnet: d.subnet, Claimed: time.Now().Add(2 * time.Minute).UnixMilli()}); err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(en.files.Dir, "bgp.yaml")
+		writeFile(t, cfg, fmt.Sprintf("bgpPeers:\n  - {addr: 192.168.72.254, asn: %d}\n", bgpRouterAS))
+		en.args = runArgs(en, []string{"192.168.71.1"}, "--encap", "none", "--bgp-asn", fmt.Sprint(bgpHostAS), "--config", cfg)
+		for _, other := range []string{"192.168.71.0/24", "192.168.73.0/24"} {
+			if _, err := en.host.IP(ctx, "route", "add", other, "via", "192.168.72.254"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l.start(en)
+		if err := waitReady(en, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		want[d.subnet.String()] = en.underlay.String()
+		l.waitRoutes(t, 10*time.Second, want)
+		t.Logf("e announces d's subnet %s while d is away", d.subnet)
+
+		l.start(d)
+		var moved netip.Prefix
+		if err := pollUntil(time.Now().Add(20*time.Second), func() error {
+			st, err := status(en)
+			if err != nil {
+				return err
+			}
+			if moved, err = netip.ParsePrefix(st.Node.Subnet); err != nil || moved == d.subnet {
+				return fmt.Errorf("e's subnet is %s", st.Node.Subnet)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("e did not move off d's subnet: %v", err)
+		}
+		want[d.subnet.String()] = d.underlay.String()
+		want[moved.String()] = en.underlay.String()
+		l.waitRoutes(t, 10*time.Second, want)
+		t.Logf("e moved to %s: announced, and d's subnet is d's again at the router", moved)
 	})
 }
