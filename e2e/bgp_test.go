@@ -102,7 +102,9 @@ func (l *bgpLab) routes() (map[string]string, string, error) {
 	return m, out, nil
 }
 
-func newBGPLab(t *testing.T) *bgpLab {
+// newBGPLab builds the lab with the hosts' encapsulation enc (none: native
+// routing through the router).
+func newBGPLab(t *testing.T, enc string) *bgpLab {
 	t.Helper()
 	tp := newLab(t, "bird", "birdc", "tcpdump", "iperf3")
 	s1 := tp.segment("seg71", "192.168.71.0/24")
@@ -154,7 +156,7 @@ func newBGPLab(t *testing.T) *bgpLab {
 		// can change them.
 		cfg := filepath.Join(n.files.Dir, "bgp.yaml")
 		writeFile(t, cfg, fmt.Sprintf("bgpPeers:\n  - {addr: %s, asn: %d}\n", h.gw, bgpRouterAS))
-		n.args = runArgs(n, h.join, "--encap", "none", "--bgp-asn", fmt.Sprint(bgpHostAS), "--config", cfg)
+		n.args = runArgs(n, h.join, "--encap", enc, "--bgp-asn", fmt.Sprint(bgpHostAS), "--config", cfg)
 		// The other segments through the router, never a default route.
 		for _, other := range []string{"192.168.71.0/24", "192.168.72.0/24", "192.168.73.0/24"} {
 			if netip.MustParsePrefix(other).Contains(n.underlay) {
@@ -213,7 +215,7 @@ func (l *bgpLab) waitRoutes(t *testing.T, within time.Duration, want map[string]
 }
 
 func TestBGP(t *testing.T) {
-	l := newBGPLab(t)
+	l := newBGPLab(t, "none")
 	l.startAll()
 	l.waitFormed(formationTimeout)
 	a, b, c, d := l.by["a"], l.by["b"], l.by["c"], l.by["d"]
@@ -483,4 +485,55 @@ func TestBGP(t *testing.T) {
 		l.waitRoutes(t, 10*time.Second, want)
 		t.Logf("e moved to %s: announced, and d's subnet is d's again at the router", moved)
 	})
+}
+
+// TestBGPTunnel: with a tunnel (encap udp) the announcements make the
+// containers reachable from outside, natively through the router, while
+// the hosts still reach each other through the overlay (Calico's IPIP
+// Always).
+func TestBGPTunnel(t *testing.T) {
+	l := newBGPLab(t, "udp")
+	l.startAll()
+	l.waitFormed(formationTimeout)
+	all := map[string]string{}
+	for _, n := range l.nodes {
+		all[n.subnet.String()] = n.underlay.String()
+	}
+	l.waitRoutes(t, 20*time.Second, all)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, c := l.by["a"], l.by["c"]
+	e := findCNIEnv(t, l.lab.Dir())
+	ca := addContainer(t, ctx, l.cluster, e, newCNIHost(t, l.cluster, a), "ac1", cniNet)
+	cc := addContainer(t, ctx, l.cluster, e, newCNIHost(t, l.cluster, c), "cc1", cniNet)
+
+	// From outside: native, the containers' own addresses answer.
+	pcap := startTcpdump(t, l.x, "eth0", 5*time.Second, "-n", "-l", "icmp")
+	for _, ct := range []*container{ca, cc} {
+		if err := pingOKFrom(ctx, l.x, ct.ip, 2); err != nil {
+			t.Errorf("x -> container %s: %v", ct.ip, err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	_ = pcap.Stop(2 * time.Second)
+	for _, ct := range []*container{ca, cc} {
+		if !strings.Contains(pcap.Logs(), ct.ip.String()+" > 192.168.73.1: ICMP echo reply") {
+			t.Errorf("tcpdump on x saw no echo reply from container %s:\n%s", ct.ip, tail(pcap.Logs(), 20))
+		}
+	}
+
+	// Host to host: the overlay, weft's datagrams through the router.
+	out, err := a.host.IP(ctx, "route", "get", c.overlay.String())
+	if err != nil || !strings.Contains(string(out), "dev weft0") {
+		t.Errorf("on a, ip route get %s = %q (%v), want dev weft0", c.overlay, strings.TrimSpace(string(out)), err)
+	}
+	udp := startTcpdump(t, l.router, "any", 5*time.Second, "-n", "-l", "udp port 8285")
+	if err := pingOKFrom(ctx, ca.ns, cc.ip, 3); err != nil {
+		t.Errorf("container on a -> container on c: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	_ = udp.Stop(2 * time.Second)
+	if !strings.Contains(udp.Logs(), a.underlay.String()) || !strings.Contains(udp.Logs(), "UDP") {
+		t.Errorf("tcpdump on the router saw no weft datagram from a:\n%s", tail(udp.Logs(), 20))
+	}
 }
