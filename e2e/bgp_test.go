@@ -40,7 +40,7 @@ const (
 // test's reload back to the right AS is quick. Graceful restart is BIRD's
 // default (aware): a host whose session drops without a notification
 // keeps its routes for the restart time it advertised.
-func birdConf(hosts map[string]netip.Addr, hostAS map[string]int) string {
+func birdConf(hosts map[string]netip.Addr, hostAS map[string]int, dual bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `router id 192.168.71.254;
 log stderr all;
@@ -48,6 +48,12 @@ protocol device { scan time 2; }
 protocol direct { disabled; }
 protocol kernel { ipv4 { import none; export all; }; learn off; }
 `)
+	v6 := ""
+	if dual {
+		// IPv6 paths over the same (IPv4) sessions, as MP-BGP.
+		fmt.Fprintf(&b, "protocol kernel { ipv6 { import none; export all; }; learn off; }\n")
+		v6 = "\n  ipv6 { import all; export none; };"
+	}
 	for _, name := range []string{"a", "b", "c", "d", "e"} {
 		addr := hosts[name]
 		local := "192.168.71.254"
@@ -60,9 +66,9 @@ protocol kernel { ipv4 { import none; export all; }; learn off; }
   passive on;
   hold time 30;
   error wait time 1, 5;
-  ipv4 { import all; export none; };
+  ipv4 { import all; export none; };%s
 }
-`, name, local, bgpRouterAS, addr, hostAS[name])
+`, name, local, bgpRouterAS, addr, hostAS[name], v6)
 	}
 	return b.String()
 }
@@ -83,7 +89,7 @@ func (l *bgpLab) birdc(args ...string) (string, error) {
 	return string(out), err
 }
 
-var birdRoute = regexp.MustCompile(`(?m)^(10\.244\.\d+\.\d+/\d+)\s+unicast \[h_(\w+) [^\]]*\]\s+\*?\s*\(\d+\)(?:\s+\[[^\]]*\])?\s*\n\s+via (\S+) on`)
+var birdRoute = regexp.MustCompile(`(?m)^([0-9a-f:.]+/\d+)\s+unicast \[h_(\w+) [^\]]*\]\s+\*?\s*\(\d+\)(?:\s+\[[^\]]*\])?\s*\n\s+via (\S+) on`)
 
 // routes is the router's BGP table: prefix -> next hop.
 func (l *bgpLab) routes() (map[string]string, string, error) {
@@ -104,7 +110,7 @@ func (l *bgpLab) routes() (map[string]string, string, error) {
 
 // newBGPLab builds the lab with the hosts' encapsulation enc (none: native
 // routing through the router).
-func newBGPLab(t *testing.T, enc string) *bgpLab {
+func newBGPLab(t *testing.T, enc string, dual bool) *bgpLab {
 	t.Helper()
 	tp := newLab(t, "bird", "birdc", "tcpdump", "iperf3")
 	s1 := tp.segment("seg71", "192.168.71.0/24")
@@ -118,11 +124,22 @@ func newBGPLab(t *testing.T, enc string) *bgpLab {
 		t.Fatal(err)
 	}
 	for _, a := range []struct {
-		seg  *netlab.Segment
-		addr string
-	}{{s1, "192.168.71.254/24"}, {s2, "192.168.72.254/24"}, {s3, "192.168.73.254/24"}} {
-		if _, err := l.router.Attach(a.seg, netip.MustParsePrefix(a.addr)); err != nil {
+		seg         *netlab.Segment
+		addr, addr6 string
+	}{{s1, "192.168.71.254/24", "fd00:71::fe/64"}, {s2, "192.168.72.254/24", "fd00:72::fe/64"}, {s3, "192.168.73.254/24", "fd00:73::fe/64"}} {
+		ifn, err := l.router.Attach(a.seg, netip.MustParsePrefix(a.addr))
+		if err != nil {
 			t.Fatal(err)
+		}
+		if dual {
+			if _, err := l.router.IP(ctx, "-6", "addr", "add", a.addr6, "dev", ifn, "nodad"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if dual {
+		if out, err := l.router.Run(ctx, "sysctl", "-w", "net.ipv6.conf.all.forwarding=1"); err != nil {
+			t.Fatalf("router: %v: %s", err, out)
 		}
 	}
 	if out, err := l.router.Run(ctx, "sysctl", "-w", "net.ipv4.ip_forward=1"); err != nil {
@@ -137,6 +154,14 @@ func newBGPLab(t *testing.T, enc string) *bgpLab {
 	// x knows only that the cluster network is behind the router.
 	if _, err := l.x.IP(ctx, "route", "add", overlayNetwork, "via", "192.168.73.254"); err != nil {
 		t.Fatal(err)
+	}
+	if dual {
+		if _, err := l.x.IP(ctx, "-6", "addr", "add", "fd00:73::1/64", "dev", "eth0", "nodad"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.x.IP(ctx, "-6", "route", "add", overlayNetwork6.String(), "via", "fd00:73::fe"); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	hosts := map[string]netip.Addr{}
@@ -157,6 +182,22 @@ func newBGPLab(t *testing.T, enc string) *bgpLab {
 		cfg := filepath.Join(n.files.Dir, "bgp.yaml")
 		writeFile(t, cfg, fmt.Sprintf("bgpPeers:\n  - {addr: %s, asn: %d}\n", h.gw, bgpRouterAS))
 		n.args = runArgs(n, h.join, "--encap", enc, "--bgp-asn", fmt.Sprint(bgpHostAS), "--config", cfg)
+		if dual {
+			// An IPv6 address on the underlay beside the IPv4 one: the
+			// next hop of the IPv6 subnet.
+			dualStackNode(n, h.join, "--encap", enc, "--bgp-asn", fmt.Sprint(bgpHostAS), "--config", cfg)
+			seg6 := "fd00:" + h.addr[8:10]
+			if _, err := n.host.IP(ctx, "-6", "addr", "add", seg6+"::"+h.addr[11:]+"/64", "dev", "eth0", "nodad"); err != nil {
+				t.Fatal(err)
+			}
+			for _, other := range []string{"fd00:71::/64", "fd00:72::/64", "fd00:73::/64"} {
+				if !strings.HasPrefix(other, seg6+":") {
+					if _, err := n.host.IP(ctx, "-6", "route", "add", other, "via", seg6+"::fe"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
 		// The other segments through the router, never a default route.
 		for _, other := range []string{"192.168.71.0/24", "192.168.72.0/24", "192.168.73.0/24"} {
 			if netip.MustParsePrefix(other).Contains(n.underlay) {
@@ -172,7 +213,7 @@ func newBGPLab(t *testing.T, enc string) *bgpLab {
 	hosts["e"], hostAS["e"] = netip.MustParseAddr("192.168.72.3"), bgpHostAS
 	l.sock = filepath.Join(tp.lab.Dir(), "bird.ctl")
 	conf := filepath.Join(tp.lab.Dir(), "bird.conf")
-	if err := os.WriteFile(conf, []byte(birdConf(hosts, hostAS)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(birdConf(hosts, hostAS, dual)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if l.bird, err = l.router.Start("bird", "-c", conf, "-s", l.sock, "-f", "-P", filepath.Join(tp.lab.Dir(), "bird.pid")); err != nil {
@@ -215,7 +256,7 @@ func (l *bgpLab) waitRoutes(t *testing.T, within time.Duration, want map[string]
 }
 
 func TestBGP(t *testing.T) {
-	l := newBGPLab(t, "none")
+	l := newBGPLab(t, "none", false)
 	l.startAll()
 	l.waitFormed(formationTimeout)
 	a, b, c, d := l.by["a"], l.by["b"], l.by["c"], l.by["d"]
@@ -490,14 +531,18 @@ func TestBGP(t *testing.T) {
 // TestBGPTunnel: with a tunnel (encap udp) the announcements make the
 // containers reachable from outside, natively through the router, while
 // the hosts still reach each other through the overlay (Calico's IPIP
-// Always).
+// Always). The overlay is dual stack and the segments carry IPv6 too: the
+// router learns each IPv6 subnet with the host's IPv6 underlay address as
+// next hop, over the same IPv4 session (MP-BGP).
 func TestBGPTunnel(t *testing.T) {
-	l := newBGPLab(t, "udp")
+	l := newBGPLab(t, "udp", true)
 	l.startAll()
 	l.waitFormed(formationTimeout)
 	all := map[string]string{}
 	for _, n := range l.nodes {
 		all[n.subnet.String()] = n.underlay.String()
+		// The IPv6 subnet with the host's IPv6 underlay address.
+		all[n.subnet6.String()] = "fd00:" + n.underlay.String()[8:10] + "::" + n.underlay.String()[11:]
 	}
 	l.waitRoutes(t, 20*time.Second, all)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -516,6 +561,11 @@ func TestBGPTunnel(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	_ = pcap.Stop(2 * time.Second)
+	for _, n := range []*node{a, c} {
+		if err := pingOKFrom(ctx, l.x, n.overlay6, 2); err != nil {
+			t.Errorf("x -> %s's IPv6 overlay address %s: %v", n.name, n.overlay6, err)
+		}
+	}
 	for _, ct := range []*container{ca, cc} {
 		if !strings.Contains(pcap.Logs(), ct.ip.String()+" > 192.168.73.1: ICMP echo reply") {
 			t.Errorf("tcpdump on x saw no echo reply from container %s:\n%s", ct.ip, tail(pcap.Logs(), 20))
