@@ -25,8 +25,12 @@ const (
 	// Calico's BIRD advertises 120 s too.
 	DefaultRestartTime = 120 * time.Second
 	// DefaultConnectRetry is how long the speaker waits between attempts
-	// to open a session with a neighbour that does not answer.
+	// to open a session with a neighbour that does not answer, at first.
 	DefaultConnectRetry = 5 * time.Second
+	// DefaultMaxConnectRetry is where the wait stops growing: it doubles
+	// after every backoffAttempts attempts without a session.
+	DefaultMaxConnectRetry = 2 * time.Minute
+	backoffAttempts        = 3
 	// deferralTime bounds how long, after a (re)start, the speaker waits
 	// for the neighbours' End-of-RIB before it sends its own routes.
 	deferralTime = 2 * time.Second
@@ -50,9 +54,11 @@ type Config struct {
 	ListenPort int32
 	// RestartTime is the graceful-restart time advertised (0: DefaultRestartTime).
 	RestartTime time.Duration
-	// ConnectRetry is the wait between connection attempts (0: DefaultConnectRetry).
-	ConnectRetry time.Duration
-	Logger       *slog.Logger
+	// ConnectRetry is the first wait between connection attempts (0:
+	// DefaultConnectRetry); it doubles up to MaxConnectRetry (0:
+	// DefaultMaxConnectRetry) while the neighbour stays down.
+	ConnectRetry, MaxConnectRetry time.Duration
+	Logger                        *slog.Logger
 	// OnChange, if set, is called (from the speaker's own goroutine) after a
 	// neighbour's session state changed.
 	OnChange func(NeighborStatus)
@@ -87,8 +93,11 @@ type Speaker struct {
 	serving sync.WaitGroup // gobgp's server loop and watchSessions
 	done    chan struct{}  // closed by Stop
 
+	peersMu sync.Mutex // serializes the neighbours' changes: SetNeighbors and backOff
+
 	mu        sync.Mutex
 	neighbors map[netip.Addr]Neighbor
+	retry     map[netip.Addr]*backoff
 	announced []Path
 	sessions  map[netip.Addr]*NeighborStatus // state and last error, from events
 	stopped   bool
@@ -105,6 +114,9 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	if cfg.ConnectRetry == 0 {
 		cfg.ConnectRetry = DefaultConnectRetry
 	}
+	if cfg.MaxConnectRetry == 0 {
+		cfg.MaxConnectRetry = DefaultMaxConnectRetry
+	}
 	if !cfg.RouterID.Is4() {
 		return nil, fmt.Errorf("bgp router ID %s: want an IPv4 address", cfg.RouterID)
 	}
@@ -115,6 +127,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		log:       cfg.Logger,
 		neighbors: map[netip.Addr]Neighbor{},
 		sessions:  map[netip.Addr]*NeighborStatus{},
+		retry:     map[netip.Addr]*backoff{},
 	}
 	// gobgp logs every connection attempt at info; weft logs session
 	// changes itself (OnChange), so only gobgp's warnings pass, and the
@@ -163,9 +176,77 @@ func (s *Speaker) watchSessions() {
 		})
 		cancel()
 		for a, p := range states {
-			s.sessionState(a, fsmState(p.GetState().GetSessionState()), time.Now())
+			state := fsmState(p.GetState().GetSessionState())
+			s.sessionState(a, state, time.Now())
+			s.backOff(a, state == "established", time.Now())
 		}
 	}
+}
+
+// backoff is a neighbour's connect retry: it doubles after
+// backoffAttempts attempts without a session, up to MaxConnectRetry, and
+// goes back to ConnectRetry once a session is up.
+type backoff struct {
+	interval time.Duration
+	since    time.Time // when the interval was set
+}
+
+// backOff grows the retry interval of a neighbour that stays down. gobgp
+// keeps the interval a connect loop started with, so the neighbour (which
+// has no session to lose) is replaced with the longer one.
+func (s *Speaker) backOff(addr netip.Addr, up bool, now time.Time) {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	s.mu.Lock()
+	r, n := s.retry[addr], s.neighbors[addr]
+	if r == nil || s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	if up {
+		r.since = now
+		reset := r.interval != s.cfg.ConnectRetry
+		r.interval = s.cfg.ConnectRetry
+		s.mu.Unlock()
+		if reset {
+			// The next outage starts with short retries again; a timer
+			// change does not touch the session.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if _, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: s.peerConfig(n, s.cfg.ConnectRetry)}); err != nil {
+				s.log.Warn("bgp: resetting the connect retry", "neighbor", addr, "err", err)
+			}
+		}
+		return
+	}
+	if r.interval >= s.cfg.MaxConnectRetry || now.Sub(r.since) < backoffAttempts*r.interval {
+		s.mu.Unlock()
+		return
+	}
+	r.interval, r.since = min(2*r.interval, s.cfg.MaxConnectRetry), now
+	next := r.interval
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		s.log.Warn("bgp: backing off", "neighbor", addr, "err", err)
+		return
+	}
+	if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConfig(n, next)}); err != nil {
+		s.log.Error("bgp: backing off: the neighbour is gone", "neighbor", addr, "err", err)
+		return
+	}
+	s.log.Info("bgp neighbor still down: retrying less often", "neighbor", addr, "asn", n.ASN, "retry", next)
+}
+
+// RetryInterval is the neighbour's current connect retry (0: not a neighbour).
+func (s *Speaker) RetryInterval(addr netip.Addr) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.retry[addr]; r != nil {
+		return r.interval
+	}
+	return 0
 }
 
 // sessionState records a neighbour's session state and logs a change.
@@ -276,6 +357,8 @@ func fsmState(st api.PeerState_SessionState) string {
 // (AS, port, password) replaced; the sessions of the others are not
 // touched.
 func (s *Speaker) SetNeighbors(ctx context.Context, next []Neighbor) error {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
 	want := map[netip.Addr]Neighbor{}
 	for _, n := range next {
 		want[n.Addr] = n
@@ -295,6 +378,7 @@ func (s *Speaker) SetNeighbors(ctx context.Context, next []Neighbor) error {
 		s.mu.Lock()
 		delete(s.neighbors, addr)
 		delete(s.sessions, addr)
+		delete(s.retry, addr)
 		s.mu.Unlock()
 		if _, ok := want[addr]; !ok {
 			s.log.Info("bgp neighbor removed", "neighbor", addr, "asn", n.ASN)
@@ -307,16 +391,18 @@ func (s *Speaker) SetNeighbors(ctx context.Context, next []Neighbor) error {
 		if !have {
 			// Registered before AddPeer, so that its first events count.
 			s.neighbors[addr] = n
+			s.retry[addr] = &backoff{interval: s.cfg.ConnectRetry, since: time.Now()}
 			s.sessions[addr] = &NeighborStatus{Addr: addr.String(), ASN: n.ASN, State: "idle", Since: time.Now()}
 		}
 		s.mu.Unlock()
 		if have {
 			continue
 		}
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConfig(n)}); err != nil {
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConfig(n, s.cfg.ConnectRetry)}); err != nil {
 			s.mu.Lock()
 			delete(s.neighbors, addr)
 			delete(s.sessions, addr)
+			delete(s.retry, addr)
 			s.mu.Unlock()
 			errs = append(errs, fmt.Errorf("add bgp neighbor %s (as %d): %w", addr, n.ASN, err))
 			continue
@@ -346,14 +432,14 @@ func sortedAddrs(m map[netip.Addr]Neighbor) []netip.Addr {
 // (the next hop of each path says which it can use), graceful restart
 // with the forwarding bit (a restarted weft's kernel kept forwarding), and
 // a short connect retry.
-func (s *Speaker) peerConfig(n Neighbor) *api.Peer {
+func (s *Speaker) peerConfig(n Neighbor, retryEvery time.Duration) *api.Peer {
 	fam := func(afi api.Family_Afi) *api.AfiSafi {
 		return &api.AfiSafi{
 			Config:            &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true},
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
 		}
 	}
-	retry := uint64(max(1, s.cfg.ConnectRetry/time.Second))
+	retry := uint64(max(1, retryEvery/time.Second))
 	return &api.Peer{
 		Conf: &api.PeerConf{
 			NeighborAddress: n.Addr.String(),

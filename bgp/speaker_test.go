@@ -45,7 +45,12 @@ func freePort(t *testing.T) int32 {
 
 func startRouter(t *testing.T, asn uint32, neighborASN uint32) *router {
 	t.Helper()
-	r := &router{srv: server.NewBgpServer(), port: freePort(t), done: make(chan struct{})}
+	return startRouterOn(t, asn, neighborASN, freePort(t))
+}
+
+func startRouterOn(t *testing.T, asn uint32, neighborASN uint32, port int32) *router {
+	t.Helper()
+	r := &router{srv: server.NewBgpServer(), port: port, done: make(chan struct{})}
 	go func() { defer close(r.done); r.srv.Serve() }()
 	ctx := context.Background()
 	if err := r.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
@@ -226,4 +231,29 @@ func TestSpeakerReloadKeepsOtherSessions(t *testing.T) {
 	if len(st) != 1 || !st[0].Up() || !st[0].Since.Equal(since) {
 		t.Fatalf("after removing a neighbour: %+v", st)
 	}
+}
+
+// TestSpeakerBackoff: a neighbour that does not answer is retried less
+// and less often, and at the first interval again once its session is up.
+func TestSpeakerBackoff(t *testing.T) {
+	port := freePort(t) // nobody listens yet
+	sp, err := Start(context.Background(), Config{ASN: 65101, RouterID: netip.MustParseAddr("127.0.0.1"), ConnectRetry: time.Second, MaxConnectRetry: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Stop()
+	ctx := context.Background()
+	addr := netip.MustParseAddr("127.0.0.1")
+	if err := sp.SetNeighbors(ctx, []Neighbor{{Addr: addr, ASN: 65000, Port: uint16(port)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sp.RetryInterval(addr); got != time.Second {
+		t.Fatalf("first retry interval %v, want 1s", got)
+	}
+	waitFor(t, "the retry interval to double", func() bool { return sp.RetryInterval(addr) == 2*time.Second })
+	// The router comes up on that port: the session is established and
+	// the interval is the first one again.
+	startRouterOn(t, 65000, 65101, port)
+	waitFor(t, "the session", func() bool { st := sp.Status(ctx); return len(st) == 1 && st[0].Up() })
+	waitFor(t, "the interval reset", func() bool { return sp.RetryInterval(addr) == time.Second })
 }
