@@ -73,6 +73,11 @@ type Config struct {
 	Encrypt           bool   `yaml:"encrypt" flag:"encrypt"`
 	EncryptCipher     string `yaml:"encryptCipher" flag:"encrypt-cipher"`
 	EncryptRekeyAfter string `yaml:"encryptRekeyAfter" flag:"encrypt-rekey-after"`
+	// The BGP speaker (bgp.go).
+	BGPASN             string          `yaml:"bgpAsn" flag:"bgp-asn"`
+	BGPRouterID        string          `yaml:"bgpRouterId" flag:"bgp-router-id"`
+	BGPPeers           []BGPPeerConfig `yaml:"bgpPeers" flag:"bgp-peer"`
+	BGPAnnounceNetwork bool            `yaml:"bgpAnnounceNetwork" flag:"bgp-announce-network"`
 }
 
 // PeerConfig is a static peer: a host that does not gossip (a kernel VTEP,
@@ -262,6 +267,7 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line, the first used to encrypt; mode 0600, owned by weft's user (required unless --insecure-gossip; weft keygen makes one)")
 	fs.BoolVar(&c.InsecureGossip, "insecure-gossip", false, "run without a gossip key: membership, subnets and addresses are unauthenticated and anyone who reaches the gossip port can join (tests only)")
 	encryptionFlags(fs, c)
+	bgpFlags(fs, c)
 }
 
 // loadConfig reads a YAML config file strictly: an unknown key is an error
@@ -526,6 +532,9 @@ func validate(c Config, src source) (node.Settings, error) {
 			"and give --gossip-key-file /etc/weft/gossip.key (YAML gossipKeyFile: /etc/weft/gossip.key); "+
 			"or knowingly run with unauthenticated gossip: --insecure-gossip (YAML insecureGossip: true)",
 			src.name("gossip-key-file", "gossipKeyFile"))
+	}
+	if err := validateBGP(c, &s, src); err != nil {
+		return s, err
 	}
 	return s, nil
 }

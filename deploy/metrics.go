@@ -63,6 +63,9 @@ func Metrics() map[string]Metric {
 		"go_memstats_heap_inuse_bytes":     {"gauge", nil, ""},
 		"go_memstats_sys_bytes":            {"gauge", nil, ""},
 
+		"weft_bgp_session_up":         {"gauge", map[string][]string{"neighbor": nil}, "--bgp-asn"},
+		"weft_bgp_announced_prefixes": {"gauge", nil, "--bgp-asn"},
+		"weft_bgp_received_prefixes":  {"gauge", map[string][]string{"neighbor": nil}, "--bgp-asn"},
 		"weft_workers":                {"gauge", nil, ""},
 		"weft_tun_multiqueue_refused": {"gauge", nil, ""},
 		"weft_session_age_seconds":    {"gauge", map[string][]string{"peer": nil}, "--encrypt"},

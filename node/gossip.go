@@ -263,6 +263,7 @@ func (n *Node) checkUnderlay(ctx context.Context) {
 	n.mu.Unlock()
 	n.restartGossip(ctx)
 	n.syncPeers()
+	n.syncBGP() // the new next hop
 }
 
 // restartGossip leaves with the old address and joins again with the new

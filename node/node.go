@@ -45,6 +45,7 @@ type Node struct {
 	conns  []Socket // every data socket, receiving and sending; none with encap none
 	rt     *router.Router
 	secure secureState // --encrypt (secure.go)
+	bgp    bgpState    // the BGP speaker (bgp.go)
 
 	// The gossip is replaced when our underlay address changes (memberlist
 	// cannot change the address it advertises); swapped tells watchMembers.
@@ -167,6 +168,9 @@ func (n *Node) startBackground() {
 	if n.d.Watchdog > 0 {
 		n.bg.Go(func() { n.watchdog(ctx, n.d.Watchdog/2) })
 	}
+	if n.s.BGP.Enabled {
+		n.bg.Go(func() { n.watchBGP(ctx) })
+	}
 	if !n.s.PublicIP.IsValid() {
 		// The operator did not pin the address: follow the interface's.
 		n.bg.Go(func() { n.watchUnderlay(ctx) })
@@ -205,6 +209,10 @@ func (n *Node) localFor(subnet, subnet6 netip.Prefix, claimed int64) router.Loca
 // tunPrefix is the TUN's address with the network's prefix length, so the
 // kernel routes the whole overlay network through the device.
 func (n *Node) tunPrefix(l router.Local) netip.Prefix {
+	if n.nativeRouting() {
+		// The fabric routes the network (bgp.go): the TUN holds its address only.
+		return netip.PrefixFrom(l.Addr, l.Addr.BitLen())
+	}
 	return netip.PrefixFrom(l.Addr, n.s.Network.Bits())
 }
 
@@ -212,6 +220,9 @@ func (n *Node) tunPrefix(l router.Local) netip.Prefix {
 func (n *Node) tunPrefix6(l router.Local) netip.Prefix {
 	if !l.Addr6.IsValid() {
 		return netip.Prefix{}
+	}
+	if n.nativeRouting() {
+		return netip.PrefixFrom(l.Addr6, l.Addr6.BitLen())
 	}
 	return netip.PrefixFrom(l.Addr6, n.s.Network6.Bits())
 }
@@ -276,7 +287,12 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.serveControl(); err != nil {
 		return err
 	}
-	return n.writeSubnetFile()
+	if err := n.writeSubnetFile(); err != nil {
+		return err
+	}
+	// Last started, first stopped: the routes are withdrawn before
+	// anything else goes.
+	return n.startBGP(ctx)
 }
 
 // openDataPath opens the TUN with a queue per worker and each worker's
@@ -331,6 +347,7 @@ func (n *Node) openDataPath() error {
 		Direct:         mode,
 		OnLink:         func(a netip.Addr) bool { return n.getUnderlay().IsOnLink(a) },
 		Routes:         kernelRoutes{n},
+		OffLinkReason:  n.offLinkReason(),
 		PerPeerMetrics: s.PerPeerMetrics,
 		BusyPoll:       s.BusyPoll,
 		Logger:         n.log.With("component", "router"),

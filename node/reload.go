@@ -73,5 +73,9 @@ func (n *Node) Reload(next Settings) ([]string, error) {
 		n.syncPeers()
 		changed = append(changed, "peers")
 	}
+	if did, err := n.reloadBGP(old, nw); did {
+		changed = append(changed, "bgpPeers")
+		errs = append(errs, err)
+	}
 	return changed, errors.Join(errs...)
 }

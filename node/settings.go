@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/weftnet/weft/bgp"
 	"github.com/weftnet/weft/encap"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/seal"
@@ -67,6 +68,8 @@ type Settings struct {
 	// InsecureGossip: the operator chose to run without a gossip key
 	// (Live.GossipKeys empty): membership is unauthenticated.
 	InsecureGossip bool
+	// BGP announces our subnets to the physical network (bgp.go).
+	BGP BGPSettings
 
 	Live Live
 }
@@ -78,6 +81,7 @@ type Live struct {
 	Join       []string
 	GossipKeys [][]byte // primary first
 	Peers      []StaticPeer
+	BGPPeers   []bgp.Neighbor // the BGP speaker's neighbours
 }
 
 // StaticPeer is a host that does not gossip (a kernel VTEP, a router).
@@ -136,6 +140,7 @@ func fixedChanges(a, b Settings) []string {
 	check("encryptCipher", a.EncryptCipher, b.EncryptCipher)
 	check("encryptRekeyAfter", a.RekeyAfter, b.RekeyAfter)
 	check("insecureGossip", a.InsecureGossip, b.InsecureGossip)
+	check("bgpAsn/bgpRouterId/bgpAnnounceNetwork", a.BGP, b.BGP)
 	check("gossipKeyFile (turning encryption on or off)", len(a.Live.GossipKeys) > 0, len(b.Live.GossipKeys) > 0)
 	return out
 }

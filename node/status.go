@@ -22,6 +22,7 @@ type Status struct {
 	Peers  []router.PeerStatus `json:"peers"`
 	Drops  map[string]uint64   `json:"drops"`
 	Totals router.Totals       `json:"totals"`
+	BGP    *BGPStatus          `json:"bgp,omitempty"` // the BGP speaker (absent without --bgp-asn)
 }
 
 // NodeStatus is this host's part of the status.

@@ -158,6 +158,7 @@ func (n *Node) setLocal(l router.Local) {
 	if err := n.gossip().UpdateMeta(n.meta()); err != nil {
 		n.log.Error("advertising our new subnet", "err", err)
 	}
+	n.syncBGP() // the new subnet announced, the old withdrawn
 }
 
 func (n *Node) saveLease() error { return n.saveLeaseOf(n.getLocal()) }

@@ -50,6 +50,10 @@ type Config struct {
 	Direct DirectMode
 	OnLink func(netip.Addr) bool // is an underlay address on our L2 segment?
 	Routes Routes                // kernel routes for direct peers (nil: none)
+	// OffLinkReason is the status reason of a peer that DirectOnly does
+	// not route (default: host-gw cannot reach it); with BGP the fabric
+	// routes it instead.
+	OffLinkReason string
 
 	// Now is the clock (time.Now); ClaimGrace how long after we settle on
 	// our subnet a peer we see can still take it from us by an earlier
@@ -174,6 +178,14 @@ type Local struct {
 	Claimed int64
 }
 
+// Subnets are the local subnets, one or two.
+func (l Local) Subnets() []netip.Prefix {
+	if l.Subnet6.IsValid() {
+		return []netip.Prefix{l.Subnet, l.Subnet6}
+	}
+	return []netip.Prefix{l.Subnet}
+}
+
 // SetLocal changes our subnet, address, VTEP MAC and claim time (after a
 // subnet conflict moved us) and rebuilds the table around them.
 func (r *Router) SetLocal(l Local) []Conflict {
@@ -247,7 +259,7 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 			}
 		case r.cfg.Direct == DirectOnly:
 			e.via = ViaNone
-			reasons[e.peer.Name] = "not on-link: host-gw cannot reach it"
+			reasons[e.peer.Name] = cmp.Or(r.cfg.OffLinkReason, "not on-link: host-gw cannot reach it")
 			for _, sub := range e.peer.subnets() {
 				t.lpm.Delete(sub)
 			}

@@ -58,6 +58,7 @@ func printStatus(w io.Writer, r node.Status) {
 	if len(r.Peers) == 0 {
 		fmt.Fprintln(w, "(no peers yet)")
 	}
+	printBGP(w, r.BGP)
 	var drops []string
 	for k, v := range r.Drops {
 		if v > 0 {
@@ -69,6 +70,34 @@ func printStatus(w io.Writer, r node.Status) {
 		drops = []string{"none"}
 	}
 	fmt.Fprintf(w, "\ndrops     %s\n", strings.Join(drops, " "))
+}
+
+// printBGP shows the BGP speaker's neighbours and what it announces.
+func printBGP(w io.Writer, b *node.BGPStatus) {
+	if b == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nbgp       AS %d, router ID %s, announcing %s\n", b.ASN, b.RouterID, orNone(strings.Join(b.Announced, ", ")))
+	for _, r := range b.ClusterRoute {
+		fmt.Fprintf(w, "route     %s\n", r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NEIGHBOR\tAS\tSTATE\tUPTIME\tSENT\tRECEIVED\tLAST ERROR")
+	for _, n := range b.Neighbors {
+		up := "-"
+		if n.Up() {
+			up = time.Duration(n.UptimeSeconds * float64(time.Second)).String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\n", n.Addr, n.ASN, n.State, up, n.Sent, n.Received, n.LastError)
+	}
+	tw.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "nothing"
+	}
+	return s
 }
 
 // peerNote is why a peer is not routed, or else its encryption session.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weftnet/weft/bgp"
 	"github.com/weftnet/weft/node"
 	"github.com/weftnet/weft/router"
 )
@@ -43,5 +44,30 @@ func TestStatusWhileStarting(t *testing.T) {
 	}
 	if stdout.Len() != 0 {
 		t.Errorf("stdout %q, want nothing", stdout.String())
+	}
+}
+
+func TestPrintStatusBGP(t *testing.T) {
+	var b bytes.Buffer
+	printStatus(&b, node.Status{
+		Node: node.NodeStatus{Name: "a", Network: "10.244.0.0/16", Subnet: "10.244.1.0/24", Address: "10.244.1.0", TUN: "weft0", MTU: 1500},
+		BGP: &node.BGPStatus{ASN: 64512, RouterID: "192.0.2.1", Announced: []string{"10.244.1.0/24 via 192.0.2.1"},
+			ClusterRoute: []string{"10.244.0.0/16 via 192.0.2.254 src 10.244.1.0"},
+			Neighbors: []bgp.NeighborStatus{
+				{Addr: "192.0.2.254", ASN: 65000, State: "established", UptimeSeconds: 90, Sent: 1},
+				{Addr: "192.0.2.253", ASN: 65099, State: "active", LastError: "sent notification: code 2(open) subcode 2(bad peer as)"}}},
+	})
+	for _, want := range []string{"bgp       AS 64512, router ID 192.0.2.1, announcing 10.244.1.0/24 via 192.0.2.1",
+		"route     10.244.0.0/16 via 192.0.2.254 src 10.244.1.0", "NEIGHBOR", "192.0.2.254  65000  established  1m30s",
+		"bad peer as"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+	// Without BGP, no block.
+	b.Reset()
+	printStatus(&b, node.Status{})
+	if strings.Contains(b.String(), "bgp") {
+		t.Errorf("a status without BGP shows a bgp block:\n%s", b.String())
 	}
 }
