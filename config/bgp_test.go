@@ -54,7 +54,7 @@ func TestParseBGP(t *testing.T) {
 func TestParseBGPYAML(t *testing.T) {
 	pw := passwordFile(t, "s3cret", 0o600)
 	cfg := filepath.Join(t.TempDir(), "weft.yaml")
-	yaml := "name: a\nnetwork: 10.244.0.0/16\nbgpAsn: 64512\nbgpPeers:\n  - {addr: 192.0.2.254, asn: 65000, port: 179, passwordFile: " + pw + "}\n"
+	yaml := "name: a\nnetwork: 10.244.0.0/16\ninsecureGossip: true\nbgpAsn: 64512\nbgpPeers:\n  - {addr: 192.0.2.254, asn: 65000, port: 179, passwordFile: " + pw + "}\n"
 	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestParseBGPYAML(t *testing.T) {
 	}
 	// A bad value in the file names the key, its index and the file.
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	if err := os.WriteFile(bad, []byte("name: a\nnetwork: 10.244.0.0/16\nbgpAsn: 64512\nbgpPeers:\n  - {addr: 192.0.2.254, asn: 70000000000}\n"), 0o644); err != nil {
+	if err := os.WriteFile(bad, []byte("name: a\nnetwork: 10.244.0.0/16\ninsecureGossip: true\nbgpAsn: 64512\nbgpPeers:\n  - {addr: 192.0.2.254, asn: 70000000000}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, _, _, err = Parse([]string{"--config", bad}, io.Discard)

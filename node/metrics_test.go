@@ -2,12 +2,14 @@ package node
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/weftnet/weft/bgp"
 	"github.com/weftnet/weft/deploy"
 )
 
@@ -16,15 +18,20 @@ import (
 // a new metric must be added to the contract, a contract entry must be
 // exported, types and label names agree, and enumerated labels take only
 // their listed values. Four nodes cover every metric: a plain one with
-// per-peer metrics and a plain peer, and two encrypted ones (session
+// per-peer metrics, a plain peer and a BGP speaker, and two encrypted ones (session
 // ages).
 func TestMetricsContract(t *testing.T) {
 	u := newHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	a.s.PerPeerMetrics = true
+	// A BGP speaker whose one neighbour (nothing listens there, on
+	// loopback) stays down: its metrics are exported all the same.
+	a.s.BGP = BGPSettings{Enabled: true, ASN: 64512}
+	a.s.Live.BGPPeers = []bgp.Neighbor{{Addr: netip.MustParseAddr("127.0.0.9"), ASN: 65000, Port: 1179}}
 	b := encrypted(newHost(t, u, "b", 2, "10.244.2.0/24"))
 	c := encrypted(newHost(t, u, "c", 3, "10.244.3.0/24"))
 	d := newHost(t, u, "d", 4, "10.244.4.0/24")
+	a.s.Live.GossipKeys, d.s.Live.GossipKeys = b.s.Live.GossipKeys, b.s.Live.GossipKeys // one cluster
 	a.mustStart()
 	b.mustStart(a)
 	c.mustStart(a, b)

@@ -52,6 +52,13 @@ func mutate(v reflect.Value) bool {
 			v.SetString("x")
 		case reflect.Array:
 			return mutate(v.Index(0))
+		case reflect.Struct:
+			for i := range v.NumField() {
+				if v.Field(i).CanSet() && mutate(v.Field(i)) {
+					return true
+				}
+			}
+			return false
 		default:
 			return false
 		}
