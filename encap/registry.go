@@ -129,6 +129,18 @@ func Help() string {
 	return b.String()
 }
 
+// PortHelp names the default port of each encapsulation with a tunnel, for
+// a flag's help text, as in "8285 for udp, 8472 for vxlan".
+func PortHelp() string {
+	var parts []string
+	for _, k := range Kinds() {
+		if k.Tunnel() {
+			parts = append(parts, fmt.Sprintf("%d for %s", k.DefaultPort(), k))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // ParseKind parses an encapsulation's name or alias, case-insensitively.
 func ParseKind(s string) (Kind, error) {
 	for _, k := range Kinds() {

@@ -63,6 +63,9 @@ func TestRegistry(t *testing.T) {
 	if got := Help(); got != "udp, vxlan, or none (host-gw: direct routes only)" {
 		t.Errorf("Help() = %q", got)
 	}
+	if got := PortHelp(); got != "8285 for udp, 8472 for vxlan" {
+		t.Errorf("PortHelp() = %q", got)
+	}
 	if _, err := ParseKind("gre"); err == nil || !strings.Contains(err.Error(), "want udp, vxlan or none") {
 		t.Errorf("ParseKind(gre) err = %v", err)
 	}

@@ -286,7 +286,7 @@ func (n *Node) openDataPath() error {
 	for i, q := range queues {
 		workers[i] = router.Worker{Dev: q, In: nopConn{}, Out: nopConn{}}
 	}
-	if s.Encap != encap.None {
+	if s.Encap.Tunnel() {
 		if err := n.openSockets(workers, dev.BatchSize()); err != nil {
 			n.closeData()
 			n.closeTUN()
@@ -299,7 +299,7 @@ func (n *Node) openDataPath() error {
 
 	mode := router.DirectOff
 	switch {
-	case s.Encap == encap.None:
+	case !s.Encap.Tunnel():
 		mode = router.DirectOnly
 	case s.DirectRouting:
 		mode = router.DirectOnLink
