@@ -188,7 +188,7 @@ func (c *vxlanCodec) Wrap(frames [][]byte, off int, to Remote) {
 	PutVXLAN(h[:], c.vni, to.MAC, c.mac, EtherTypeIPv4)
 	for _, f := range frames {
 		f = f[off:]
-		copy(f[:vxlanFrameLen], h[:])
+		*(*[vxlanFrameLen]byte)(f) = h
 		if len(f) > vxlanFrameLen && f[vxlanFrameLen]>>4 == 6 {
 			binary.BigEndian.PutUint16(f[vxlanFrameLen-2:vxlanFrameLen], EtherTypeIPv6)
 		}
