@@ -223,8 +223,8 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.Var(listFlag{(*[]string)(&c.Subnet)}, "subnet", "this host's subnet CIDR inside --network, one per network (default: automatic)")
 	fs.StringVar(&c.PublicIP, "public-ip", "", "underlay address to advertise (default: address of --iface, or of the default route's interface)")
 	fs.StringVar(&c.Iface, "iface", "", "underlay interface (default: the one holding --public-ip, or of the default route)")
-	fs.IntVar(&c.Port, "port", 0, "data-plane UDP port (default 8285 for udp, 8472 for vxlan)")
-	fs.StringVar(&c.Encap, "encap", "", "encapsulation: udp, vxlan, or none (host-gw: direct routes only) (default udp)")
+	fs.IntVar(&c.Port, "port", 0, "data-plane UDP port (default "+encap.PortHelp()+")")
+	fs.StringVar(&c.Encap, "encap", "", "encapsulation: "+encap.Help()+" (default udp)")
 	fs.IntVar(&c.VNI, "vni", 0, "VXLAN network identifier (default 1)")
 	fs.StringVar(&c.VTEPMAC, "vtep-mac", "", "VXLAN VTEP MAC (default: derived from the subnet, stable across restarts)")
 	fs.IntVar(&c.GossipPort, "gossip-port", 0, "gossip (memberlist) TCP and UDP port (default 7946)")
@@ -384,7 +384,7 @@ func validate(c Config, src source) (node.Settings, error) {
 
 	encapName := cmp.Or(c.Encap, "udp")
 	if s.Encap, err = encap.ParseKind(encapName); err != nil {
-		return s, bad("encap", "encap", c.Encap, "want udp, vxlan or none")
+		return s, bad("encap", "encap", c.Encap, "want "+encap.Names())
 	}
 	switch {
 	case c.Port == 0:
@@ -789,8 +789,8 @@ func validatePeer(pc PeerConfig, s node.Settings) (node.StaticPeer, error) {
 		if p.MAC, err = encap.ParseMAC(pc.MAC); err != nil {
 			return p, err
 		}
-	case s.Encap == encap.VXLAN:
-		return p, errors.New("mac is required with encap vxlan (the peer's VTEP MAC)")
+	case s.Encap.HasVTEP():
+		return p, fmt.Errorf("mac is required with encap %s (the peer's VTEP MAC)", s.Encap)
 	}
 	p.Port = s.Port
 	if pc.Port != 0 {

@@ -39,8 +39,19 @@ func FuzzDecodeVXLAN(f *testing.F) {
 	f.Add(append(g, ip4("10.244.2.1", "10.244.1.0", 40)...))
 	f.Add([]byte{8, 0, 0, 0})
 	ip := netip.MustParseAddr("10.244.1.0")
+	codec := VXLAN.NewCodec(Local{VNI: 1, MAC: MAC{2, 0x57}, Addr: ip, Addr6: netip.MustParseAddr("fd00:10:244:1::")})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := ParseVXLAN(b)
+		// The codec agrees with the decoder, and what it delivers is the
+		// payload.
+		views, verdicts := [][]byte{bytes.Clone(b)}, []Verdict{Deliver}
+		codec.Unwrap(views, verdicts)
+		switch v := verdicts[0]; {
+		case err != nil && v != Malformed, err == nil && fr.VNI != 1 && v != WrongVNI:
+			t.Fatalf("verdict %v for %x (decoder: %+v, %v)", v, b, fr, err)
+		case v == Deliver && len(views[0]) != len(b)-22:
+			t.Fatalf("delivered %d bytes of %d", len(views[0]), len(b))
+		}
 		if err != nil {
 			return
 		}

@@ -7,6 +7,21 @@ import (
 	"net/netip"
 )
 
+// vxlan: an 8-byte VXLAN header (flags 0x08, 24-bit VNI), an inner Ethernet
+// header and the inner IP packet (RFC 7348), so that a Linux kernel VXLAN
+// device can talk to weft both ways. The codec answers the kernel's ARP
+// requests and IPv6 Neighbor Solicitations for our overlay addresses.
+
+const vxlanPort = 8472
+
+var vxlanFormat = format{
+	name:   "vxlan",
+	header: VXLANHeaderLen + EthernetHeaderLen,
+	port:   vxlanPort,
+	vtep:   true,
+	codec:  newVXLAN,
+}
+
 // Sizes of the VXLAN framing (RFC 7348).
 const (
 	VXLANHeaderLen    = 8
@@ -137,4 +152,101 @@ func ARPReply(eth []byte, mac MAC, ip netip.Addr) bool {
 	copy(eth[0:6], sha[:])
 	copy(eth[6:12], mac[:])
 	return true
+}
+
+// vxlanCodec is the vxlan data path for one local identity.
+type vxlanCodec struct {
+	vni    uint32
+	mac    MAC        // our VTEP MAC
+	addr   netip.Addr // answered in ARP
+	addr6  netip.Addr // answered in Neighbor Discovery, if valid
+	solMAC MAC        // the solicited-node multicast MAC of addr6 (zero without one)
+}
+
+func newVXLAN(l Local) Codec {
+	c := &vxlanCodec{vni: l.VNI, mac: l.MAC, addr: l.Addr}
+	switch {
+	case l.Addr6.IsValid():
+		c.addr6 = l.Addr6
+	case l.Addr.Is6():
+		c.addr6 = l.Addr
+	}
+	if c.addr6.IsValid() {
+		c.solMAC = SolicitedNodeMAC(c.addr6)
+	}
+	return c
+}
+
+const vxlanFrameLen = VXLANHeaderLen + EthernetHeaderLen
+
+func (c *vxlanCodec) HeaderLen() int { return vxlanFrameLen }
+
+// Wrap writes the VXLAN and Ethernet headers from us to the peer's MAC,
+// the EtherType by each inner packet's IP version.
+func (c *vxlanCodec) Wrap(frames [][]byte, off int, to Remote) {
+	var h [vxlanFrameLen]byte
+	PutVXLAN(h[:], c.vni, to.MAC, c.mac, EtherTypeIPv4)
+	for _, f := range frames {
+		f = f[off:]
+		*(*[vxlanFrameLen]byte)(f) = h
+		if len(f) > vxlanFrameLen && f[vxlanFrameLen]>>4 == 6 {
+			binary.BigEndian.PutUint16(f[vxlanFrameLen-2:vxlanFrameLen], EtherTypeIPv6)
+		}
+	}
+}
+
+// Unwrap delivers the IP packets of our VNI addressed to our VTEP MAC (or
+// broadcast, or, for a Neighbor Solicitation, our solicited-node multicast
+// MAC) and answers ARP requests and Neighbor Solicitations for our
+// addresses.
+func (c *vxlanCodec) Unwrap(views [][]byte, verdicts []Verdict) {
+	verdicts = verdicts[:len(views)]
+	for i, d := range views {
+		if len(d) < vxlanFrameLen || d[0]&vxlanFlagI == 0 {
+			verdicts[i] = Malformed
+			continue
+		}
+		if binary.BigEndian.Uint32(d[4:8])>>8 != c.vni {
+			verdicts[i] = WrongVNI
+			continue
+		}
+		if dst := MAC(d[8:14]); dst != c.mac && dst != Broadcast && (dst != c.solMAC || c.solMAC.IsZero()) {
+			verdicts[i] = NotOurMAC
+			continue
+		}
+		switch binary.BigEndian.Uint16(d[20:22]) {
+		case EtherTypeIPv4:
+			views[i], verdicts[i] = d[vxlanFrameLen:], Deliver
+		case EtherTypeIPv6:
+			views[i], verdicts[i] = c.ipv6(d)
+		case EtherTypeARP:
+			views[i], verdicts[i] = c.arp(d)
+		default:
+			verdicts[i] = BadEtherType
+		}
+	}
+}
+
+// arp answers an ARP request for our address; any other ARP frame is a
+// bad_ethertype drop.
+func (c *vxlanCodec) arp(d []byte) ([]byte, Verdict) {
+	if !ARPReply(d[VXLANHeaderLen:], c.mac, c.addr) {
+		return d, BadEtherType
+	}
+	return d[:vxlanFrameLen+arpLen], Reply
+}
+
+// ipv6 answers a Neighbor Solicitation for our IPv6 address, as arp
+// answers ARP; any other IPv6 packet is delivered (and checked like every
+// other).
+func (c *vxlanCodec) ipv6(d []byte) ([]byte, Verdict) {
+	eth := d[VXLANHeaderLen:]
+	if !c.addr6.IsValid() || !IsNeighborSolicitation(eth) {
+		return d[vxlanFrameLen:], Deliver
+	}
+	reply, ok := NDPReply(eth, c.mac, c.addr6)
+	if !ok {
+		return d[vxlanFrameLen:], Deliver // not for us: the router drops it as not_local
+	}
+	return d[:VXLANHeaderLen+len(reply)], Reply
 }

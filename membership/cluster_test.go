@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/weftnet/weft/encap"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -56,7 +58,7 @@ func testMeta(i int) Meta {
 		Subnet:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
 		Underlay: loopback,
 		Port:     8472,
-		Encap:    EncapVXLAN,
+		Encap:    encap.VXLAN,
 		VNI:      1,
 		VTEPMAC:  [6]byte{0x02, 0, 0, 0, 0, byte(i)},
 		Claimed:  int64(1_700_000_000_000 + i),
@@ -214,7 +216,7 @@ func TestClusterJoinUpdateLeave(t *testing.T) {
 	// Metadata updates propagate and fire Changes.
 	drain(a.Changes())
 	newMeta := testMeta(22)
-	newMeta.Encap, newMeta.VNI, newMeta.VTEPMAC, newMeta.Port = EncapUDP, 0, [6]byte{}, 8285
+	newMeta.Encap, newMeta.VNI, newMeta.VTEPMAC, newMeta.Port = encap.UDP, 0, [6]byte{}, 8285
 	if err := b.UpdateMeta(newMeta); err != nil {
 		t.Fatalf("UpdateMeta: %v", err)
 	}

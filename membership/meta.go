@@ -5,50 +5,26 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/weftnet/weft/encap"
 )
-
-// Encap kinds as carried in metadata (uint8 on the wire).
-type Encap uint8
-
-// Known encapsulations.
-const (
-	EncapUDP   Encap = 1
-	EncapVXLAN Encap = 2
-	EncapNone  Encap = 3 // host-gw: no tunnel
-)
-
-// String returns "udp", "vxlan", "none" or "encap(N)" for unknown values.
-func (e Encap) String() string {
-	switch e {
-	case EncapUDP:
-		return "udp"
-	case EncapVXLAN:
-		return "vxlan"
-	case EncapNone:
-		return "none"
-	default:
-		return fmt.Sprintf("encap(%d)", uint8(e))
-	}
-}
-
-func (e Encap) valid() bool { return e >= EncapUDP && e <= EncapNone }
 
 // Meta is what each host advertises in memberlist node metadata.
 //
 // A Meta is valid (see Validate) when:
-//   - Encap is one of EncapUDP, EncapVXLAN, EncapNone;
+//   - Encap is a registered encapsulation (encap.Kind.Valid);
 //   - Subnet is a valid prefix in canonical form: host bits are zero
 //     (10.244.3.0/24, not 10.244.3.7/24) and it is not an IPv4-mapped IPv6
 //     prefix (use the IPv4 form);
 //   - Underlay is a valid, specified address without zone and not
 //     IPv4-mapped IPv6;
-//   - Port is non-zero unless Encap is EncapNone;
+//   - Port is non-zero unless Encap has no tunnel (none);
 //   - VNI fits in 24 bits;
 //   - Subnet6, if valid, is a canonical IPv6 prefix, and Subnet is then an
 //     IPv4 one (a dual-stack host).
 //
 // VNI and VTEPMAC are carried as given for every encap; by convention they
-// are zero unless Encap is EncapVXLAN.
+// are zero unless Encap has VTEPs (encap.Kind.HasVTEP: vxlan).
 type Meta struct {
 	Subnet netip.Prefix // the overlay subnet this host owns, e.g. 10.244.3.0/24 (IPv4 or IPv6)
 	// Subnet6 is a dual-stack host's IPv6 subnet beside its IPv4 Subnet
@@ -56,10 +32,10 @@ type Meta struct {
 	Subnet6  netip.Prefix
 	Underlay netip.Addr // underlay (public) IP for the data plane
 	Port     uint16     // data-plane UDP port
-	Encap    Encap
-	VNI      uint32  // 24-bit, vxlan only (0 otherwise)
-	VTEPMAC  [6]byte // vxlan VTEP MAC (zero otherwise)
-	Claimed  int64   // unix milliseconds when this host claimed its subnet (earlier claim wins a conflict)
+	Encap    encap.Kind // its value is the encapsulation's byte on the wire (encap's registry)
+	VNI      uint32     // 24-bit, vxlan only (0 otherwise)
+	VTEPMAC  [6]byte    // vxlan VTEP MAC (zero otherwise)
+	Claimed  int64      // unix milliseconds when this host claimed its subnet (earlier claim wins a conflict)
 	// PartialChecksums: the host sends inner TCP and UDP checksums left
 	// partial to peers that advertise it too, and takes them from such
 	// peers (the outer UDP checksum protects the bytes on the wire).
@@ -88,7 +64,7 @@ const (
 //
 //	off  len  field
 //	0    1    version (= MetaVersion)
-//	1    1    encap
+//	1    1    encap (the encap.Kind value)
 //	2    1    flags: bit 0 = subnet is IPv6, bit 1 = underlay is IPv6,
 //	          bit 2 = partial checksums (a capability); other bits must be 0
 //	3    1    subnet prefix length
@@ -135,7 +111,7 @@ func metaErrorf(format string, args ...any) error {
 
 // Validate reports why m cannot be advertised, or nil if it can.
 func (m Meta) Validate() error {
-	if !m.Encap.valid() {
+	if !m.Encap.Valid() {
 		return metaErrorf("unknown encap %d", uint8(m.Encap))
 	}
 	if !m.Subnet.IsValid() {
@@ -160,7 +136,7 @@ func (m Meta) Validate() error {
 	if err := checkUnderlay(m.Underlay); err != nil {
 		return err
 	}
-	if m.Port == 0 && m.Encap != EncapNone {
+	if m.Port == 0 && m.Encap.Tunnel() {
 		return metaErrorf("data-plane port is 0 with encap %v", m.Encap)
 	}
 	if m.VNI >= 1<<24 {
@@ -244,7 +220,7 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 	if len(b) < metaHeaderLen {
 		return metaErrorf("truncated: have %d bytes, header needs %d", len(b), metaHeaderLen)
 	}
-	encap, flags, bits := Encap(b[1]), b[2], int(b[3])
+	kind, flags, bits := encap.Kind(b[1]), b[2], int(b[3])
 	if flags&^flagsKnown != 0 {
 		return metaErrorf("reserved flag bits set (flags 0x%02x)", flags)
 	}
@@ -285,7 +261,7 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 	out.Subnet = netip.PrefixFrom(subnetAddr, bits)
 	out.Subnet6 = subnet6
 	out.Underlay = underlay
-	out.Encap = encap
+	out.Encap = kind
 	out.Port = binary.BigEndian.Uint16(p)
 	out.VNI = uint32(p[2])<<16 | uint32(p[3])<<8 | uint32(p[4])
 	copy(out.VTEPMAC[:], p[5:11])

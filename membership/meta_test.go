@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/weftnet/weft/encap"
 )
 
 func validMetas() map[string]Meta {
@@ -19,21 +21,21 @@ func validMetas() map[string]Meta {
 			Subnet:   netip.MustParsePrefix("10.244.3.0/24"),
 			Underlay: netip.MustParseAddr("192.0.2.10"),
 			Port:     8285,
-			Encap:    EncapUDP,
+			Encap:    encap.UDP,
 			Claimed:  1_700_000_000_123,
 		},
 		"v4 udp partial checksums": {
 			Subnet:           netip.MustParsePrefix("10.244.4.0/24"),
 			Underlay:         netip.MustParseAddr("192.0.2.11"),
 			Port:             8285,
-			Encap:            EncapUDP,
+			Encap:            encap.UDP,
 			PartialChecksums: true,
 		},
 		"v4 vxlan": {
 			Subnet:   netip.MustParsePrefix("10.244.0.0/16"),
 			Underlay: netip.MustParseAddr("198.51.100.7"),
 			Port:     8472,
-			Encap:    EncapVXLAN,
+			Encap:    encap.VXLAN,
 			VNI:      1<<24 - 1,
 			VTEPMAC:  mac,
 			Claimed:  math.MaxInt64,
@@ -41,14 +43,14 @@ func validMetas() map[string]Meta {
 		"v4 none port 0": {
 			Subnet:   netip.MustParsePrefix("10.244.7.0/24"),
 			Underlay: netip.MustParseAddr("203.0.113.1"),
-			Encap:    EncapNone,
+			Encap:    encap.None,
 			Claimed:  math.MinInt64,
 		},
 		"v6 vxlan": {
 			Subnet:   netip.MustParsePrefix("fd00:10:244:3::/64"),
 			Underlay: netip.MustParseAddr("2001:db8::10"),
 			Port:     4789,
-			Encap:    EncapVXLAN,
+			Encap:    encap.VXLAN,
 			VNI:      42,
 			VTEPMAC:  mac,
 			Claimed:  1,
@@ -57,14 +59,14 @@ func validMetas() map[string]Meta {
 			Subnet:   netip.MustParsePrefix("fd00::/128"),
 			Underlay: netip.MustParseAddr("192.0.2.1"),
 			Port:     65535,
-			Encap:    EncapUDP,
+			Encap:    encap.UDP,
 		},
 		"dual stack v4 underlay": {
 			Subnet:           netip.MustParsePrefix("10.244.3.0/24"),
 			Subnet6:          netip.MustParsePrefix("fd00:10:244:3::/64"),
 			Underlay:         netip.MustParseAddr("192.0.2.3"),
 			Port:             8472,
-			Encap:            EncapVXLAN,
+			Encap:            encap.VXLAN,
 			VNI:              1,
 			VTEPMAC:          [6]byte{0x02, 0x57, 10, 244, 3, 0},
 			Claimed:          1700000000000,
@@ -75,12 +77,12 @@ func validMetas() map[string]Meta {
 			Subnet6:  netip.MustParsePrefix("fd00:10:244:300::/56"),
 			Underlay: netip.MustParseAddr("fd00:50::3"),
 			Port:     8285,
-			Encap:    EncapUDP,
+			Encap:    encap.UDP,
 		},
 		"v4 subnet v6 underlay none": {
 			Subnet:   netip.MustParsePrefix("0.0.0.0/0"),
 			Underlay: netip.MustParseAddr("::1"),
-			Encap:    EncapNone,
+			Encap:    encap.None,
 			Port:     1,
 		},
 	}
@@ -130,7 +132,7 @@ func TestMetaSize(t *testing.T) {
 		Subnet:   netip.MustParsePrefix("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120"),
 		Underlay: netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
 		Port:     math.MaxUint16,
-		Encap:    EncapVXLAN,
+		Encap:    encap.VXLAN,
 		VNI:      1<<24 - 1,
 		VTEPMAC:  [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
 		Claimed:  math.MaxInt64,
@@ -185,7 +187,7 @@ func TestMetaMarshalInvalid(t *testing.T) {
 		{"zone", func(m *Meta) { m.Underlay = netip.MustParseAddr("fe80::1%eth0") }, "has a zone"},
 		{"4in6 underlay", func(m *Meta) { m.Underlay = netip.MustParseAddr("::ffff:192.0.2.1") }, "IPv4-mapped"},
 		{"port 0 vxlan", func(m *Meta) { m.Port = 0 }, "port is 0 with encap vxlan"},
-		{"port 0 udp", func(m *Meta) { m.Port, m.Encap = 0, EncapUDP }, "port is 0 with encap udp"},
+		{"port 0 udp", func(m *Meta) { m.Port, m.Encap = 0, encap.UDP }, "port is 0 with encap udp"},
 		{"vni 2^24", func(m *Meta) { m.VNI = 1 << 24 }, "VNI 16777216 does not fit in 24 bits"},
 		{"v4 second subnet", func(m *Meta) { m.Subnet6 = netip.MustParsePrefix("10.245.0.0/24") }, "IPv6 subnet 10.245.0.0/24 is not an IPv6 prefix"},
 		{"second subnet host bits", func(m *Meta) { m.Subnet6 = netip.MustParsePrefix("fd00::1/64") }, "IPv6 subnet fd00::1/64 has host bits set (want fd00::/64)"},
@@ -326,7 +328,7 @@ func TestMetaUnmarshalInvalid(t *testing.T) {
 }
 
 func TestEncapAndStateString(t *testing.T) {
-	for e, want := range map[Encap]string{EncapUDP: "udp", EncapVXLAN: "vxlan", EncapNone: "none", 7: "encap(7)"} {
+	for e, want := range map[encap.Kind]string{encap.UDP: "udp", encap.VXLAN: "vxlan", encap.None: "none", 7: "encap(7)"} {
 		if got := e.String(); got != want {
 			t.Errorf("Encap(%d).String() = %q, want %q", uint8(e), got, want)
 		}

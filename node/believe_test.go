@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/encap"
 	"github.com/weftnet/weft/membership"
 	"github.com/weftnet/weft/router"
 )
@@ -17,7 +18,7 @@ func TestBelieveChecksClaims(t *testing.T) {
 	p := netip.MustParsePrefix
 	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
 	self := membership.Meta{
-		Subnet: p("10.244.1.0/24"), Underlay: netip.MustParseAddr("192.0.2.1"), Port: 8285, Encap: membership.EncapUDP,
+		Subnet: p("10.244.1.0/24"), Underlay: netip.MustParseAddr("192.0.2.1"), Port: 8285, Encap: encap.UDP,
 		Claimed: now.Add(-time.Hour).UnixMilli(), Networks: [2]netip.Prefix{p("10.244.0.0/16")},
 	}
 	good := self
@@ -36,7 +37,7 @@ func TestBelieveChecksClaims(t *testing.T) {
 	}{
 		{"believed", good, nil, router.RefusedNone, ""},
 		{"undecodable", membership.Meta{}, errors.New("truncated"), router.RefusedInvalidMeta, "invalid metadata"},
-		{"another encap", with(func(m *membership.Meta) { m.Encap = membership.EncapVXLAN }), nil, router.RefusedEncap, "encap"},
+		{"another encap", with(func(m *membership.Meta) { m.Encap = encap.VXLAN }), nil, router.RefusedEncap, "encap"},
 		{"another cluster", with(func(m *membership.Meta) {
 			m.Networks[0], m.Subnet = p("10.9.0.0/16"), p("10.9.1.0/24")
 		}), nil, router.RefusedNetwork, "10.9.0.0/16"},

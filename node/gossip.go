@@ -61,20 +61,13 @@ func (n *Node) newGossip(ctx context.Context, seeds []string) (*membership.Clust
 }
 
 func (n *Node) meta() membership.Meta {
-	enc := membership.EncapUDP
-	switch n.s.Encap {
-	case encap.VXLAN:
-		enc = membership.EncapVXLAN
-	case encap.None:
-		enc = membership.EncapNone
-	}
 	l := n.getLocal()
 	m := membership.Meta{
 		Subnet:   l.Subnet,
 		Subnet6:  l.Subnet6,
 		Underlay: n.getUnderlay().Addr,
 		Port:     n.s.Port,
-		Encap:    enc,
+		Encap:    n.s.Encap,
 		Claimed:  l.Claimed,
 		// Capabilities that change nothing without offloads are not
 		// advertised (--offload=false implies full checksums).
@@ -82,7 +75,7 @@ func (n *Node) meta() membership.Meta {
 		Encryption:       n.secureMeta(),
 		Networks:         [2]netip.Prefix{n.s.Network, n.s.Network6},
 	}
-	if n.s.Encap == encap.VXLAN {
+	if n.s.Encap.HasVTEP() {
 		m.VNI = n.s.VNI
 		m.VTEPMAC = l.MAC
 	}
@@ -164,7 +157,7 @@ func believe(m membership.Member, self membership.Meta, now time.Time) (router.R
 	switch {
 	case meta.Encap != self.Encap:
 		return router.RefusedEncap, fmt.Sprintf("runs encap %s, we run %s", meta.Encap, self.Encap)
-	case self.Encap == membership.EncapVXLAN && meta.VNI != self.VNI:
+	case self.Encap.HasVTEP() && meta.VNI != self.VNI:
 		return router.RefusedEncap, fmt.Sprintf("VNI %d, ours is %d", meta.VNI, self.VNI)
 	case meta.Networks != self.Networks:
 		theirs := "none (a weft older than the network check)"

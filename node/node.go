@@ -316,7 +316,7 @@ func (n *Node) openDataPath() error {
 	for i, q := range queues {
 		workers[i] = router.Worker{Dev: q, In: nopConn{}, Out: nopConn{}}
 	}
-	if s.Encap != encap.None {
+	if s.Encap.Tunnel() {
 		if err := n.openSockets(workers, dev.BatchSize()); err != nil {
 			n.closeData()
 			n.closeTUN()
@@ -329,7 +329,7 @@ func (n *Node) openDataPath() error {
 
 	mode := router.DirectOff
 	switch {
-	case s.Encap == encap.None:
+	case !s.Encap.Tunnel():
 		mode = router.DirectOnly
 	case s.DirectRouting:
 		mode = router.DirectOnLink

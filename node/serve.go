@@ -27,7 +27,7 @@ func (n *Node) Status() Status {
 	if s.Network6.IsValid() {
 		ns.Network6, ns.Subnet6, ns.Address6 = s.Network6.String(), prefixString(l.Subnet6), addrString(l.Addr6)
 	}
-	if s.Encap.HeaderLen() > 0 {
+	if s.Encap.HasVTEP() {
 		ns.VNI, ns.VTEPMAC = s.VNI, l.MAC.String()
 	}
 	ns.Workers = len(n.dev.Queues())

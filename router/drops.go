@@ -1,5 +1,7 @@
 package router
 
+import "github.com/weftnet/weft/encap"
+
 // DropReason says why a packet was dropped. Each is a bounded label value
 // of weft_dropped_packets_total.
 type DropReason uint8
@@ -12,9 +14,9 @@ const (
 	DropNotLocal                        // inbound: inner destination is not in our subnet
 	DropMalformed                       // not a valid IP packet / datagram
 	DropTooBig                          // larger than the tunnel can carry
-	DropVNIMismatch                     // vxlan: wrong VNI
-	DropNotOurMAC                       // vxlan: frame not addressed to our VTEP MAC
-	DropBadEtherType                    // vxlan: neither IPv4, IPv6 nor ARP
+	DropVNIMismatch                     // encapsulation (vxlan): wrong VNI
+	DropNotOurMAC                       // encapsulation (vxlan): frame not addressed to our VTEP MAC
+	DropBadEtherType                    // encapsulation (vxlan): neither IPv4, IPv6 nor a control frame answered
 	DropSendError                       // the kernel refused the datagram
 	DropTUNWriteError                   // the TUN device refused the packet
 	DropBadAuth                         // encrypted: failed authentication
@@ -38,4 +40,18 @@ func (d DropReason) String() string {
 		return dropNames[d]
 	}
 	return "unknown"
+}
+
+// verdictDrop is the drop reason counted for a codec's verdict other than
+// encap.Deliver and encap.Reply.
+func verdictDrop(v encap.Verdict) DropReason {
+	switch v {
+	case encap.WrongVNI:
+		return DropVNIMismatch
+	case encap.NotOurMAC:
+		return DropNotOurMAC
+	case encap.BadEtherType:
+		return DropBadEtherType
+	}
+	return DropMalformed
 }

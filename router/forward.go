@@ -168,10 +168,12 @@ func (r *worker) busyPoll() {
 }
 
 // forwardOut encapsulates the first n packets of s in place, groups them by
-// peer and sends each group as one batch.
+// peer and sends each group as one batch: the codec writes its headers
+// over a whole group in one call.
 func (r *worker) forwardOut(s *outboundState, n int) {
 	t := r.table.Load()
-	hdr := r.cfg.Encap.HeaderLen()
+	codec := t.codec
+	hdr := codec.HeaderLen()
 	r.txBatch.Observe(float64(n))
 	var noRoute, malformed, tooBig int
 	for i := range n {
@@ -193,9 +195,6 @@ func (r *worker) forwardOut(s *outboundState, n int) {
 		}
 		if !e.peer.PartialChecksums {
 			tun.CompleteChecksum(pkt)
-		}
-		if hdr > 0 {
-			encap.PutVXLAN(s.bufs[i][encap.Headroom-hdr:], r.cfg.VNI, e.peer.MAC, t.mac, encap.EtherTypeFor(pkt))
 		}
 		head, tail := sealRoom(e)
 		if encap.Headroom+len(pkt)+tail > len(s.bufs[i]) {
@@ -219,6 +218,7 @@ func (r *worker) forwardOut(s *outboundState, n int) {
 		// Gather this peer's frames, in order; most batches have one peer.
 		g := s.group[:0]
 		var bytes uint64
+		head, _ := sealRoom(e)
 		over := hdr + sealOverhead(e)
 		for j := i; j < n; j++ {
 			if s.owner[j] == e {
@@ -227,6 +227,7 @@ func (r *worker) forwardOut(s *outboundState, n int) {
 				s.owner[j] = nil
 			}
 		}
+		codec.Wrap(g, head, encap.Remote{MAC: e.peer.MAC})
 		if !sealGroup(e, g, now) {
 			// No session yet: the peer holds a few frames until its
 			// handshake completes; the rest are dropped.
@@ -251,19 +252,25 @@ func (r *worker) forwardOut(s *outboundState, n int) {
 
 // inboundState is the underlay → TUN loop's preallocated working set.
 type inboundState struct {
-	bufs  [][]byte // what the socket reads into when it has no UDP GRO
-	views [][]byte // the datagrams read, decapsulated and opened in place
-	srcs  []netip.AddrPort
-	out   [2][][]byte // the inner packets to write, by tun.Checksum mode
+	bufs     [][]byte // what the socket reads into when it has no UDP GRO
+	views    [][]byte // the datagrams read
+	srcs     []netip.AddrPort
+	kept     [][]byte // the datagrams from peers, opened, for the codec to unwrap in place
+	from     []*entry // the peer each kept datagram came from
+	verdicts []encap.Verdict
+	out      [2][][]byte // the inner packets to write, by tun.Checksum mode
 }
 
 func (r *worker) newInbound() *inboundState {
 	n := r.Dev.BatchSize()
 	return &inboundState{
-		bufs:  newBufs(n),
-		views: make([][]byte, n),
-		srcs:  make([]netip.AddrPort, n),
-		out:   [2][][]byte{make([][]byte, 0, n), make([][]byte, 0, n)},
+		bufs:     newBufs(n),
+		views:    make([][]byte, n),
+		srcs:     make([]netip.AddrPort, n),
+		kept:     make([][]byte, n),
+		from:     make([]*entry, n),
+		verdicts: make([]encap.Verdict, n),
+		out:      [2][][]byte{make([][]byte, 0, n), make([][]byte, 0, n)},
 	}
 }
 
@@ -287,33 +294,26 @@ func (r *worker) inbound() error {
 // forwardIn checks and decapsulates the first n datagrams of s and writes
 // the inner packets to the TUN: one batch for the peers that send complete
 // checksums and one for those that leave them partial (most batches come
-// from one peer, so one of the two is empty). Nothing is copied: the inner
-// packets are written from where the socket left them (tun.Queue.Write
-// takes views without headroom).
+// from one peer, so one of the two is empty). It takes three passes: the
+// sender of each datagram (and, encrypted, its plaintext); the codec over
+// all that are left, in one call; the inner packets' checks and delivery.
+// Nothing is copied: the inner packets are written from where the socket
+// left them (tun.Queue.Write takes views without headroom).
 func (r *worker) forwardIn(s *inboundState, n int) {
 	t := r.table.Load()
 	r.rxBatch.Observe(float64(n))
-	hdr := r.cfg.Encap.HeaderLen()
-	for m := range s.out {
-		s.out[m] = s.out[m][:0]
-	}
+	// The inner packets to write, by checksum mode (in locals while the
+	// loop appends: no store to the heap per packet).
+	full, partial := s.out[tun.ChecksumFull][:0], s.out[tun.ChecksumPartial][:0]
+	var drops [numDropReasons]int
+	now := time.Now().UnixNano()
+
 	var last netip.Addr
 	var e *entry
-	var drops [numDropReasons]int
-	var runPackets, runBytes uint64 // for the current run of datagrams from e
-	now := time.Now().UnixNano()
-	flush := func() {
-		if e != nil && runPackets > 0 {
-			e.stats.rxPackets.Add(runPackets)
-			e.stats.rxBytes.Add(runBytes)
-			e.stats.lastRx.Store(now)
-		}
-		runPackets, runBytes = 0, 0
-	}
+	k := 0
 	for i := range n {
 		src := s.srcs[i].Addr()
 		if src != last || e == nil {
-			flush()
 			e, last = t.byAddr[src], src
 		}
 		d := s.views[i]
@@ -335,16 +335,37 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 			}
 			d = pt
 		}
-		inner := d
-		if r.cfg.Encap == encap.VXLAN {
-			switch v, reason := r.checkVXLAN(t, d, s.srcs[i], e); v {
-			case answered:
-				continue
-			case dropped:
+		s.kept[k], s.from[k] = d, e
+		k++
+	}
+	kept, from, verdicts := s.kept[:k], s.from[:k], s.verdicts[:k]
+	t.codec.Unwrap(kept, verdicts)
+
+	var runPackets, runBytes uint64 // for the current run of datagrams from e
+	e = nil
+	flush := func() {
+		if e != nil && runPackets > 0 {
+			e.stats.rxPackets.Add(runPackets)
+			e.stats.rxBytes.Add(runBytes)
+			e.stats.lastRx.Store(now)
+		}
+		runPackets, runBytes = 0, 0
+	}
+	for i, inner := range kept {
+		if from[i] != e {
+			flush()
+			e = from[i]
+		}
+		switch v := verdicts[i]; v {
+		case encap.Deliver:
+		case encap.Reply:
+			if reason := r.answer(e, inner); reason != dropNone {
 				drops[reason]++
-				continue
 			}
-			inner = d[hdr:]
+			continue
+		default:
+			drops[verdictDrop(v)]++
+			continue
 		}
 		isrc, idst, ok := encap.IPAddrs(inner)
 		switch {
@@ -359,15 +380,16 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 			continue
 		}
 		l := encap.IPLen(inner) // trims Ethernet padding
-		mode := tun.ChecksumFull
 		if e.peer.PartialChecksums {
-			mode = tun.ChecksumPartial
+			partial = append(partial, inner[:l])
+		} else {
+			full = append(full, inner[:l])
 		}
-		s.out[mode] = append(s.out[mode], inner[:l])
 		runPackets++
 		runBytes += uint64(l)
 	}
 	flush()
+	s.out[tun.ChecksumFull], s.out[tun.ChecksumPartial] = full, partial
 	for reason, c := range drops {
 		r.drop(DropReason(reason), c)
 	}
@@ -376,6 +398,21 @@ func (r *worker) forwardIn(s *inboundState, n int) {
 			r.writeTUN(out, 0, tun.Checksum(m))
 		}
 	}
+}
+
+// answer sends a codec's reply to a control frame (an ARP request, a
+// Neighbor Solicitation) back to peer e, where the datagram came from, and
+// returns the drop reason if it is not sent (dropNone if it is). A peer that
+// seals is not answered: weft hosts never ask, and the answer would leave
+// in plaintext.
+func (r *worker) answer(e *entry, reply []byte) DropReason {
+	if e.peer.Secure != nil {
+		return DropBadEtherType
+	}
+	if err := r.In.WriteOne(reply, e.peer.Underlay); err != nil {
+		return DropSendError
+	}
+	return dropNone
 }
 
 // writeTUN writes out to the device and counts what the kernel took and
@@ -388,69 +425,4 @@ func (r *worker) writeTUN(out [][]byte, off int, mode tun.Checksum) {
 	r.ctr.rxPackets.Add(uint64(res.Packets))
 	r.ctr.rxBytes.Add(uint64(res.Bytes))
 	r.drop(DropTUNWriteError, res.Lost)
-}
-
-// verdict is what becomes of a received datagram.
-type verdict uint8
-
-const (
-	deliver  verdict = iota // an IP packet for the TUN
-	answered                // handled here (an ARP request answered): not a drop
-	dropped                 // dropped, for the DropReason returned with it
-)
-
-// checkVXLAN validates a VXLAN datagram from peer e: deliver its inner IP
-// packet, or it was answered here (an ARP request for our VTEP address), or
-// it is dropped for the reason given.
-func (r *worker) checkVXLAN(t *Table, d []byte, src netip.AddrPort, e *entry) (verdict, DropReason) {
-	f, err := encap.ParseVXLAN(d)
-	switch {
-	case err != nil:
-		return dropped, DropMalformed
-	case f.VNI != r.cfg.VNI:
-		return dropped, DropVNIMismatch
-	case f.Dst != t.mac && f.Dst != encap.Broadcast && (f.Dst != t.solMAC || t.solMAC.IsZero()):
-		return dropped, DropNotOurMAC
-	}
-	switch f.EtherType {
-	case encap.EtherTypeIPv4:
-		return deliver, 0
-	case encap.EtherTypeIPv6:
-		return r.checkNDP(t, d, src, e)
-	case encap.EtherTypeARP:
-		if e.peer.Secure != nil {
-			return dropped, DropBadEtherType // weft hosts never ARP; the answer would leave in plaintext
-		}
-		if !encap.ARPReply(d[encap.VXLANHeaderLen:], t.mac, t.localAddr) {
-			return dropped, DropBadEtherType
-		}
-		dst := netip.AddrPortFrom(src.Addr(), e.peer.Underlay.Port())
-		if err := r.In.WriteOne(d[:encap.VXLANHeaderLen+encap.EthernetHeaderLen+28], dst); err != nil {
-			return dropped, DropSendError
-		}
-		return answered, 0
-	}
-	return dropped, DropBadEtherType
-}
-
-// checkNDP answers a Neighbor Solicitation for our IPv6 VTEP address, as
-// checkVXLAN answers ARP; any other IPv6 packet is delivered (and checked
-// like every other).
-func (r *worker) checkNDP(t *Table, d []byte, src netip.AddrPort, e *entry) (verdict, DropReason) {
-	eth := d[encap.VXLANHeaderLen:]
-	if !t.localAddr6.IsValid() || !encap.IsNeighborSolicitation(eth) {
-		return deliver, 0
-	}
-	reply, ok := encap.NDPReply(eth, t.mac, t.localAddr6)
-	if !ok {
-		return deliver, 0 // not for us: dropped as not_local, as before
-	}
-	if e.peer.Secure != nil {
-		return dropped, DropBadEtherType // as ARP: weft hosts never solicit; the answer would leave in plaintext
-	}
-	dst := netip.AddrPortFrom(src.Addr(), e.peer.Underlay.Port())
-	if err := r.In.WriteOne(d[:encap.VXLANHeaderLen+len(reply)], dst); err != nil {
-		return dropped, DropSendError
-	}
-	return answered, 0
 }

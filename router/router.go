@@ -42,8 +42,8 @@ type Config struct {
 	// address beside the IPv4 Local (invalid: single stack).
 	Local6     netip.Prefix
 	LocalAddr6 netip.Addr
-	Claimed    int64 // unix ms when we claimed Local
-	Encap      encap.Kind
+	Claimed    int64      // unix ms when we claimed Local
+	Encap      encap.Kind // the encapsulation (zero: udp); the router builds its codec
 	VNI        uint32
 	MAC        encap.MAC // our VTEP MAC
 
@@ -83,7 +83,8 @@ type Router struct {
 
 	table atomic.Pointer[Table]
 
-	mu      sync.Mutex // control plane only: SetPeers, Status
+	mu      sync.Mutex  // control plane only: SetPeers, Status
+	codec   encap.Codec // the encapsulation for our identity, put in every table
 	peers   []Peer
 	reasons map[string]string
 	refused map[string]Refusal
@@ -141,6 +142,12 @@ func New(cfg Config, workers ...Worker) *Router {
 	if cfg.ClaimGrace <= 0 {
 		cfg.ClaimGrace = DefaultClaimGrace
 	}
+	if cfg.Encap == 0 {
+		cfg.Encap = encap.UDP
+	}
+	if !cfg.Encap.Valid() {
+		panic("router: unknown encapsulation " + cfg.Encap.String())
+	}
 	r := &Router{
 		cfg:     cfg,
 		workers: workers,
@@ -162,6 +169,7 @@ func New(cfg Config, workers ...Worker) *Router {
 		}),
 	}
 	r.localSince = cfg.Now()
+	r.codec = r.newCodec()
 	r.table.Store(r.newTable(nil))
 	return r
 }
@@ -195,6 +203,7 @@ func (r *Router) SetLocal(l Local) []Conflict {
 	}
 	r.cfg.Local, r.cfg.LocalAddr, r.cfg.MAC, r.cfg.Claimed = l.Subnet, l.Addr, l.MAC, l.Claimed
 	r.cfg.Local6, r.cfg.LocalAddr6 = l.Subnet6, l.Addr6
+	r.codec = r.newCodec()
 	peers := r.peers
 	r.mu.Unlock()
 	return r.SetPeers(peers)
@@ -208,19 +217,14 @@ func (r *Router) newTable(peers []Peer) *Table {
 	return t
 }
 
-// setIdentity gives t our addresses and MAC. r.mu is held (or the router
-// is not yet shared).
-func (r *Router) setIdentity(t *Table) {
-	t.localAddr, t.mac = r.cfg.LocalAddr, r.cfg.MAC
-	switch {
-	case r.cfg.LocalAddr6.IsValid():
-		t.localAddr6 = r.cfg.LocalAddr6
-	case r.cfg.LocalAddr.Is6():
-		t.localAddr6 = r.cfg.LocalAddr
-	}
-	if t.localAddr6.IsValid() {
-		t.solMAC = encap.SolicitedNodeMAC(t.localAddr6)
-	}
+// setIdentity gives t the codec of our identity. r.mu is held (or the
+// router is not yet shared).
+func (r *Router) setIdentity(t *Table) { t.codec = r.codec }
+
+// newCodec builds the encapsulation's data path for our identity. r.mu is
+// held (or the router is not yet shared).
+func (r *Router) newCodec() encap.Codec {
+	return r.cfg.Encap.NewCodec(encap.Local{VNI: r.cfg.VNI, MAC: r.cfg.MAC, Addr: r.cfg.LocalAddr, Addr6: r.cfg.LocalAddr6})
 }
 
 // SetPeers replaces the peer set: it builds and swaps in a new route table

@@ -84,15 +84,12 @@ type entry struct {
 // Table is an immutable snapshot of where every overlay address lives.
 // Forwarding loops load it once per batch through an atomic pointer.
 type Table struct {
-	local      netip.Prefix // our subnet
-	local6     netip.Prefix // our IPv6 subnet beside an IPv4 local (dual stack)
-	localAddr  netip.Addr   // our TUN address (answered in ARP)
-	localAddr6 netip.Addr   // our IPv6 TUN address, if any (answered in Neighbor Discovery)
-	solMAC     encap.MAC    // the solicited-node multicast MAC of localAddr6
-	mac        encap.MAC    // our VTEP MAC
-	lpm        bart.Table[*entry]
-	byAddr     map[netip.Addr]*entry
-	entries    []*entry
+	local   netip.Prefix // our subnet
+	local6  netip.Prefix // our IPv6 subnet beside an IPv4 local (dual stack)
+	codec   encap.Codec  // the encapsulation, for our identity (VTEP MAC, addresses answered)
+	lpm     bart.Table[*entry]
+	byAddr  map[netip.Addr]*entry
+	entries []*entry
 }
 
 // Conflict records a peer refused a route because its subnet overlaps one

@@ -213,9 +213,13 @@ func TestNeighborSolicitationFromEncryptedPeerNotAnswered(t *testing.T) {
 	ours := netip.MustParseAddr("fd00:10:244:1::")
 	d := vxlanDatagram(1, encap.SolicitedNodeMAC(ours), macB, encap.EtherTypeIPv6, nsPacket(netip.MustParseAddr("fd00:10:244:2::"), ours, macB))
 	tb := r.table.Load()
-	v, why := r.w(0).checkVXLAN(tb, d, addrB, tb.byAddr[addrB.Addr()])
-	if v != dropped || why != DropBadEtherType {
-		t.Fatalf("verdict %v %v, want dropped as bad_ethertype", v, why)
+	views, verdicts := [][]byte{d}, make([]encap.Verdict, 1)
+	tb.codec.Unwrap(views, verdicts)
+	if verdicts[0] != encap.Reply {
+		t.Fatalf("the codec's verdict %v, want an answer", verdicts[0])
+	}
+	if why := r.w(0).answer(tb.byAddr[addrB.Addr()], views[0]); why != DropBadEtherType {
+		t.Fatalf("answer: %v, want dropped as bad_ethertype", why)
 	}
 	if len(conn.oneSent) != 0 {
 		t.Fatalf("sent %d advertisements in plaintext", len(conn.oneSent))

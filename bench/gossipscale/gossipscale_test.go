@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/encap"
 	"github.com/weftnet/weft/membership"
 )
 
@@ -217,7 +218,7 @@ func runScenario(b *testing.B, n, k int) result {
 				Subnet:   nd.subnet,
 				Underlay: netip.MustParseAddr(loopback),
 				Port:     51820,
-				Encap:    membership.EncapUDP,
+				Encap:    encap.UDP,
 				Claimed:  t0.UnixMilli(),
 			},
 			Logger: logger.With("node", nd.name),
