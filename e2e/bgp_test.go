@@ -268,27 +268,35 @@ func TestBGP(t *testing.T) {
 	t.Run("router learns every subnet with its host as next hop", func(t *testing.T) {
 		took := l.waitRoutes(t, 20*time.Second, all)
 		t.Logf("the router's table complete %v after the cluster formed", took.Round(time.Millisecond))
+		// The speaker reads its sessions' states once a second: the
+		// status and the metrics may lag the router's table by that much.
 		for _, n := range l.nodes {
-			st, err := status(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.BGP == nil || len(st.BGP.Neighbors) != 1 || !st.BGP.Neighbors[0].Up() || st.BGP.Neighbors[0].Sent != 1 {
-				t.Errorf("status of %s: bgp %+v, want one established neighbour with one prefix sent", n.name, st.BGP)
-			}
-			m, _, err := metrics(context.Background(), n)
-			if err != nil {
-				t.Fatal(err)
-			}
 			gw := "192.168.71.254"
 			if !onLink(n, a) {
 				gw = "192.168.72.254"
 			}
-			if v, ok := m.value("weft_bgp_session_up", "neighbor", gw); !ok || v != 1 {
-				t.Errorf("%s: weft_bgp_session_up{neighbor=%q} = %v (%v), want 1", n.name, gw, v, ok)
-			}
-			if v, ok := m.value("weft_bgp_announced_prefixes"); !ok || v != 1 {
-				t.Errorf("%s: weft_bgp_announced_prefixes = %v (%v), want 1", n.name, v, ok)
+			err := pollUntil(time.Now().Add(5*time.Second), func() error {
+				st, err := status(n)
+				if err != nil {
+					return err
+				}
+				if st.BGP == nil || len(st.BGP.Neighbors) != 1 || !st.BGP.Neighbors[0].Up() || st.BGP.Neighbors[0].Sent != 1 {
+					return fmt.Errorf("status of %s: bgp %+v, want one established neighbour with one prefix sent", n.name, st.BGP)
+				}
+				m, _, err := metrics(context.Background(), n)
+				if err != nil {
+					return err
+				}
+				if v, ok := m.value("weft_bgp_session_up", "neighbor", gw); !ok || v != 1 {
+					return fmt.Errorf("%s: weft_bgp_session_up{neighbor=%q} = %v (%v), want 1", n.name, gw, v, ok)
+				}
+				if v, ok := m.value("weft_bgp_announced_prefixes"); !ok || v != 1 {
+					return fmt.Errorf("%s: weft_bgp_announced_prefixes = %v (%v), want 1", n.name, v, ok)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
 			}
 		}
 	})

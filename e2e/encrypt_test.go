@@ -29,24 +29,7 @@ import (
 // re-executes it in a namespace with the variable set).
 const encryptHelperEnv = "WEFT_E2E_ENCRYPT_HELPER"
 
-func init() {
-	if os.Getenv(encryptHelperEnv) == "" {
-		return
-	}
-	os.Unsetenv(encryptHelperEnv)
-	var spec rawSendSpec
-	if len(os.Args) != 2 || json.Unmarshal([]byte(os.Args[1]), &spec) != nil {
-		fmt.Fprintln(os.Stderr, "raw-send: want one JSON argument")
-		os.Exit(2)
-	}
-	sent, err := rawSend(spec)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "raw-send:", err)
-		os.Exit(1)
-	}
-	_ = json.NewEncoder(os.Stdout).Encode(sent)
-	os.Exit(0)
-}
+func init() { helperMain(encryptHelperEnv, "raw-send", rawSend) }
 
 // rawSendSpec: send each payload Repeat times from Src (forged: a raw
 // socket) to Dst.

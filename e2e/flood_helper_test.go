@@ -414,3 +414,34 @@ func udpSend(spec udpSendSpec) (map[string]int, error) {
 	}
 	return map[string]int{"sent": sent}, nil
 }
+
+// helperMain runs this test binary as one of its in-namespace helpers when
+// env is set (netlab re-executes the binary there, Host.SelfCommand): its
+// one argument is the helper's JSON spec, its report goes to standard
+// output as JSON, and the process exits: 2 for a bad spec, 1 if the helper
+// failed. Called from an init function, before the tests could start.
+func helperMain[S, R any](env, name string, run func(S) (R, error)) {
+	if os.Getenv(env) == "" {
+		return
+	}
+	os.Unsetenv(env)
+	var spec S
+	if len(os.Args) != 2 {
+		fmt.Fprintf(os.Stderr, "%s: want one JSON argument\n", name)
+		os.Exit(2)
+	}
+	if err := json.Unmarshal([]byte(os.Args[1]), &spec); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(2)
+	}
+	rep, err := run(spec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}

@@ -16,7 +16,6 @@ import (
 	"log"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -32,31 +31,7 @@ import (
 // gossipRogue instead of the tests (like flood_helper_test.go's helpers).
 const gossipRogueEnv = "WEFT_E2E_GOSSIP_ROGUE"
 
-func init() {
-	if os.Getenv(gossipRogueEnv) == "" {
-		return
-	}
-	os.Unsetenv(gossipRogueEnv)
-	var spec rogueSpec
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "gossip rogue: want one JSON argument")
-		os.Exit(2)
-	}
-	if err := json.Unmarshal([]byte(os.Args[1]), &spec); err != nil {
-		fmt.Fprintln(os.Stderr, "gossip rogue:", err)
-		os.Exit(2)
-	}
-	rep, err := gossipRogue(spec)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "gossip rogue:", err)
-		os.Exit(1)
-	}
-	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
+func init() { helperMain(gossipRogueEnv, "gossip rogue", gossipRogue) }
 
 // Kinds of leave intent the rogue sends, in rotation.
 const (

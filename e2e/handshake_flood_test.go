@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -26,24 +25,7 @@ import (
 // re-executes it in a namespace with the variable set).
 const hsFloodHelperEnv = "WEFT_E2E_HSFLOOD_HELPER"
 
-func init() {
-	if os.Getenv(hsFloodHelperEnv) == "" {
-		return
-	}
-	os.Unsetenv(hsFloodHelperEnv)
-	var spec hsFloodSpec
-	if len(os.Args) != 2 || json.Unmarshal([]byte(os.Args[1]), &spec) != nil {
-		fmt.Fprintln(os.Stderr, "hs-flood: want one JSON argument")
-		os.Exit(2)
-	}
-	rep, err := hsFlood(spec)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hs-flood:", err)
-		os.Exit(1)
-	}
-	_ = json.NewEncoder(os.Stdout).Encode(rep)
-	os.Exit(0)
-}
+func init() { helperMain(hsFloodHelperEnv, "hs-flood", hsFlood) }
 
 // hsFloodSpec: forge handshake messages from Src (a raw socket, IP_HDRINCL)
 // to Dst, Rate per second, until Count are sent or Duration has passed.
