@@ -154,16 +154,19 @@ type floodSpec struct {
 	Seed        uint64         `json:"seed"`
 }
 
-type floodReport struct {
+// sendTally is what a flooding helper sent and failed to send, by kind,
+// with the first error of each kind.
+type sendTally struct {
 	Sent     map[string]int    `json:"sent"`
 	Failed   map[string]int    `json:"failed"`
 	FirstErr map[string]string `json:"firstErr,omitempty"`
-	Attempts int               `json:"attempts"`
-	Seconds  float64           `json:"seconds"`
-	Stop     string            `json:"stop"` // "count" or "deadline"
 }
 
-func (r floodReport) total() int {
+func newSendTally() sendTally {
+	return sendTally{Sent: map[string]int{}, Failed: map[string]int{}, FirstErr: map[string]string{}}
+}
+
+func (r sendTally) total() int {
 	n := 0
 	for _, v := range r.Sent {
 		n += v
@@ -171,12 +174,19 @@ func (r floodReport) total() int {
 	return n
 }
 
+type floodReport struct {
+	sendTally
+	Attempts int     `json:"attempts"`
+	Seconds  float64 `json:"seconds"`
+	Stop     string  `json:"stop"` // "count" or "deadline"
+}
+
 // flood sends up to spec.Count datagrams to spec.Target for at most
 // spec.Duration: the non-spoofed kinds from an ordinary UDP socket, the
 // spoofed ones from a raw socket (IPPROTO_RAW implies IP_HDRINCL) with the
 // outer source set to spec.Spoof.
 func flood(spec floodSpec) (floodReport, error) {
-	rep := floodReport{Sent: map[string]int{}, Failed: map[string]int{}, FirstErr: map[string]string{}}
+	rep := floodReport{sendTally: newSendTally()}
 	switch {
 	case !spec.Target.Addr().Is4() || !spec.Spoof.Is4() || !spec.Dst.Is4() || !spec.PeerNet.Addr().Is4():
 		return rep, errors.New("IPv4 only")

@@ -56,20 +56,10 @@ type rogueSpec struct {
 }
 
 type rogueReport struct {
-	Sent     map[string]int    `json:"sent"`
-	Failed   map[string]int    `json:"failed"`
-	FirstErr map[string]string `json:"firstErr,omitempty"`
-	LongMiB  float64           `json:"longMiB"`
-	Seconds  float64           `json:"seconds"`
-	Stop     string            `json:"stop"` // "count" or "deadline"
-}
-
-func (r rogueReport) total() int {
-	n := 0
-	for _, v := range r.Sent {
-		n += v
-	}
-	return n
+	sendTally
+	LongMiB float64 `json:"longMiB"`
+	Seconds float64 `json:"seconds"`
+	Stop    string  `json:"stop"` // "count" or "deadline"
 }
 
 // rogueDelegate is a member with no metadata (weft lists it as invalid and
@@ -94,7 +84,7 @@ func leaveIntent(id uint64, name string) []byte {
 // "rogue" and sends them up to spec.Count leave intents for at most
 // spec.Duration.
 func gossipRogue(spec rogueSpec) (rogueReport, error) {
-	rep := rogueReport{Sent: map[string]int{}, Failed: map[string]int{}, FirstErr: map[string]string{}}
+	rep := rogueReport{sendTally: newSendTally()}
 	switch {
 	case spec.Count <= 0 || spec.Count > 1_000_000 || spec.Duration <= 0 || spec.Duration > 60*time.Second:
 		return rep, fmt.Errorf("count %d / duration %v out of bounds", spec.Count, spec.Duration)

@@ -92,41 +92,37 @@ func Kinds() []Kind {
 
 // Names lists the names of the encapsulations, as in "udp, vxlan or none".
 func Names() string {
-	var b strings.Builder
-	ks := Kinds()
-	for i, k := range ks {
-		switch {
-		case i == 0:
-		case i == len(ks)-1:
-			b.WriteString(" or ")
-		default:
-			b.WriteString(", ")
-		}
-		b.WriteString(k.String())
+	var names []string
+	for _, k := range Kinds() {
+		names = append(names, k.String())
 	}
-	return b.String()
+	return alternatives(names, " or ")
 }
 
 // Help describes the choice of encapsulation for a flag's help text: the
 // names, each with its note, as in "udp, vxlan, or none (host-gw: direct
 // routes only)".
 func Help() string {
-	var b strings.Builder
-	ks := Kinds()
-	for i, k := range ks {
-		switch {
-		case i == 0:
-		case i == len(ks)-1:
-			b.WriteString(", or ")
-		default:
-			b.WriteString(", ")
-		}
-		b.WriteString(k.String())
+	var items []string
+	for _, k := range Kinds() {
+		item := k.String()
 		if n := k.format().note; n != "" {
-			fmt.Fprintf(&b, " (%s)", n)
+			item += fmt.Sprintf(" (%s)", n)
 		}
+		items = append(items, item)
 	}
-	return b.String()
+	return alternatives(items, ", or ")
+}
+
+// alternatives joins items with commas, the last two with last.
+func alternatives(items []string, last string) string {
+	switch len(items) {
+	case 0:
+		return ""
+	case 1:
+		return items[0]
+	}
+	return strings.Join(items[:len(items)-1], ", ") + last + items[len(items)-1]
 }
 
 // PortHelp names the default port of each encapsulation with a tunnel, for
