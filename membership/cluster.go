@@ -63,8 +63,12 @@ type Member struct {
 	Gossip  netip.AddrPort // memberlist address
 	Meta    Meta           // decoded metadata (zero if MetaErr != nil)
 	MetaErr error          // non-nil if the node's metadata did not decode (such a node must not be routed)
-	State   State
-	Since   time.Time // when this node last changed state (as seen locally)
+	// Cert is the certificate (DER) whose fingerprint Meta.Proof names,
+	// once this host holds it (cert.go); nil before, and without a proof.
+	// Shared: read it, never modify it.
+	Cert  []byte
+	State State
+	Since time.Time // when this node last changed state (as seen locally)
 }
 
 // Config configures Start. Zero tuning values mean the
@@ -76,6 +80,7 @@ type Config struct {
 	AdvertiseAddr netip.Addr // address advertised to others (the underlay IP); invalid → memberlist picks
 	Seeds         []string   // "host" or "host:port" (port defaults to BindPort); IPv6 as "[::1]:7946" or "::1"
 	Meta          Meta
+	Cert          []byte   // this host's certificate (DER), handed to peers beside Meta.Proof (cert.go); nil = none
 	SecretKey     []byte   // optional 16/24/32-byte AES key for memberlist encryption (nil = none)
 	ExtraKeys     [][]byte // further keys accepted for decryption (key rotation); need SecretKey
 	Logger        *slog.Logger
@@ -161,6 +166,10 @@ type Cluster struct {
 	forgetGone     time.Duration // a member dead or left this long may make room in a full table
 	ownIntent      atomic.Uint64 // the id of our own leave intent, once sent
 	refuseLog      rateLimit     // refusal log lines: refuseLogBurst per logWindow
+	certs          certStore     // guarded by mu
+	certAnswers    rateLimit     // certificate answers: certAnswerBurst a second
+	certJobs       chan certJob  // answers for certLoop, at most certQueue
+	certAsk        chan struct{} // wakes certLoop to ask for missing certificates
 
 	lifeMu     sync.Mutex // serializes UpdateMeta, Leave and Shutdown
 	left       bool
@@ -201,6 +210,12 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		seenIntents:    newIntentIDs(),
 		maxMembers:     cmp.Or(cfg.maxMembers, maxMembers),
 		maxSeenIntents: cmp.Or(cfg.maxSeenIntents, maxSeenIntents),
+		certs:          newCertStore(cfg.Cert),
+		certJobs:       make(chan certJob, certQueue),
+		certAsk:        make(chan struct{}, 1),
+	}
+	if len(cfg.Cert) > MaxCertSize {
+		return nil, fmt.Errorf("membership: certificate of %d bytes exceeds %d", len(cfg.Cert), MaxCertSize)
 	}
 	c.localMeta.Store(&metaBytes)
 
@@ -236,8 +251,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 
 	loopCtx, cancel := context.WithCancel(ctx)
 	c.cancelLoop = cancel
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.run(loopCtx)
+	go c.certLoop(loopCtx)
 
 	c.log.Info("gossip started", "name", cfg.Name, "addr", c.self,
 		"seeds", seeds, "encrypted", len(cfg.SecretKey) > 0)
@@ -377,7 +393,9 @@ func (c *Cluster) Members() []Member {
 	c.mu.Lock()
 	out := make([]Member, 0, len(c.members))
 	for _, m := range c.members {
-		out = append(out, *m)
+		mm := *m
+		mm.Cert = c.certFor(m)
+		out = append(out, mm)
 	}
 	c.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
@@ -719,6 +737,9 @@ func (c *Cluster) reap(now time.Time) {
 		}
 	}
 	c.expireIntents(now)
+	if removed {
+		c.tidyCerts()
+	}
 	c.mu.Unlock()
 	if removed {
 		c.notify()

@@ -39,11 +39,27 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.bcast.GetBroadcasts(overhead, limit)
 }
 
-// LocalState: weft has no state beyond node metadata.
-func (d *delegate) LocalState(bool) []byte { return nil }
+// LocalState is our certificate (cert.go), for memberlist's push/pull:
+// a join and every periodic push/pull hand it to the other host.
+func (d *delegate) LocalState(bool) []byte {
+	c := d.cluster()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.certs.own) == 0 {
+		return nil
+	}
+	return append([]byte{msgCert}, c.certs.own...)
+}
 
-// MergeRemoteState: see LocalState.
-func (d *delegate) MergeRemoteState([]byte, bool) {}
+// MergeRemoteState takes the other host's certificate from a push/pull.
+// memberlist merges the node states first, so the metadata that names it
+// is already known.
+func (d *delegate) MergeRemoteState(b []byte, _ bool) {
+	if len(b) == 0 {
+		return // a host without a certificate
+	}
+	d.cluster().handleMsg(b)
+}
 
 func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.cluster().nodeEvent(n, evJoin) }
 func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.cluster().nodeEvent(n, evUpdate) }
@@ -74,6 +90,8 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, ev nodeEventKind) {
 		c.members[n.Name] = m
 	}
 	m.Gossip, m.Meta, m.MetaErr = gossip, meta, metaErr
+	c.tidyCerts()
+	missing := c.certFor(m) == nil && metaErr == nil && meta.Proof.Present()
 	switch ev {
 	case evJoin, evUpdate:
 		if !known || m.State != StateAlive {
@@ -92,6 +110,9 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, ev nodeEventKind) {
 	}
 	state := m.State
 	c.mu.Unlock()
+	if missing && state == StateAlive {
+		c.askCerts()
+	}
 
 	attrs := []any{"name", n.Name, "addr", gossip}
 	if metaErr == nil {

@@ -131,6 +131,12 @@ func (c *Cluster) handleMsg(b []byte) {
 			return
 		}
 		c.handleLeaveIntent(id, name, slices.Clone(b))
+	case msgCert:
+		if c.admitCert(b[1:]) {
+			c.notify()
+		}
+	case msgCertRequest:
+		c.handleCertRequest(b)
 	default:
 		c.refuse(RefusedMalformed, "gossip message", "", fmt.Errorf("unknown type %d (%d bytes)", b[0], len(b)))
 	}

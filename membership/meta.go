@@ -48,6 +48,10 @@ type Meta struct {
 	// added advertises, so that a host of another cluster, or a host
 	// configured with another network, is told apart and refused.
 	Networks [2]netip.Prefix
+	// Proof is the host's signature over this metadata with its
+	// certificate's key (proof.go); an optional section, zero without
+	// --cert.
+	Proof Proof
 }
 
 // MetaVersion is the first byte of an encoded single-stack Meta, and
@@ -142,6 +146,9 @@ func (m Meta) Validate() error {
 	if m.VNI >= 1<<24 {
 		return metaErrorf("VNI %d does not fit in 24 bits", m.VNI)
 	}
+	if err := m.Proof.validate(); err != nil {
+		return err
+	}
 	if err := m.Encryption.validate(); err != nil {
 		return err
 	}
@@ -198,7 +205,7 @@ func (m Meta) AppendBinary(b []byte) ([]byte, error) {
 // MarshalBinary encodes m compactly; the first byte is MetaVersion. It fails
 // if m is not valid (see Validate).
 func (m Meta) MarshalBinary() ([]byte, error) {
-	b, err := m.AppendBinary(make([]byte, 0, MetaMaxSize+2+sectionEncryptionLen+2+sectionNetworksMax))
+	b, err := m.AppendBinary(make([]byte, 0, MetaMaxSize+2+sectionEncryptionLen+2+sectionNetworksMax+2+sectionProofLen))
 	if err != nil {
 		return nil, err
 	}

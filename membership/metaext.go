@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"slices"
 )
@@ -16,6 +17,8 @@ import (
 //	1    33        data-plane encryption: cipher (1 byte, nonzero), static X25519 public key (32 bytes, not all zero)
 //	2    5|17|22   the cluster networks (--network): each a prefix length (1 byte) and an address (4 or 16
 //	               bytes), IPv4 first; the length says which: 5 IPv4, 17 IPv6, 22 both
+//	3    104       the host's proof (weft run --cert, proof.go): its certificate's SHA-256 (32 bytes), when it
+//	               signed (int64 unix ms), and the Ed25519 signature (64 bytes) over ProofMessage
 const (
 	sectionEncryption    = 1
 	sectionEncryptionLen = 1 + 32
@@ -23,6 +26,8 @@ const (
 	networkLen4          = 1 + 4
 	networkLen6          = 1 + 16
 	sectionNetworksMax   = networkLen4 + networkLen6
+	sectionProof         = 3
+	sectionProofLen      = 32 + 8 + 64
 )
 
 // validateNetworks reports why m's Networks cannot be advertised: at most one
@@ -115,6 +120,12 @@ func (m Meta) appendSections(b []byte) []byte {
 			}
 		}
 	}
+	if m.Proof.Present() {
+		b = append(b, sectionProof, sectionProofLen)
+		b = append(b, m.Proof.Cert[:]...)
+		b = binary.BigEndian.AppendUint64(b, uint64(m.Proof.Signed))
+		b = append(b, m.Proof.Sig[:]...)
+	}
 	return b
 }
 
@@ -177,6 +188,13 @@ func parseSections(rest []byte, recordLen int, out *Meta) error {
 			if !parseNetworks(v, out) {
 				return trailing("a networks section of the wrong length or prefix length")
 			}
+		case sectionProof:
+			if n != sectionProofLen {
+				return trailing("a proof section of the wrong length")
+			}
+			copy(out.Proof.Cert[:], v[:32])
+			out.Proof.Signed = int64(binary.BigEndian.Uint64(v[32:40]))
+			copy(out.Proof.Sig[:], v[40:])
 		default:
 			return trailing("an unknown section")
 		}
