@@ -78,6 +78,12 @@ type Config struct {
 	BGPRouterID        string          `yaml:"bgpRouterId" flag:"bgp-router-id"`
 	BGPPeers           []BGPPeerConfig `yaml:"bgpPeers" flag:"bgp-peer"`
 	BGPAnnounceNetwork bool            `yaml:"bgpAnnounceNetwork" flag:"bgp-announce-network"`
+	// Certificates from a cluster CA (pki.go).
+	CACert stringList `yaml:"caCert" flag:"ca-cert"`
+	Cert   string     `yaml:"cert" flag:"cert"`
+	Key    string     `yaml:"key" flag:"key"`
+	CRL    stringList `yaml:"crl" flag:"crl"`
+	PKIDir string     `yaml:"pkiDir" flag:"pki-dir"`
 }
 
 // PeerConfig is a static peer: a host that does not gossip (a kernel VTEP,
@@ -268,6 +274,7 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.BoolVar(&c.InsecureGossip, "insecure-gossip", false, "run without a gossip key: membership, subnets and addresses are unauthenticated and anyone who reaches the gossip port can join (tests only)")
 	encryptionFlags(fs, c)
 	bgpFlags(fs, c)
+	pkiFlags(fs, c)
 }
 
 // loadConfig reads a YAML config file strictly: an unknown key is an error
@@ -524,6 +531,9 @@ func validate(c Config, src source) (node.Settings, error) {
 		s.Live.Peers = append(s.Live.Peers, p)
 	}
 	if err := validateEncryption(c, &s, src); err != nil {
+		return s, err
+	}
+	if err := validatePKI(c, &s, src, time.Now()); err != nil {
 		return s, err
 	}
 	if c.GossipKeyFile == "" && !c.InsecureGossip {

@@ -69,6 +69,7 @@ func Metrics() map[string]Metric {
 		"weft_workers":                {"gauge", nil, ""},
 		"weft_tun_multiqueue_refused": {"gauge", nil, ""},
 		"weft_session_age_seconds":    {"gauge", map[string][]string{"peer": nil}, "--encrypt"},
+		"weft_cert_expiry_seconds":    {"gauge", map[string][]string{"cert": {"host", "ca"}}, "--ca-cert"},
 		"weft_peer_tx_packets_total":  {"counter", map[string][]string{"peer": nil}, "--per-peer-metrics"},
 		"weft_peer_tx_bytes_total":    {"counter", map[string][]string{"peer": nil}, "--per-peer-metrics"},
 		"weft_peer_rx_packets_total":  {"counter", map[string][]string{"peer": nil}, "--per-peer-metrics"},

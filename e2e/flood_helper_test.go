@@ -58,6 +58,13 @@ func runTrustHelper(mode string, args []string) int {
 			return 2
 		}
 		rep, err = udpSend(spec)
+	case "impostor":
+		var spec impostorSpec
+		if err := json.Unmarshal([]byte(args[0]), &spec); err != nil {
+			fmt.Fprintln(os.Stderr, "impostor:", err)
+			return 2
+		}
+		rep, err = impostor(spec)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s mode %q\n", trustHelperEnv, mode)
 		return 2

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/internal/netlab"
 	"github.com/weftnet/weft/router"
 )
 
@@ -249,61 +248,16 @@ func TestGossipKeyRotation(t *testing.T) {
 	dropsBefore := dropsOf()
 	hsBefore := counter(ctx, t, a, "weft_handshakes_total", "result", "completed") + counter(ctx, t, b, "weft_handshakes_total", "result", "completed")
 
-	// Traffic through the whole rotation: TCP a -> b (rate-capped, so that
-	// the gossip and the watchers below keep their CPU on a shared 2-core
-	// machine) and ICMP b -> a, 200 ms apart. Both last longer than the
-	// rotation takes (~15 s); that they are still running when it ends is
-	// checked below.
-	const trafficSecs = 25
-	if _, err := b.host.IPerf3Server(5201); err != nil {
-		t.Fatal(err)
-	}
-	trafficStart := time.Now()
-	iperfDone := iperfInBackground(ctx, a, b.overlay, netlab.IPerf3Options{Port: 5201, Seconds: trafficSecs, Bitrate: "200M"})
-	type pingOut struct {
-		res netlab.PingResult
-		err error
-	}
-	pingDone := make(chan pingOut, 1)
-	go func() {
-		res, err := b.host.Ping(ctx, a.overlay, int(trafficSecs*time.Second/netlab.PingInterval))
-		pingDone <- pingOut{res, err}
-	}()
-	time.Sleep(2 * time.Second) // a steady transfer first
-
-	// Watch a and b throughout the rotation: each must list the other as
-	// alive, routed, with an established session (not refused) at every
+	// Traffic through the whole rotation (~15 s), with a and b listing
+	// each other as alive, routed, with an established session at every
 	// look.
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	var (
-		watchWG   sync.WaitGroup
-		watchMu   sync.Mutex
-		lapses    []string
-		lookCount int
-	)
-	for _, n := range []*node{a, b} {
-		other := otherNames([]*node{a, b}, n)
-		watchWG.Go(func() {
-			for watchCtx.Err() == nil {
-				v, err := status(n)
-				watchMu.Lock()
-				lookCount++
-				if err != nil {
-					lapses = append(lapses, err.Error())
-				} else if err := seesAlive(v, other...); err != nil {
-					lapses = append(lapses, time.Now().Format("15:04:05.000")+" "+err.Error())
-				} else if err := hasSession(v, other...); err != nil {
-					lapses = append(lapses, time.Now().Format("15:04:05.000")+" "+err.Error())
-				}
-				watchMu.Unlock()
-				select {
-				case <-watchCtx.Done():
-				case <-time.After(300 * time.Millisecond):
-				}
-			}
-		})
-	}
-	defer func() { stopWatch(); watchWG.Wait() }()
+	const trafficSecs = 25
+	traffic := startSteady(ctx, t, a, b, trafficSecs, func(st *statusDoc, names ...string) error {
+		if err := seesAlive(st, names...); err != nil {
+			return err
+		}
+		return hasSession(st, names...)
+	})
 
 	const reloaded = `msg="configuration reloaded"`
 	steps := []struct {
@@ -359,18 +313,8 @@ func TestGossipKeyRotation(t *testing.T) {
 		}
 		t.Logf("%s: a and b still joined, overlay ok", step.what)
 	}
-	stopWatch()
-	watchWG.Wait()
-	rotated := time.Since(trafficStart)
-	if len(lapses) > 0 {
-		t.Errorf("a or b did not list the other as alive with a session at %d of %d looks during the rotation:\n%s", len(lapses), lookCount, strings.Join(lapses[:min(len(lapses), 10)], "\n"))
-	} else {
-		t.Logf("a and b listed each other as alive with an established session at all %d looks during the rotation", lookCount)
-	}
-	// The traffic must have covered the whole rotation.
-	if len(iperfDone) > 0 || len(pingDone) > 0 {
-		t.Fatalf("the traffic ended before the rotation did (%v after it started): raise trafficSecs", rotated.Round(time.Millisecond))
-	}
+	traffic.stopWatching("the rotation")
+	rotated := time.Since(traffic.started)
 	if now := dropsOf(); !maps.Equal(now, dropsBefore) {
 		t.Errorf("datagrams dropped during the rotation: before %v, after %v", dropsBefore, now)
 	}
@@ -420,29 +364,7 @@ func TestGossipKeyRotation(t *testing.T) {
 	}
 
 	// The traffic of the rotation: TCP never stalled, no ping lost.
-	out := awaitIperf(t, iperfDone, time.Until(trafficStart.Add(trafficSecs*time.Second+30*time.Second)), "iperf3 a -> b")
-	if out.err != nil {
-		t.Fatalf("iperf3 a -> b across the rotation: %v", out.err)
-	}
-	ivs, low := iperfIntervals(out.res.Raw)
-	t.Logf("iperf3 TCP a -> b across the rotation: %v; lowest 1 s interval %.1f Mbit/s", out.res, low/1e6)
-	t.Logf("iperf3 intervals: %s", ivs)
-	// Capped at 200 Mbit/s: a second under 20 is a stall (a lost
-	// retransmission timeout or longer), not the machine being slow.
-	if out.res.ReceivedBPS <= 0 || low < 20e6 {
-		t.Errorf("the transfer stalled during the rotation: %v, lowest 1 s interval %.1f Mbit/s", out.res, low/1e6)
-	}
-	var po pingOut
-	select {
-	case po = <-pingDone:
-	case <-time.After(time.Until(trafficStart.Add(trafficSecs*time.Second + 30*time.Second))):
-		t.Fatal("the ping b -> a did not end")
-	}
-	if po.err != nil || po.res.Sent < trafficSecs*4 || po.res.Received != po.res.Sent {
-		t.Errorf("ping b -> a across the rotation: %v, %v (want none lost)\n%s", po.res, po.err, po.res.Output)
-	} else {
-		t.Logf("ping b -> a across the rotation: %v", po.res)
-	}
+	traffic.finish("the rotation")
 }
 
 // hasSession requires st to show an established session with every name.

@@ -47,7 +47,8 @@ func (n *Node) newGossip(ctx context.Context, seeds []string) (*membership.Clust
 		BindPort:      s.GossipPort,
 		AdvertiseAddr: u.Addr,
 		Seeds:         seeds,
-		Meta:          n.meta(),
+		Meta:          n.advertised(),
+		Cert:          n.ownCert(),
 		SecretKey:     key,
 		ExtraKeys:     extra,
 		Logger:        n.log.With("component", "gossip"),
@@ -82,8 +83,12 @@ func (n *Node) meta() membership.Meta {
 	return m
 }
 
-// watchMembers rebuilds the route table whenever the membership changes.
+// watchMembers rebuilds the route table whenever the membership changes,
+// and every certRecheck (certificates run out without a membership
+// change).
 func (n *Node) watchMembers(ctx context.Context) {
+	recheck := time.NewTicker(certRecheck)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -92,6 +97,10 @@ func (n *Node) watchMembers(ctx context.Context) {
 			n.syncPeers()
 		case <-n.swapped:
 			n.syncPeers()
+		case <-recheck.C:
+			if n.live.Load().PKI != nil {
+				n.syncPeers()
+			}
 		}
 	}
 }
@@ -102,7 +111,10 @@ func (n *Node) syncPeers() {
 	n.syncMu.Lock()
 	defer n.syncMu.Unlock()
 	members := n.gossip().Members()
-	conflicts := n.rt.SetPeers(n.securePeers(peersFrom(members, n.live.Load().Peers, n.meta(), n.d.Now()), members))
+	now := n.d.Now()
+	n.checkOwnCert(now)
+	peers := n.certPeers(peersFrom(members, n.live.Load().Peers, n.meta(), now), members, now)
+	conflicts := n.rt.SetPeers(n.securePeers(peers, members))
 	for _, c := range conflicts {
 		if c.Loser == "" && n.s.AutoSubnet {
 			n.moveSubnet(c)

@@ -6,11 +6,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/weftnet/weft/bgp"
 	"github.com/weftnet/weft/deploy"
+	"github.com/weftnet/weft/pki"
 )
 
 // The metrics a live node exports and the contract the dashboard, the
@@ -19,7 +21,7 @@ import (
 // exported, types and label names agree, and enumerated labels take only
 // their listed values. Four nodes cover every metric: a plain one with
 // per-peer metrics, a plain peer and a BGP speaker, and two encrypted ones (session
-// ages).
+// ages); the two plain ones hold certificates.
 func TestMetricsContract(t *testing.T) {
 	u := newHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
@@ -32,6 +34,13 @@ func TestMetricsContract(t *testing.T) {
 	c := encrypted(newHost(t, u, "c", 3, "10.244.3.0/24"))
 	d := newHost(t, u, "d", 4, "10.244.4.0/24")
 	a.s.Live.GossipKeys, d.s.Live.GossipKeys = b.s.Live.GossipKeys, b.s.Live.GossipKeys // one cluster
+	// a and d hold certificates from one CA (weft_cert_expiry_seconds).
+	lab := newPKILab(t, time.Now())
+	trust := lab.trust([]*pki.CA{lab.ca})
+	for _, h := range []*host{a, d} {
+		cert, key := lab.issue(lab.ca, h.name, time.Now(), []netip.Prefix{h.s.Subnet}, nil)
+		h.s.Live.PKI = &PKI{Trust: trust, Cert: cert, Key: key}
+	}
 	a.mustStart()
 	b.mustStart(a)
 	c.mustStart(a, b)

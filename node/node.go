@@ -46,6 +46,8 @@ type Node struct {
 	rt     *router.Router
 	secure secureState // --encrypt (secure.go)
 	bgp    bgpState    // the BGP speaker (bgp.go)
+	certs  certState   // peers' certificates (pki.go); guarded by syncMu
+	signed signState   // our metadata's proof times (pki.go)
 
 	// The gossip is replaced when our underlay address changes (memberlist
 	// cannot change the address it advertises); swapped tells watchMembers.

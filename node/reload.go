@@ -67,10 +67,23 @@ func (n *Node) Reload(next Settings) ([]string, error) {
 			changed = append(changed, "gossip keys")
 		}
 	}
+	pkiChanged := !old.PKI.same(nw.PKI)
+	if pkiChanged {
+		if err := n.checkNewPKI(nw.PKI); err != nil {
+			errs = append(errs, err)
+			nw.PKI, pkiChanged = old.PKI, false
+		}
+	}
 	peersChanged := !reflect.DeepEqual(nw.Peers, old.Peers)
 	n.live.Store(&nw)
-	if peersChanged {
+	if pkiChanged {
+		n.readvertise(old.PKI, nw.PKI)
+		changed = append(changed, "caCert/cert/key/crl")
+	}
+	if peersChanged || pkiChanged {
 		n.syncPeers()
+	}
+	if peersChanged {
 		changed = append(changed, "peers")
 	}
 	if did, err := n.reloadBGP(old, nw); did {

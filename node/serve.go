@@ -41,6 +41,7 @@ func (n *Node) Status() Status {
 	st := Status{Node: ns, Peers: n.rt.Status(), Drops: n.rt.Drops(), Totals: n.rt.Totals()}
 	n.secureStatus(&st)
 	n.bgpStatus(&st)
+	n.certStatus(&st)
 	return st
 }
 

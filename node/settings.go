@@ -82,6 +82,10 @@ type Live struct {
 	GossipKeys [][]byte // primary first
 	Peers      []StaticPeer
 	BGPPeers   []bgp.Neighbor // the BGP speaker's neighbours
+	// PKI is the CAs this host trusts, their revocation lists, its
+	// certificate and key (pki.go); nil: no CA. A reload re-reads the
+	// files: a renewed certificate, a new CA bundle, a new list.
+	PKI *PKI
 }
 
 // StaticPeer is a host that does not gossip (a kernel VTEP, a router).

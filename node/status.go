@@ -51,6 +51,19 @@ type NodeStatus struct {
 	GossipHealth  int             `json:"gossipHealth"`
 	// Encryption is the encrypted data plane (--encrypt; absent without).
 	Encryption *seal.Status `json:"encryption,omitempty"`
+	// Cert is this host's certificate (--ca-cert; absent without).
+	Cert *CertStatus `json:"cert,omitempty"`
+}
+
+// CertStatus is this host's certificate and the CAs it trusts.
+type CertStatus struct {
+	Name        string    `json:"name"`
+	Serial      string    `json:"serial"`
+	Fingerprint string    `json:"fingerprint"` // SHA-256 of the DER, hex
+	NotAfter    time.Time `json:"notAfter"`
+	Grants      []string  `json:"grants"` // subnets, then pools as "pool CIDR"
+	Groups      []string  `json:"groups,omitempty"`
+	CAs         []string  `json:"cas"` // the trusted CAs' names
 }
 
 // Peer returns the named peer's status, or nil.

@@ -155,7 +155,7 @@ func (n *Node) setLocal(l router.Local) {
 	n.mu.Lock()
 	n.local = l
 	n.mu.Unlock()
-	if err := n.gossip().UpdateMeta(n.meta()); err != nil {
+	if err := n.gossip().UpdateMeta(n.advertised()); err != nil {
 		n.log.Error("advertising our new subnet", "err", err)
 	}
 	n.syncBGP() // the new subnet announced, the old withdrawn

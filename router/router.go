@@ -389,14 +389,17 @@ func (r *Router) RemoveRoutes() {
 
 // PeerStatus is one peer's line in `weft status`.
 type PeerStatus struct {
-	Name      string    `json:"name"`
-	Subnet    string    `json:"subnet"`
-	Subnet6   string    `json:"subnet6,omitempty"` // a dual-stack peer's IPv6 subnet
-	Underlay  string    `json:"underlay"`
-	State     string    `json:"state"`
-	Static    bool      `json:"static"`
-	Via       Via       `json:"via"`
-	Reason    string    `json:"reason,omitempty"`
+	Name     string `json:"name"`
+	Subnet   string `json:"subnet"`
+	Subnet6  string `json:"subnet6,omitempty"` // a dual-stack peer's IPv6 subnet
+	Underlay string `json:"underlay"`
+	State    string `json:"state"`
+	Static   bool   `json:"static"`
+	Via      Via    `json:"via"`
+	Reason   string `json:"reason,omitempty"`
+	// Refused is the refusal's label (weft_peers_refused's reason),
+	// empty for a peer that is not refused.
+	Refused   string    `json:"refused,omitempty"`
 	LastSeen  time.Time `json:"lastSeen,omitzero"`
 	TxPackets uint64    `json:"txPackets"`
 	TxBytes   uint64    `json:"txBytes"`
@@ -413,7 +416,7 @@ func (r *Router) Status() []PeerStatus {
 	defer r.mu.Unlock()
 	out := make([]PeerStatus, 0, len(r.peers))
 	for _, p := range r.peers {
-		s := PeerStatus{Name: p.Name, State: p.State, Static: p.Static, Via: r.viaOf[p.Name], Reason: r.reasons[p.Name]}
+		s := PeerStatus{Name: p.Name, State: p.State, Static: p.Static, Via: r.viaOf[p.Name], Reason: r.reasons[p.Name], Refused: r.refused[p.Name].String()}
 		if s.Via == "" {
 			s.Via = ViaNone
 		}

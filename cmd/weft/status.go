@@ -38,6 +38,10 @@ func printStatus(w io.Writer, r node.Status) {
 	if e := n.Encryption; e != nil {
 		fmt.Fprintf(w, "encrypt   %s, key %s, handshakes %d completed %d answered\n", e.Cipher, e.PublicKey, e.Handshakes["completed"], e.Handshakes["responded"])
 	}
+	if c := n.Cert; c != nil {
+		fmt.Fprintf(w, "cert      %s, serial %s, until %s, grants %s; CAs %s\n", c.Name, c.Serial, c.NotAfter.UTC().Format(time.RFC3339),
+			strings.Join(c.Grants, " "), strings.Join(c.CAs, ", "))
+	}
 	fmt.Fprintf(w, "traffic   tx %d packets %s, rx %d packets %s\n\n", r.Totals.TxPackets, bytesHuman(r.Totals.TxBytes), r.Totals.RxPackets, bytesHuman(r.Totals.RxBytes))
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

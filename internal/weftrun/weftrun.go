@@ -117,6 +117,9 @@ type Node struct {
 	// InsecureGossip runs the daemon without a gossip key
 	// (--insecure-gossip) instead of with the lab's (Files.GossipKey).
 	InsecureGossip bool
+	// PKIDir is the daemon's --pki-dir (InstallPKI writes it); empty:
+	// no CA.
+	PKIDir string
 }
 
 // RunArgs returns the arguments of "weft run" (without the program name)
@@ -159,6 +162,9 @@ func RunArgs(f Files, n Node, extra ...string) []string {
 		args = append(args, "--gossip-key-file", f.GossipKey)
 	default:
 		panic("weftrun: RunArgs with Files without a GossipKey (use FilesIn)")
+	}
+	if n.PKIDir != "" {
+		args = append(args, "--pki-dir", n.PKIDir)
 	}
 	args = append(args, "--log-level", level, "--log-format", "text")
 	return append(args, extra...)

@@ -36,6 +36,7 @@ import (
 	"github.com/weftnet/weft/internal/netlab"
 	"github.com/weftnet/weft/internal/weftrun"
 	weftnode "github.com/weftnet/weft/node"
+	"github.com/weftnet/weft/pki"
 )
 
 const (
@@ -219,8 +220,19 @@ func (d *demo) network(names ...string) error {
 // startWeft starts weft on every host, each joining the others, and waits
 // until each is ready and sees all the others alive.
 func (d *demo) startWeft(ctx context.Context) error {
+	// A cluster CA of the demo's own, in its temporary directory: each
+	// host shows a certificate for its name and subnet, and believes only
+	// peers that show one.
+	ca, err := weftrun.NewCA("weft demo CA")
+	if err != nil {
+		return err
+	}
 	var names []string
 	for _, h := range d.hosts {
+		pkiDir := filepath.Join(h.files.Dir, "pki")
+		if err := weftrun.InstallPKI(pkiDir, h.name, []*pki.CA{ca}, ca, weftrun.Grant{Subnets: []netip.Prefix{h.subnet}}); err != nil {
+			return err
+		}
 		var join []string
 		for _, o := range d.hosts {
 			if o != h {
@@ -234,6 +246,7 @@ func (d *demo) startWeft(ctx context.Context) error {
 			PublicIP:    h.underlay,
 			Join:        join,
 			MetricsAddr: netip.AddrPortFrom(h.underlay, metricsPort),
+			PKIDir:      pkiDir,
 		})
 		p, err := h.ns.Start(d.weft, args...)
 		if err != nil {
@@ -242,7 +255,7 @@ func (d *demo) startWeft(ctx context.Context) error {
 		h.proc = p
 		names = append(names, h.name)
 	}
-	fmt.Printf("starting weft on %s (overlay %s); waiting for the cluster to form ...\n", strings.Join(names, ", "), network)
+	fmt.Printf("starting weft on %s (overlay %s), each with a certificate from the demo's CA; waiting for the cluster to form ...\n", strings.Join(names, ", "), network)
 	fmt.Printf("  e.g. on a: weft %s\n", strings.Join(d.hosts[0].proc.Args(), " "))
 	start := time.Now()
 	deadline := start.Add(formTimeout)
