@@ -30,7 +30,7 @@ type CA struct {
 // NewCA makes a CA with a new key pair and a self-signed certificate named
 // name, valid from now (less a minute of clock skew) for lifetime.
 func NewCA(name string, lifetime time.Duration, now time.Time) (*CA, error) {
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return nil, fmt.Errorf("CA name: %w", err)
 	}
 	if lifetime <= 0 {
@@ -113,7 +113,7 @@ func (ca *CA) Save(dir string) (err error) {
 	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
 	for _, p := range []string{certPath, keyPath} {
 		if _, err := os.Lstat(p); err == nil {
-			return fmt.Errorf("save CA: %s exists; refusing to overwrite it: %w", p, fs.ErrExist)
+			return fmt.Errorf("save CA: %w: %s; refusing to overwrite it", fs.ErrExist, p)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("save CA: %w", err)
 		}
@@ -175,7 +175,7 @@ type Request struct {
 // package doc) and a lifetime that would outlast the CA's certificate.
 // Groups are sorted and duplicates dropped.
 func (ca *CA) Sign(r Request, now time.Time) (*Cert, error) {
-	if err := checkName(r.Name); err != nil {
+	if err := CheckName(r.Name); err != nil {
 		return nil, fmt.Errorf("sign: name: %w", err)
 	}
 	if len(r.PublicKey) != ed25519.PublicKeySize {
@@ -193,7 +193,7 @@ func (ca *CA) Sign(r Request, now time.Time) (*Cert, error) {
 		return nil, fmt.Errorf("sign %q: %w", r.Name, err)
 	}
 	groups := slices.Compact(slices.Sorted(slices.Values(r.Groups)))
-	if err := checkGroups(groups); err != nil {
+	if err := CheckGroups(groups); err != nil {
 		return nil, fmt.Errorf("sign %q: %w", r.Name, err)
 	}
 	if r.Lifetime <= 0 {

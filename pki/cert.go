@@ -145,10 +145,10 @@ func parseSubject(x *x509.Certificate, c *Cert) error {
 	if cns != 1 {
 		return fmt.Errorf("subject has %d common names, want 1", cns)
 	}
-	if err := checkName(x.Subject.CommonName); err != nil {
+	if err := CheckName(x.Subject.CommonName); err != nil {
 		return fmt.Errorf("name: %w", err)
 	}
-	if err := checkGroups(x.Subject.OrganizationalUnit); err != nil {
+	if err := CheckGroups(x.Subject.OrganizationalUnit); err != nil {
 		return err
 	}
 	c.Name = x.Subject.CommonName
@@ -264,13 +264,16 @@ func checkText(s string, max int) error {
 	return nil
 }
 
-// checkName checks a host's or CA's name (the CommonName).
-func checkName(name string) error {
+// CheckName checks a host's or CA's name (the CommonName): 1 to 128 bytes
+// of UTF-8 without control characters.
+func CheckName(name string) error {
 	return checkText(name, maxNameLen)
 }
 
-// checkGroups checks a list of groups (the OrganizationalUnits).
-func checkGroups(groups []string) error {
+// CheckGroups checks a list of groups (the OrganizationalUnits): at most
+// 32, each 1 to 64 bytes of UTF-8 without control characters, commas or
+// surrounding spaces, none twice.
+func CheckGroups(groups []string) error {
 	if len(groups) > maxGroups {
 		return fmt.Errorf("%d groups, at most %d", len(groups), maxGroups)
 	}
