@@ -63,6 +63,12 @@
 // and the host's validity periods, revocation. Each failure maps to one
 // Reason, which x509's path-building errors would not give.
 //
+// `openssl verify` does check RFC 3779 resources along the path, and
+// refuses weft's host certificates ("RFC 3779 resource not subset of
+// parent's resources") because the CA carries no address blocks of its
+// own: openssl reads weft certificates, but `weft cert show --ca-cert` is
+// what verifies them.
+//
 // # The pool extension's OID
 //
 // The natural choice, a UUID-derived OID (2.25.<a random 128-bit UUID as a
@@ -72,10 +78,11 @@
 // (TestUUIDArcUnparseable shows it). weft owns no IANA Private Enterprise
 // Number yet, and taking an unassigned one would squat on somebody's
 // future number. So the OID sits under 1.3.6.1.4.1.32473, the enterprise
-// number IANA reserves so that it is never assigned to anybody (RFC 5612),
-// followed by "weft" in ASCII (119.101.102.116) and 1. It collides with no
-// organisation's OID. When weft registers its own enterprise number the
-// OID should move there; a certificate whose only grant is in the old
+// number IANA assigned for use in documentation (RFC 5612) and so to no
+// organisation, followed by "weft" in ASCII (119.101.102.116) and 1: it
+// collides with no organisation's OID, and reads as weft's. It is a
+// stopgap: once weft registers its own enterprise number (free, from IANA)
+// the OID should move there. A certificate whose only grant is in the old
 // extension then carries no grant and is refused (fails closed).
 //
 // # Revocation

@@ -299,7 +299,8 @@ func decodeGrants(der []byte) ([]netip.Prefix, error) {
 // canonicalPrefixes checks a list of prefixes for the extension (valid, no
 // host bits, no zone, no IPv4-mapped IPv6, no two overlapping or adjacent)
 // and returns it sorted as RFC 3779 wants it: IPv4 first, each family by
-// address. what names the list in errors ("subnet", "pool").
+// address. what names an element in errors ("subnet", "pool", "grant"; it
+// takes a plural s).
 func canonicalPrefixes(what string, ps []netip.Prefix) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(ps))
 	for _, p := range ps {
@@ -342,12 +343,12 @@ func canonicalPrefixes(what string, ps []netip.Prefix) ([]netip.Prefix, error) {
 // encodeGrants encodes prefixes as DER IPAddrBlocks in the weft profile.
 // The prefixes must be canonical (see canonicalPrefixes); it sorts them.
 func encodeGrants(ps []netip.Prefix) ([]byte, error) {
-	ps, err := canonicalPrefixes("prefix", ps)
+	ps, err := canonicalPrefixes("grant", ps)
 	if err != nil {
 		return nil, err
 	}
 	if len(ps) == 0 {
-		return nil, errors.New("no prefix to encode")
+		return nil, errors.New("no grant to encode")
 	}
 	var b cryptobyte.Builder
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {

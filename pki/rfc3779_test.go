@@ -86,6 +86,10 @@ func TestRangeVectors(t *testing.T) {
 		// min 0.0.0.0: every bit is a trailing zero: 0 bits.
 		// max 0.0.0.2 ends in a zero bit: all 32 bits.
 		{"IPv4 from zero", "30 0a 03 01 00 03 05 00 00 00 00 02", "0.0.0.0", "0.0.0.2"},
+		// max 0.0.0.255: its eight trailing ones cut leave 24 zero bits,
+		// 00 00 00, as RFC 3779 erratum 2537 (verified) spells out: a max
+		// need not keep a one bit. min 0.0.0.1 keeps all 32.
+		{"IPv4 max of zero bits (erratum 2537)", "30 0d 03 05 00 00 00 00 01 03 04 00 00 00 00", "0.0.0.1", "0.0.0.255"},
 		// min 2001:db8:0:1:: : 64 bits up to the 1 of ...0001.
 		// max 2001:db8:0:2:ffff:ffff:ffff:ffff: 64 ones cut, and ...0002
 		// ends in a zero: 64 bits.
@@ -222,7 +226,7 @@ func TestEncodeGrantsRefuses(t *testing.T) {
 		prefixes []netip.Prefix
 		want     string
 	}{
-		{"none", nil, "no prefix"},
+		{"none", nil, "no grant"},
 		{"host bits", []netip.Prefix{netip.MustParsePrefix("10.0.0.1/24")}, "host bits are set (did you mean 10.0.0.0/24?)"},
 		{"invalid", []netip.Prefix{{}}, "not a valid CIDR prefix"},
 		{"IPv4-mapped", []netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.0/120")}, "IPv4-mapped"},

@@ -89,7 +89,7 @@ func (e *VerifyError) Error() string { return string(e.Reason) + ": " + e.Detail
 // itself valid at now, not revoked by that CA's CRLs, and within its own
 // validity period. It returns nil or a *VerifyError.
 func (t *Trust) Verify(c *Cert, now time.Time) error {
-	if c == nil {
+	if c == nil || c.X509 == nil {
 		return &VerifyError{ReasonUntrusted, "no certificate"}
 	}
 	if c.IsCA {

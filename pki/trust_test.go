@@ -64,6 +64,7 @@ func TestVerify(t *testing.T) {
 		{"two CAs at once: revoked by A", both, revoked, now, ReasonRevoked, "revoked"},
 		{"CA cert presented as a host", both, caA.Cert, now, ReasonUntrusted, "is a CA certificate"},
 		{"no certificate", both, nil, now, ReasonUntrusted, "no certificate"},
+		{"a Cert not from ParseCert", both, &Cert{Name: "forged"}, now, ReasonUntrusted, "no certificate"},
 	}
 	for _, tt := range tests {
 		err := tt.trust.Verify(tt.cert, tt.now)
