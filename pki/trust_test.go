@@ -147,3 +147,27 @@ func TestVerifyConcurrent(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// BenchmarkParseVerify is what a peer pays per certificate it is shown:
+// parse the DER, then verify it.
+func BenchmarkParseVerify(b *testing.B) {
+	ca := mustCA(b, "weft CA", year, t0)
+	host := mustSign(b, ca, hostRequest(b, "h", "10.0.0.0/24", "fd00::/64"), t0)
+	crl, err := ca.Revoke(nil, []*big.Int{big.NewInt(1), big.NewInt(2)}, t0, day)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr, err := NewTrust([]*Cert{ca.Cert}, []*CRL{crl})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		c, err := ParseCert(host.Raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := tr.Verify(c, t0.Add(day)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
