@@ -8,6 +8,10 @@
 //	weft status [--json]   show a running daemon's node, peers and counters
 //	weft cni conflist      print a CNI network config (run by a runtime, weft is the "weft" CNI plugin)
 //	weft keygen            print a new gossip encryption key
+//	weft ca init           make the cluster CA (ca.crt, ca.key)
+//	weft cert keygen|sign|show|revoke
+//	                       make a host's key pair, sign its certificate, show
+//	                       and verify certificates, revoke them (ca.crl)
 //	weft version           print the version
 package main
 
@@ -44,7 +48,7 @@ func main() {
 
 func weft(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: weft run|status|cni|keygen|version [flags]")
+		fmt.Fprintln(stderr, "usage: weft run|status|cni|keygen|ca|cert|version [flags]")
 		return exitUsage
 	}
 	switch args[0] {
@@ -56,14 +60,18 @@ func weft(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdKeygen(stdout, stderr)
 	case "cni":
 		return cni.Command(ctx, args[1:], stdout, stderr)
+	case "ca":
+		return cmdCA(args[1:], stdout, stderr)
+	case "cert":
+		return cmdCert(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "weft %s (%s, %s)\n", version, revision(), runtime.Version())
 		return exitOK
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: weft run|status|cni|keygen|version [flags]; weft run -h lists the daemon's flags; weft cni conflist prints a CNI network config")
+		fmt.Fprintln(stdout, "usage: weft run|status|cni|keygen|ca|cert|version [flags]; weft run -h lists the daemon's flags; weft cni conflist prints a CNI network config; weft ca init and weft cert keygen|sign|show|revoke run the cluster CA")
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "weft: unknown command %q (want run, status, keygen or version)\n", args[0])
+	fmt.Fprintf(stderr, "weft: unknown command %q (want run, status, cni, keygen, ca, cert or version)\n", args[0])
 	return exitUsage
 }
 
