@@ -45,7 +45,8 @@ unit:
 # Each fuzz target for a short, bounded time (make fuzz: longer).
 FUZZ_TARGETS = ./encap:FuzzDecodeUDP ./encap:FuzzDecodeVXLAN ./membership:FuzzMetaUnmarshal ./membership:FuzzDecodeLeaveIntent ./config:FuzzConfig \
                ./tun:FuzzSplit ./tun:FuzzRoundTrip ./tun:FuzzCoalesce \
-               ./seal:FuzzOpen ./seal:FuzzHandshake
+               ./seal:FuzzOpen ./seal:FuzzHandshake \
+               ./pki:FuzzParseCert ./pki:FuzzDecodeAddrBlocks
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \

@@ -176,7 +176,15 @@ func (n *Node) certPeers(peers []router.Peer, members []membership.Member, now t
 	for i := range peers {
 		pr := &peers[i]
 		m := byName[pr.Name]
-		if pr.Static || m == nil || pr.Incompatible != "" || (pr.State != "alive" && pr.State != "suspect") {
+		if pr.Static || m == nil || pr.Incompatible != "" {
+			continue
+		}
+		if pr.State != "alive" && pr.State != "suspect" {
+			// Gone (dead, left): its next life starts afresh, with
+			// a new signature time from a restarted clock.
+			delete(st.signed, pr.Name)
+			delete(st.good, pr.Name)
+			delete(st.waiting, pr.Name)
 			continue
 		}
 		if m.Meta.Proof.Present() && m.Cert == nil {

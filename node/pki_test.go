@@ -167,6 +167,17 @@ func TestCertPeersOverTime(t *testing.T) {
 	if got := judgeOne(n, newer, now); got.Refused != router.RefusedNone {
 		t.Fatalf("newer again: %v %s", got.Refused, got.Incompatible)
 	}
+	// A host that died comes back with its restarted clock: its next life
+	// is judged afresh.
+	dead := newer
+	dead.State = membership.StateDead
+	judgeOne(n, dead, now)
+	if got := judgeOne(n, first, now); got.Refused != router.RefusedNone {
+		t.Errorf("back from the dead, signed earlier than its last life: %v %s", got.Refused, got.Incompatible)
+	}
+	if got := judgeOne(n, newer, now); got.Refused != router.RefusedNone {
+		t.Fatalf("newer after the return: %v %s", got.Refused, got.Incompatible)
+	}
 
 	// A renewal: metadata naming a certificate not yet here keeps the
 	// routes of the believed metadata for certWait.
