@@ -241,3 +241,23 @@ func TestSignMeta(t *testing.T) {
 		t.Error("signed without a PKI")
 	}
 }
+
+// The log warns a day before our certificate runs out, at most hourly, and
+// says so as an error once it has.
+func TestCheckOwnCertWarns(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	lab := newPKILab(t, now)
+	cert, key := lab.issue(lab.ca, "self", now, []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, nil)
+	var logs strings.Builder
+	n := pkiNode(&now, &PKI{Trust: lab.trust([]*pki.CA{lab.ca}), Cert: cert, Key: key})
+	n.log = slog.New(slog.NewTextHandler(&logs, nil))
+	for _, at := range []time.Duration{time.Hour, 2 * time.Hour, 2*time.Hour + time.Minute, 25 * time.Hour} {
+		n.checkOwnCert(now.Add(at))
+	}
+	// The certificate runs out a day after it was issued: at +1h (under
+	// a day left) a warning, at +2h another (an hour later), at +2h1m
+	// none (within the hour), at +25h the error.
+	if w, e := strings.Count(logs.String(), "runs out soon"), strings.Count(logs.String(), "has expired"); w != 2 || e != 1 {
+		t.Errorf("%d warnings and %d errors, want 2 and 1:\n%s", w, e, logs.String())
+	}
+}
