@@ -20,8 +20,9 @@ var (
 	descPeerRxBytes   = prometheus.NewDesc("weft_peer_rx_bytes_total", "Inner bytes received from a peer.", []string{"peer"}, nil)
 )
 
-// PeerStates are the label values of weft_peers.
-var PeerStates = []string{"alive", "suspect", "dead", "left", "static"}
+// PeerStates are the label values of weft_peers ("pending": a gossip
+// member whose certificate has not arrived yet, node/pki.go).
+var PeerStates = []string{"alive", "suspect", "dead", "left", "static", "pending"}
 
 // Describe implements prometheus.Collector.
 func (r *Router) Describe(ch chan<- *prometheus.Desc) {

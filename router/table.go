@@ -21,7 +21,7 @@ type Peer struct {
 	Subnet6  netip.Prefix
 	Underlay netip.AddrPort // data-plane address
 	MAC      encap.MAC      // VTEP MAC (vxlan)
-	State    string         // alive, suspect, dead, left or static
+	State    string         // alive, suspect, dead, left, static, or pending (its certificate on its way)
 	Static   bool
 	Claimed  int64 // unix ms of the subnet claim; earlier wins a conflict
 	// PartialChecksums: the peer takes inner TCP and UDP checksums left
