@@ -25,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/internal/keyfile"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/node"
@@ -431,7 +432,7 @@ func validate(c Config, src source) (node.Settings, error) {
 		return s, err
 	}
 	minMTU := 576
-	if s.Network.Addr().Is6() || s.Network6.IsValid() {
+	if family.Of(s.Networks, true).IsValid() {
 		minMTU = 1280
 	}
 	if c.MTU != 0 && (c.MTU < minMTU || c.MTU > 65535) {
@@ -560,17 +561,14 @@ func validateNetworks(c Config, s *node.Settings, src source) error {
 			return bad("network", "network", v, err.Error())
 		}
 		if len(nets) == 1 && nets[0].Addr().Is6() == p.Addr().Is6() {
-			return bad("network", "network", v, fmt.Sprintf("a second %s network beside %s: give one network per family", family(p), nets[0]))
+			return bad("network", "network", v, fmt.Sprintf("a second %s network beside %s: give one network per family", familyName(p), nets[0]))
 		}
 		nets = append(nets, p)
 	}
 	if len(nets) == 2 && nets[0].Addr().Is6() {
 		nets[0], nets[1] = nets[1], nets[0]
 	}
-	s.Network = nets[0]
-	if len(nets) == 2 {
-		s.Network6 = nets[1]
-	}
+	s.Networks = nets
 	if len(c.Subnet) == 0 {
 		s.AutoSubnet = true
 		return nil
@@ -584,9 +582,9 @@ func validateNetworks(c Config, s *node.Settings, src source) error {
 		i := slices.IndexFunc(nets, func(n netip.Prefix) bool { return n.Addr().Is6() == p.Addr().Is6() })
 		switch {
 		case i < 0:
-			return bad("subnet", "subnet", v, fmt.Sprintf("an %s subnet, but the overlay has no %s network (%s %s)", family(p), family(p), netName, joinPrefixes(nets)))
+			return bad("subnet", "subnet", v, fmt.Sprintf("an %s subnet, but the overlay has no %s network (%s %s)", familyName(p), familyName(p), netName, joinPrefixes(nets)))
 		case subs[i].IsValid():
-			return bad("subnet", "subnet", v, fmt.Sprintf("a second %s subnet beside %s: give one subnet per network", family(p), subs[i]))
+			return bad("subnet", "subnet", v, fmt.Sprintf("a second %s subnet beside %s: give one subnet per network", familyName(p), subs[i]))
 		case !inside(p, nets[i]):
 			return bad("subnet", "subnet", v, fmt.Sprintf("not inside the network %s", nets[i]))
 		}
@@ -597,11 +595,11 @@ func validateNetworks(c Config, s *node.Settings, src source) error {
 			return usagef("missing %s for the network %s: give a subnet for each network, or none (automatic)", src.name("subnet", "subnet"), n)
 		}
 	}
-	s.Subnet, s.Subnet6 = subs[0], subs[1]
+	s.Subnets = subs[:len(nets)]
 	return nil
 }
 
-func family(p netip.Prefix) string {
+func familyName(p netip.Prefix) string {
 	if p.Addr().Is6() {
 		return "IPv6"
 	}
@@ -629,15 +627,17 @@ func validatePool(c Config, s *node.Settings, src source) error {
 		lenValue int
 		min, max string
 	}
-	pools := []*pool{{dst: &s.Pool, net: s.Network, bits: c.SubnetLen, lenFlag: "subnet-len", lenKey: "subnetLen", lenValue: c.SubnetLen}}
+	network := s.Networks[0]
+	s.Pools = make([]lease.Pool, len(s.Networks))
+	pools := []*pool{{dst: &s.Pools[0], net: network, bits: c.SubnetLen, lenFlag: "subnet-len", lenKey: "subnetLen", lenValue: c.SubnetLen}}
 	switch {
-	case s.Network6.IsValid():
-		pools = append(pools, &pool{dst: &s.Pool6, net: s.Network6, bits: c.SubnetLen6, lenFlag: "subnet-len6", lenKey: "subnetLen6", lenValue: c.SubnetLen6})
-	case s.Network.Addr().Is6() && c.SubnetLen6 != 0:
+	case len(s.Networks) == 2:
+		pools = append(pools, &pool{dst: &s.Pools[1], net: s.Networks[1], bits: c.SubnetLen6, lenFlag: "subnet-len6", lenKey: "subnetLen6", lenValue: c.SubnetLen6})
+	case network.Addr().Is6() && c.SubnetLen6 != 0:
 		// An IPv6-only overlay takes either.
 		pools[0].bits, pools[0].lenFlag, pools[0].lenKey, pools[0].lenValue = c.SubnetLen6, "subnet-len6", "subnetLen6", c.SubnetLen6
 	case c.SubnetLen6 != 0:
-		return usagef("invalid %s \"%d\": the overlay has no IPv6 network (%s %s)", src.name("subnet-len6", "subnetLen6"), c.SubnetLen6, src.name("network", "network"), s.Network)
+		return usagef("invalid %s \"%d\": the overlay has no IPv6 network (%s %s)", src.name("subnet-len6", "subnetLen6"), c.SubnetLen6, src.name("network", "network"), network)
 	}
 	for _, b := range []struct {
 		flag, key string
@@ -651,7 +651,7 @@ func validatePool(c Config, s *node.Settings, src source) error {
 			}
 			a, err := netip.ParseAddr(v)
 			if err != nil {
-				return usagef("invalid %s %q: not an address such as %s", src.name(b.flag, b.key), raw, s.Network.Addr())
+				return usagef("invalid %s %q: not an address such as %s", src.name(b.flag, b.key), raw, network.Addr())
 			}
 			i := slices.IndexFunc(pools, func(p *pool) bool { return p.net.Addr().Is6() == a.Is6() })
 			if i < 0 {
@@ -740,33 +740,34 @@ func describePeer(pc PeerConfig) string {
 }
 
 // peerSubnets checks a static peer's subnet (either family) and its
-// optional IPv6 subnet6 (dual stack) against our networks.
-func peerSubnets(sub netip.Prefix, raw6 string, s node.Settings) (netip.Prefix, netip.Prefix, error) {
+// optional IPv6 subnet6 (dual stack) against our networks, and lists them.
+func peerSubnets(sub netip.Prefix, raw6 string, s node.Settings) ([]netip.Prefix, error) {
 	in := func(p netip.Prefix) error {
-		for _, n := range []netip.Prefix{s.Network, s.Network6} {
-			if n.IsValid() && n.Addr().Is6() == p.Addr().Is6() {
-				if !inside(p, n) {
-					return fmt.Errorf("subnet %s is not inside the network %s", p, n)
-				}
-				return nil
+		if n := family.Of(s.Networks, p.Addr().Is6()); n.IsValid() {
+			if !inside(p, n) {
+				return fmt.Errorf("subnet %s is not inside the network %s", p, n)
 			}
+			return nil
 		}
-		return fmt.Errorf("subnet %s is not inside the network %s", p, s.Network)
+		return fmt.Errorf("subnet %s is not inside the network %s", p, family.First(s.Networks))
 	}
 	if err := in(sub); err != nil {
-		return sub, netip.Prefix{}, err
+		return nil, err
 	}
 	if raw6 == "" {
-		return sub, netip.Prefix{}, nil
+		return []netip.Prefix{sub}, nil
 	}
 	sub6, err := parseCIDR(raw6)
 	if err != nil {
-		return sub, sub6, fmt.Errorf("subnet6: %v", err)
+		return nil, fmt.Errorf("subnet6: %v", err)
 	}
 	if !sub6.Addr().Is6() || !sub.Addr().Is4() {
-		return sub, sub6, fmt.Errorf("subnet6 %s: want an IPv6 subnet beside an IPv4 subnet", sub6)
+		return nil, fmt.Errorf("subnet6 %s: want an IPv6 subnet beside an IPv4 subnet", sub6)
 	}
-	return sub, sub6, in(sub6)
+	if err := in(sub6); err != nil {
+		return nil, err
+	}
+	return []netip.Prefix{sub, sub6}, nil
 }
 
 func validatePeer(pc PeerConfig, s node.Settings) (node.StaticPeer, error) {
@@ -775,10 +776,11 @@ func validatePeer(pc PeerConfig, s node.Settings) (node.StaticPeer, error) {
 	if p.Name = pc.Name; p.Name == "" {
 		return p, errors.New("name is missing")
 	}
-	if p.Subnet, err = parseCIDR(pc.Subnet); err != nil {
+	sub, err := parseCIDR(pc.Subnet)
+	if err != nil {
 		return p, fmt.Errorf("subnet: %v", err)
 	}
-	if p.Subnet, p.Subnet6, err = peerSubnets(p.Subnet, pc.Subnet6, s); err != nil {
+	if p.Subnets, err = peerSubnets(sub, pc.Subnet6, s); err != nil {
 		return p, err
 	}
 	if p.IP, err = netip.ParseAddr(pc.IP); err != nil {

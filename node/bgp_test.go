@@ -14,6 +14,7 @@ import (
 
 	wbgp "github.com/weftnet/weft/bgp"
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/router"
 )
 
@@ -94,7 +95,7 @@ func TestBGPAnnouncements(t *testing.T) {
 	h := bgpHost(t, r, "", encap.UDP)
 	h.mustStart()
 	under := netip.MustParseAddr("127.0.0.2")
-	first := h.n.getLocal().Subnet
+	first := family.First(h.n.getLocal().Subnets)
 	eventually(t, "the subnet announced", r.want(map[netip.Prefix]netip.Addr{first: under}))
 	eventually(t, "the status", func() error {
 		st := h.n.Status()
@@ -105,7 +106,7 @@ func TestBGPAnnouncements(t *testing.T) {
 	})
 
 	h.n.moveSubnet(router.Conflict{Subnet: first, Winner: "b"})
-	moved := h.n.getLocal().Subnet
+	moved := family.First(h.n.getLocal().Subnets)
 	if moved == first {
 		t.Fatal("the subnet did not move")
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/router"
 )
@@ -19,10 +20,10 @@ var network6 = netip.MustParsePrefix("fd00:10:244::/56")
 // dualStack makes h a dual-stack host, its IPv6 subnet fd00:10:244:<i>::/64
 // (sub6 "" with an automatic subnet).
 func dualStack(h *host, sub6 string) {
-	h.s.Network6 = network6
-	h.s.Pool6 = lease.Pool{Network: network6, Bits: 64}
+	h.s.Networks = append(h.s.Networks, network6)
+	h.s.Pools = append(h.s.Pools, lease.Pool{Network: network6, Bits: 64})
 	if sub6 != "" {
-		h.s.Subnet6 = netip.MustParsePrefix(sub6)
+		h.s.Subnets = append(h.s.Subnets, netip.MustParsePrefix(sub6))
 	}
 }
 
@@ -76,7 +77,7 @@ func TestDualStackHosts(t *testing.T) {
 			t.Errorf("subnet file lacks %s: %q %v", line, env, err)
 		}
 	}
-	if m := a.n.meta(); m.Subnet6 != a.s.Subnet6 {
+	if m := a.n.meta(); family.Second(m.Subnets) != family.Second(a.s.Subnets) {
 		t.Errorf("metadata %+v", m)
 	}
 }
@@ -89,8 +90,8 @@ func TestDualStackAutomaticSubnets(t *testing.T) {
 	same := netip.MustParsePrefix("fd00:10:244:5::/64")
 	for i, h := range []*host{a, b} {
 		dualStack(h, "")
-		l := lease.Lease{Network: network, Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i + 1), 0}), 24),
-			Network6: network6, Subnet6: same, Claimed: time.Now().Add(-time.Hour).UnixMilli() + int64(1000*(i+1))}
+		l := lease.Lease{Networks: []netip.Prefix{network, network6}, Subnets: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i + 1), 0}), 24), same},
+			Claimed: time.Now().Add(-time.Hour).UnixMilli() + int64(1000*(i+1))}
 		if err := lease.Save(h.s.StateDir, l); err != nil {
 			t.Fatal(err)
 		}
@@ -111,7 +112,7 @@ func TestDualStackAutomaticSubnets(t *testing.T) {
 	if got := b.dev.address6(); got != netip.PrefixFrom(moved.Addr(), 56) {
 		t.Errorf("b's TUN IPv6 address %s, want %s/56", got, moved.Addr())
 	}
-	if l, _ := lease.Load(b.s.StateDir); l.Subnet6 != moved || l.Subnet.String() != st.Subnet {
+	if l, _ := lease.Load(b.s.StateDir); family.Second(l.Subnets) != moved || family.First(l.Subnets).String() != st.Subnet {
 		t.Errorf("b's lease %+v", l)
 	}
 	if env, _ := os.ReadFile(b.s.SubnetFile); !strings.Contains(string(env), "WEFT_IPV6_SUBNET="+moved.String()) {

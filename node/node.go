@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/membership"
 	"github.com/weftnet/weft/router"
 	"github.com/weftnet/weft/tun"
@@ -112,7 +113,8 @@ func Start(ctx context.Context, s Settings, d Deps) (*Node, error) {
 	n.ready.Store(true)
 	d.Notify("READY=1")
 	l := n.getLocal()
-	n.log.Info("weft is up", "name", s.Name, "subnet", l.Subnet, "address", l.Addr, "subnet6", prefixString(l.Subnet6), "underlay", netip.AddrPortFrom(n.getUnderlay().Addr, s.Port),
+	sub := family.First(l.Subnets)
+	n.log.Info("weft is up", "name", s.Name, "subnet", sub, "address", family.AddrOf(l.Addrs, sub.Addr().Is6()), "subnet6", prefixString(family.Second(l.Subnets)), "underlay", netip.AddrPortFrom(n.getUnderlay().Addr, s.Port),
 		"encap", s.Encap, "mtu", n.mtu, "tun", s.TUN)
 	n.startBackground()
 	go n.supervise(ctx)
@@ -191,40 +193,35 @@ func (n *Node) getLocal() router.Local {
 	return n.local
 }
 
-// localFor is our identity when we own subnet (and, in dual stack,
-// subnet6), claimed at claimed. The TUN's address in each is the subnet's
-// first.
-func (n *Node) localFor(subnet, subnet6 netip.Prefix, claimed int64) router.Local {
+// localFor is our identity when we own subnets (one per network, in the
+// order of the networks), claimed at claimed. The TUN's address in each is
+// the subnet's first.
+func (n *Node) localFor(subnets []netip.Prefix, claimed int64) router.Local {
 	mac := n.s.VTEPMAC
 	if mac.IsZero() {
-		mac = encap.VTEPMAC(subnet)
+		mac = encap.VTEPMAC(family.First(subnets))
 	}
-	l := router.Local{Subnet: subnet, Addr: subnet.Addr(), MAC: mac, Claimed: claimed}
-	if subnet6.IsValid() {
-		l.Subnet6, l.Addr6 = subnet6, subnet6.Addr()
+	l := router.Local{Subnets: subnets, MAC: mac, Claimed: claimed}
+	for _, sub := range subnets {
+		l.Addrs = append(l.Addrs, sub.Addr())
 	}
 	return l
 }
 
-// tunPrefix is the TUN's address with the network's prefix length, so the
-// kernel routes the whole overlay network through the device.
-func (n *Node) tunPrefix(l router.Local) netip.Prefix {
-	if n.nativeRouting() {
-		// The fabric routes the network (bgp.go): the TUN holds its address only.
-		return netip.PrefixFrom(l.Addr, l.Addr.BitLen())
+// tunPrefixes are the TUN's addresses, one per network, each with the
+// network's prefix length, so the kernel routes the whole overlay network
+// through the device.
+func (n *Node) tunPrefixes(l router.Local) []netip.Prefix {
+	out := make([]netip.Prefix, len(l.Addrs))
+	for i, a := range l.Addrs {
+		if n.nativeRouting() {
+			// The fabric routes the network (bgp.go): the TUN holds its address only.
+			out[i] = netip.PrefixFrom(a, a.BitLen())
+			continue
+		}
+		out[i] = netip.PrefixFrom(a, n.s.Networks[i].Bits())
 	}
-	return netip.PrefixFrom(l.Addr, n.s.Network.Bits())
-}
-
-// tunPrefix6 is the TUN's IPv6 address in dual stack (invalid otherwise).
-func (n *Node) tunPrefix6(l router.Local) netip.Prefix {
-	if !l.Addr6.IsValid() {
-		return netip.Prefix{}
-	}
-	if n.nativeRouting() {
-		return netip.PrefixFrom(l.Addr6, l.Addr6.BitLen())
-	}
-	return netip.PrefixFrom(l.Addr6, n.s.Network6.Bits())
+	return out
 }
 
 func (n *Node) start(ctx context.Context) error {
@@ -303,7 +300,7 @@ func (n *Node) start(ctx context.Context) error {
 func (n *Node) openDataPath() error {
 	s := n.s
 	l := n.getLocal()
-	dev, err := n.d.OpenTUN(tun.Config{Name: s.TUN, MTU: n.mtu, Addr: n.tunPrefix(l), Addr6: n.tunPrefix6(l), NoOffload: !s.Offload, Queues: s.Workers}, n.log)
+	dev, err := n.d.OpenTUN(tun.Config{Name: s.TUN, MTU: n.mtu, Addrs: n.tunPrefixes(l), NoOffload: !s.Offload, Queues: s.Workers}, n.log)
 	if err != nil {
 		return err
 	}
@@ -336,14 +333,9 @@ func (n *Node) openDataPath() error {
 	}
 	n.rt = router.New(router.Config{
 		Name:           s.Name,
-		Local:          l.Subnet,
-		LocalAddr:      l.Addr,
-		Local6:         l.Subnet6,
-		LocalAddr6:     l.Addr6,
-		Claimed:        l.Claimed,
+		Local:          l,
 		Encap:          s.Encap,
 		VNI:            s.VNI,
-		MAC:            l.MAC,
 		Direct:         mode,
 		OnLink:         func(a netip.Addr) bool { return n.getUnderlay().IsOnLink(a) },
 		Routes:         kernelRoutes{n},
@@ -461,7 +453,7 @@ func (n *Node) closeTUN() {
 type kernelRoutes struct{ n *Node }
 
 func (k kernelRoutes) Replace(dst netip.Prefix, via netip.Addr) error {
-	if !slices.ContainsFunc([]netip.Prefix{k.n.s.Network, k.n.s.Network6}, func(n netip.Prefix) bool { return membership.Inside(dst, n) }) {
+	if !slices.ContainsFunc(k.n.s.Networks, func(n netip.Prefix) bool { return membership.Inside(dst, n) }) {
 		// The peer checks refuse such a subnet first; this is the last
 		// line: weft never routes outside the overlay.
 		return fmt.Errorf("route to %s: outside the overlay network", dst)
@@ -471,12 +463,7 @@ func (k kernelRoutes) Replace(dst netip.Prefix, via netip.Addr) error {
 
 // localAddrFor is our overlay address of a's family (invalid if none).
 func localAddrFor(l router.Local, a netip.Addr) netip.Addr {
-	for _, own := range []netip.Addr{l.Addr, l.Addr6} {
-		if own.IsValid() && own.Is6() == a.Is6() {
-			return own
-		}
-	}
-	return netip.Addr{}
+	return family.AddrOf(l.Addrs, a.Is6())
 }
 
 func (k kernelRoutes) Delete(dst netip.Prefix, via netip.Addr) error {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/router"
 	"github.com/weftnet/weft/tun"
@@ -60,16 +62,16 @@ type host struct {
 func newHost(t *testing.T, h *hub, name string, i byte, subnet string) *host {
 	dir := t.TempDir()
 	s := Settings{
-		Name: name, Network: network, Port: 8285, Encap: encap.UDP, VNI: 1, TUN: "weft0", Workers: 1,
+		Name: name, Networks: []netip.Prefix{network}, Port: 8285, Encap: encap.UDP, VNI: 1, TUN: "weft0", Workers: 1,
 		MetricsAddr: "127.0.0.1:0", Socket: filepath.Join(dir, "weft.sock"), Offload: true,
 		StateDir: filepath.Join(dir, "state"), SubnetFile: filepath.Join(dir, "subnet.env"),
-		SubnetReclaim: time.Hour, Pool: lease.Pool{Network: network, Bits: 24},
+		SubnetReclaim: time.Hour, Pools: []lease.Pool{{Network: network, Bits: 24}},
 		Live: Live{LogLevel: slog.LevelDebug, LogFormat: "text"},
 	}
 	if subnet == "" {
 		s.AutoSubnet = true
 	} else {
-		s.Subnet = netip.MustParsePrefix(subnet)
+		s.Subnets = []netip.Prefix{netip.MustParsePrefix(subnet)}
 	}
 	ev := &events{}
 	return &host{t: t, name: name, ev: ev, kernel: newFakeKernel(ev, netip.AddrFrom4([4]byte{127, 0, 0, i})), hub: h, dir: dir, s: s, tun: make(chan *fakeTUN, 8), log: newTestWriter(t, name)}
@@ -78,10 +80,10 @@ func newHost(t *testing.T, h *hub, name string, i byte, subnet string) *host {
 func (h *host) deps() Deps {
 	return Deps{
 		OpenTUN: func(cfg tun.Config, _ *slog.Logger) (TUN, error) {
-			d := newFakeTUN(h.ev, cfg.Addr)
-			d.addr6 = cfg.Addr6
+			d := newFakeTUN(h.ev, family.First(cfg.Addrs))
+			d.addr6 = family.Second(cfg.Addrs)
 			for range cfg.Queues - 1 {
-				d.more = append(d.more, newFakeTUN(&events{}, cfg.Addr))
+				d.more = append(d.more, newFakeTUN(&events{}, family.First(cfg.Addrs)))
 			}
 			h.tun <- d
 			return d, nil
@@ -258,7 +260,7 @@ func TestAutomaticSubnets(t *testing.T) {
 	u := newHub()
 	hosts := []*host{newHost(t, u, "a", 1, ""), newHost(t, u, "b", 2, ""), newHost(t, u, "c", 3, "")}
 	for i, h := range hosts {
-		h.s.Pool.Min, h.s.Pool.Max = netip.MustParseAddr("10.244.10.0"), netip.MustParseAddr("10.244.12.0")
+		h.s.Pools[0].Min, h.s.Pools[0].Max = netip.MustParseAddr("10.244.10.0"), netip.MustParseAddr("10.244.12.0")
 		if i == 0 {
 			h.mustStart()
 		} else {
@@ -268,12 +270,12 @@ func TestAutomaticSubnets(t *testing.T) {
 	seen := map[string]bool{}
 	for _, h := range hosts {
 		sub := h.n.Status().Node.Subnet
-		if seen[sub] || !h.s.Pool.Contains(netip.MustParsePrefix(sub)) {
+		if seen[sub] || !h.s.Pools[0].Contains(netip.MustParsePrefix(sub)) {
 			t.Fatalf("%s took %s (taken: %v)", h.name, sub, seen)
 		}
 		seen[sub] = true
 		l, err := lease.Load(h.s.StateDir)
-		if err != nil || l.Subnet.String() != sub {
+		if err != nil || family.First(l.Subnets).String() != sub {
 			t.Errorf("%s's lease %+v %v, want %s", h.name, l, err, sub)
 		}
 	}
@@ -283,7 +285,7 @@ func TestAutomaticSubnets(t *testing.T) {
 	a.s.Live.Join = nil
 	a.mustStart(hosts[1])
 	after, _ := lease.Load(a.s.StateDir)
-	if after != before || a.n.Status().Node.Subnet != before.Subnet.String() {
+	if !reflect.DeepEqual(after, before) || a.n.Status().Node.Subnet != family.First(before.Subnets).String() {
 		t.Errorf("restart changed the lease: %+v, then %+v (status %s)", before, after, a.n.Status().Node.Subnet)
 	}
 }
@@ -295,7 +297,7 @@ func TestSubnetConflictMoves(t *testing.T) {
 	a, b := newHost(t, u, "a", 1, ""), newHost(t, u, "b", 2, "")
 	same := netip.MustParsePrefix("10.244.5.0/24")
 	for i, h := range []*host{a, b} {
-		if err := lease.Save(h.s.StateDir, lease.Lease{Network: network, Subnet: same, Claimed: time.Now().Add(-time.Hour).UnixMilli() + int64(1000*(i+1))}); err != nil {
+		if err := lease.Save(h.s.StateDir, lease.Lease{Networks: []netip.Prefix{network}, Subnets: []netip.Prefix{same}, Claimed: time.Now().Add(-time.Hour).UnixMilli() + int64(1000*(i+1))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -312,8 +314,8 @@ func TestSubnetConflictMoves(t *testing.T) {
 		t.Errorf("b's TUN address %s, want %s/16", got, moved.Addr())
 	}
 	eventually(t, "b keeps the new subnet in its lease and subnet file", func() error {
-		if l, _ := lease.Load(b.s.StateDir); l.Subnet != moved {
-			return fmt.Errorf("b's lease %s, want %s", l.Subnet, moved)
+		if l, _ := lease.Load(b.s.StateDir); family.First(l.Subnets) != moved {
+			return fmt.Errorf("b's lease %s, want %s", family.First(l.Subnets), moved)
 		}
 		if env, _ := os.ReadFile(b.s.SubnetFile); !strings.Contains(string(env), "WEFT_SUBNET="+moved.String()) {
 			return fmt.Errorf("b's subnet file: %s", env)
@@ -343,7 +345,7 @@ func TestReload(t *testing.T) {
 
 	next := a.s
 	next.Live.LogFormat = "json"
-	next.Live.Peers = []StaticPeer{{Name: "k", Subnet: netip.MustParsePrefix("10.244.9.0/24"), IP: netip.MustParseAddr("127.0.0.9"), Port: 8285}}
+	next.Live.Peers = []StaticPeer{{Name: "k", Subnets: []netip.Prefix{netip.MustParsePrefix("10.244.9.0/24")}, IP: netip.MustParseAddr("127.0.0.9"), Port: 8285}}
 	changed, err := a.n.Reload(next)
 	if err != nil || !slices.Equal(changed, []string{"logLevel/logFormat", "peers"}) || logFormat != "json" {
 		t.Fatalf("reload: changed %v, err %v, log format %q", changed, err, logFormat)

@@ -97,7 +97,7 @@ func TestEncryptedKeyFileModeRefused(t *testing.T) {
 // reload: a library caller cannot send a peer plaintext by omission.
 func TestEncryptedStaticPeerNeedsPlaintext(t *testing.T) {
 	u := newHub()
-	k := StaticPeer{Name: "k", Subnet: netip.MustParsePrefix("10.244.9.0/24"), IP: netip.MustParseAddr("127.0.0.9"), Port: 8285}
+	k := StaticPeer{Name: "k", Subnets: []netip.Prefix{netip.MustParsePrefix("10.244.9.0/24")}, IP: netip.MustParseAddr("127.0.0.9"), Port: 8285}
 	a := encrypted(newHost(t, u, "a", 1, "10.244.1.0/24"))
 	a.s.Live.Peers = []StaticPeer{k}
 	if err := a.start(); err == nil || !strings.Contains(err.Error(), "static peer k (127.0.0.9)") || !strings.Contains(err.Error(), "Plaintext") {

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/router"
 )
 
@@ -41,7 +42,7 @@ func (n *Node) watchdog(ctx context.Context, interval time.Duration) {
 	for {
 		nonce++
 		payload := router.ProbePayload(nonce)
-		dst := netip.AddrPortFrom(lastAddr(n.getLocal().Subnet), router.ProbePort)
+		dst := netip.AddrPortFrom(lastAddr(family.First(n.getLocal().Subnets)), router.ProbePort)
 		_, errOut := out.WriteToUDPAddrPort(payload, dst)
 		inbound := len(n.conns) > 0
 		if inbound {
@@ -76,7 +77,7 @@ func (n *Node) probeSocket() (*net.UDPConn, error) {
 		return serr
 	}}
 	network := "udp4"
-	if n.s.Network.Addr().Is6() {
+	if family.First(n.s.Networks).Addr().Is6() {
 		network = "udp6"
 	}
 	pc, err := lc.ListenPacket(context.Background(), network, "")

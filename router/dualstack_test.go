@@ -14,11 +14,11 @@ import (
 func dualRouter(kind encap.Kind) (*Router, *fakeDevice, *fakeConn) {
 	dev, conn := newFakeDevice(true), newFakeConn(true)
 	cfg := testConfig(kind)
-	cfg.Local6, cfg.LocalAddr6 = pfx("fd00:10:244:1::/64"), netip.MustParseAddr("fd00:10:244:1::")
+	cfg.Local.Subnets, cfg.Local.Addrs = append(cfg.Local.Subnets, pfx("fd00:10:244:1::/64")), append(cfg.Local.Addrs, netip.MustParseAddr("fd00:10:244:1::"))
 	r := New(cfg, Worker{Dev: dev, In: conn, Out: conn})
 	peers := testPeers()
-	peers[0].Subnet6 = pfx("fd00:10:244:2::/64")
-	peers[1].Subnet6 = pfx("fd00:10:244:3::/64")
+	peers[0].Subnets = append(peers[0].Subnets, pfx("fd00:10:244:2::/64"))
+	peers[1].Subnets = append(peers[1].Subnets, pfx("fd00:10:244:3::/64"))
 	r.SetPeers(peers)
 	return r, dev, conn
 }
@@ -66,11 +66,11 @@ func TestDualStackForwarding(t *testing.T) {
 
 func TestDualStackConflicts(t *testing.T) {
 	peers := []Peer{
-		{Name: "b", Subnet: pfx("10.244.2.0/24"), Subnet6: pfx("fd00:10:244:1::/64"), Underlay: addrB, State: "alive", Claimed: 1},
-		{Name: "c", Subnet: pfx("10.244.3.0/24"), Subnet6: pfx("fd00:10:244:3::/64"), Underlay: addrC, State: "alive", Claimed: 5},
-		{Name: "d", Subnet: pfx("10.244.4.0/24"), Subnet6: pfx("fd00:10:244:3::/64"), Underlay: netip.MustParseAddrPort("192.0.2.4:8285"), State: "alive", Claimed: 9},
+		{Name: "b", Subnets: []netip.Prefix{pfx("10.244.2.0/24"), pfx("fd00:10:244:1::/64")}, Underlay: addrB, State: "alive", Claimed: 1},
+		{Name: "c", Subnets: []netip.Prefix{pfx("10.244.3.0/24"), pfx("fd00:10:244:3::/64")}, Underlay: addrC, State: "alive", Claimed: 5},
+		{Name: "d", Subnets: []netip.Prefix{pfx("10.244.4.0/24"), pfx("fd00:10:244:3::/64")}, Underlay: netip.MustParseAddrPort("192.0.2.4:8285"), State: "alive", Claimed: 9},
 	}
-	tb, conflicts, reasons := buildTableDual(pfx("10.244.1.0/24"), pfx("fd00:10:244:1::/64"), 3, "a", peers)
+	tb, conflicts, reasons := buildTable([]netip.Prefix{pfx("10.244.1.0/24"), pfx("fd00:10:244:1::/64")}, 3, "a", peers)
 	// b claimed our IPv6 subnet earlier: we lose it (and b is not routed);
 	// d overlaps c's IPv6 subnet, claimed later: d loses.
 	want := []Conflict{
@@ -94,11 +94,11 @@ func TestDualStackConflicts(t *testing.T) {
 func TestDualStackDirectRoutes(t *testing.T) {
 	routes := &recRoutes{have: map[netip.Prefix]netip.Addr{}}
 	cfg := testConfig(encap.UDP)
-	cfg.Local6, cfg.LocalAddr6 = pfx("fd00:10:244:1::/64"), netip.MustParseAddr("fd00:10:244:1::")
+	cfg.Local.Subnets, cfg.Local.Addrs = append(cfg.Local.Subnets, pfx("fd00:10:244:1::/64")), append(cfg.Local.Addrs, netip.MustParseAddr("fd00:10:244:1::"))
 	cfg.Direct, cfg.OnLink, cfg.Routes = DirectOnLink, func(netip.Addr) bool { return true }, routes
 	r := New(cfg)
 	peers := testPeers()[:1]
-	peers[0].Subnet6 = pfx("fd00:10:244:2::/64")
+	peers[0].Subnets = append(peers[0].Subnets, pfx("fd00:10:244:2::/64"))
 	peers[0].Underlay = netip.MustParseAddrPort("[fd00:50::2]:8285")
 	r.SetPeers(peers)
 	got := routes.have

@@ -231,15 +231,16 @@ var (
 
 func testPeers() []Peer {
 	return []Peer{
-		{Name: "b", Subnet: netip.MustParsePrefix("10.244.2.0/24"), Underlay: addrB, MAC: macB, State: "alive", Claimed: 1},
-		{Name: "c", Subnet: netip.MustParsePrefix("10.244.3.0/24"), Underlay: addrC, State: "alive", Claimed: 2},
+		{Name: "b", Subnets: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24")}, Underlay: addrB, MAC: macB, State: "alive", Claimed: 1},
+		{Name: "c", Subnets: []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24")}, Underlay: addrC, State: "alive", Claimed: 2},
 	}
 }
 
 func testConfig(kind encap.Kind) Config {
 	return Config{
-		Name: "a", Local: netip.MustParsePrefix("10.244.1.0/24"), LocalAddr: netip.MustParseAddr("10.244.1.0"),
-		Encap: kind, VNI: 1, MAC: macA,
+		Name:  "a",
+		Local: Local{Subnets: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, Addrs: []netip.Addr{netip.MustParseAddr("10.244.1.0")}, MAC: macA},
+		Encap: kind, VNI: 1,
 	}
 }
 

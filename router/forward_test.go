@@ -161,9 +161,9 @@ func TestForwardInVXLAN(t *testing.T) {
 func TestForwardIPv6(t *testing.T) {
 	dev, conn := newFakeDevice(true), newFakeConn(true)
 	cfg := testConfig(encap.UDP)
-	cfg.Local = netip.MustParsePrefix("fd00:1::/64")
+	cfg.Local.Subnets = []netip.Prefix{netip.MustParsePrefix("fd00:1::/64")}
 	r := New(cfg, Worker{Dev: dev, In: conn, Out: conn})
-	r.SetPeers([]Peer{{Name: "b", Subnet: netip.MustParsePrefix("fd00:2::/64"), Underlay: addrB, State: "alive"}})
+	r.SetPeers([]Peer{{Name: "b", Subnets: []netip.Prefix{netip.MustParsePrefix("fd00:2::/64")}, Underlay: addrB, State: "alive"}})
 	out := ipv6("fd00:1::1", "fd00:2::9", 100)
 	r.w(0).forwardOut(loadOut(r, out), 1)
 	if g := conn.groups(); len(g) != 1 || !bytes.Equal(g[0].pkts[0], out) {
