@@ -101,7 +101,7 @@ func (n *Node) syncPeers() {
 	n.syncMu.Lock()
 	defer n.syncMu.Unlock()
 	members := n.gossip().Members()
-	conflicts := n.rt.SetPeers(n.securePeers(peersFrom(members, n.live.Load().Peers, n.meta(), n.d.Now()), members))
+	conflicts := n.dp.SetPeers(n.securePeers(peersFrom(members, n.live.Load().Peers, n.meta(), n.d.Now()), members))
 	for _, c := range conflicts {
 		if c.Loser == "" && n.s.AutoSubnet {
 			n.moveSubnet(c)

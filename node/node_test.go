@@ -490,10 +490,11 @@ func TestWorkers(t *testing.T) {
 			t.Errorf("sockets %q: want ephemeral sending sockets after the group", listens)
 		}
 	}
-	if len(a.n.conns) != 4 {
-		t.Fatalf("%d sockets kept open, want 4", len(a.n.conns))
+	conns := a.n.dp.(*userspace).conns
+	if len(conns) != 4 {
+		t.Fatalf("%d sockets kept open, want 4", len(conns))
 	}
-	for i, c := range a.n.conns[2:] {
+	for i, c := range conns[2:] {
 		if p := c.LocalAddr().Port(); int(p)%2 != i {
 			t.Errorf("worker %d sends from port %d, want one ≡ %d mod 2", i, p, i)
 		}

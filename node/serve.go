@@ -32,15 +32,11 @@ func (n *Node) Status() Status {
 	if s.Encap.HasVTEP() {
 		ns.VNI, ns.VTEPMAC = s.VNI, l.MAC.String()
 	}
-	ns.Workers = len(n.dev.Queues())
-	if len(n.conns) > 0 {
-		ns.Offloads = map[string]bool{"udp_gso": n.conns[0].GSO(), "udp_gro": n.conns[0].GRO(), "tun_vnet_hdr": n.dev.VNetHdr(),
-			"partial_checksums": n.s.PartialChecksums}
-	}
 	if c := n.gossip(); c != nil {
 		ns.GossipHealth = c.Health()
 	}
-	st := Status{Node: ns, Peers: n.rt.Status(), Drops: n.rt.Drops(), Totals: n.rt.Totals()}
+	st := Status{Node: ns}
+	n.dp.Status(&st)
 	n.secureStatus(&st)
 	n.bgpStatus(&st)
 	return st

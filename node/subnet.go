@@ -182,7 +182,7 @@ func (n *Node) moveSubnet(c router.Conflict) {
 	subs := slices.Clone(old.Subnets)
 	subs[i] = next
 	l := n.localFor(subs, n.d.Now().UnixMilli())
-	if err := n.dev.SetAddress(n.tunPrefixes(l)[i], n.tunPrefixes(old)[i]); err != nil {
+	if err := n.dp.SetAddress(n.tunPrefixes(l)[i], n.tunPrefixes(old)[i]); err != nil {
 		n.log.Error("moving the TUN to the new subnet", "err", err)
 		return
 	}
@@ -195,7 +195,7 @@ func (n *Node) moveSubnet(c router.Conflict) {
 		n.log.Error("writing the subnet file", "err", err)
 	}
 	n.setLocal(l)
-	n.rt.SetLocal(l)
+	n.dp.SetLocal(l)
 	n.log.Warn("lost a subnet conflict: moved to a free subnet", "old", lost, "new", next, "winner", c.Winner)
 }
 

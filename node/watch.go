@@ -44,11 +44,11 @@ func (n *Node) watchdog(ctx context.Context, interval time.Duration) {
 		payload := router.ProbePayload(nonce)
 		dst := netip.AddrPortFrom(lastAddr(family.First(n.getLocal().Subnets)), router.ProbePort)
 		_, errOut := out.WriteToUDPAddrPort(payload, dst)
-		inbound := len(n.conns) > 0
+		inbound := n.dp.Tunnel()
 		if inbound {
 			_, _ = in.WriteToUDPAddrPort(payload, loop)
 		}
-		alive := errOut == nil && n.rt.WaitProbes(nonce, inbound, interval/2)
+		alive := errOut == nil && n.dp.WaitProbes(nonce, inbound, interval/2)
 		gossip := n.gossip().Running()
 		if alive && gossip {
 			n.d.Notify("WATCHDOG=1")
@@ -109,7 +109,7 @@ func (n *Node) reportDrops(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		cur := n.rt.Drops()
+		cur := n.dp.Drops()
 		var attrs []any
 		for _, k := range slices.Sorted(maps.Keys(cur)) {
 			if d := cur[k] - prev[k]; d > 0 {
