@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/fakes"
 	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/router"
@@ -39,7 +40,7 @@ func ipv6(src, dst string) []byte {
 }
 
 func TestDualStackHosts(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	b := newHost(t, u, "b", 2, "10.244.2.0/24")
 	dualStack(a, "fd00:10:244:1::/64")
@@ -51,12 +52,12 @@ func TestDualStackHosts(t *testing.T) {
 	eventually(t, "b routes a", routedVia(b, "a", router.ViaTunnel))
 
 	for _, pkt := range [][]byte{ipv4("10.244.1.0", "10.244.2.7"), ipv6("fd00:10:244:1::", "fd00:10:244:2::7")} {
-		a.dev.in <- pkt
+		a.dev.Send(pkt)
 		if got := recv(t, b.dev); !slices.Equal(got, pkt) {
 			t.Fatalf("b's TUN got %x, want %x", got, pkt)
 		}
 	}
-	b.dev.in <- ipv6("fd00:10:244:3::7", "fd00:10:244:1::") // outside b's IPv6 subnet
+	b.dev.Send(ipv6("fd00:10:244:3::7", "fd00:10:244:1::")) // outside b's IPv6 subnet
 	eventually(t, "spoofed IPv6 drop counted", func() error {
 		if d := a.n.Status().Drops["spoofed"]; d != 1 {
 			return fmt.Errorf("spoofed drops %d, want 1", d)
@@ -85,7 +86,7 @@ func TestDualStackHosts(t *testing.T) {
 // Automatic dual-stack subnets: distinct per family, kept in the lease; an
 // IPv6 conflict moves only the IPv6 subnet of the later claim.
 func TestDualStackAutomaticSubnets(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a, b := newHost(t, u, "a", 1, ""), newHost(t, u, "b", 2, "")
 	same := netip.MustParsePrefix("fd00:10:244:5::/64")
 	for i, h := range []*host{a, b} {
@@ -109,7 +110,7 @@ func TestDualStackAutomaticSubnets(t *testing.T) {
 	if st.Subnet != "10.244.2.0/24" || !network6.Contains(moved.Addr()) || moved.Bits() != 64 {
 		t.Errorf("b now holds %s and %s, want 10.244.2.0/24 kept and a /64 of %s", st.Subnet, moved, network6)
 	}
-	if got := b.dev.address6(); got != netip.PrefixFrom(moved.Addr(), 56) {
+	if got := family.Second(b.dev.Addrs()); got != netip.PrefixFrom(moved.Addr(), 56) {
 		t.Errorf("b's TUN IPv6 address %s, want %s/56", got, moved.Addr())
 	}
 	if l, _ := lease.Load(b.s.StateDir); family.Second(l.Subnets) != moved || family.First(l.Subnets).String() != st.Subnet {

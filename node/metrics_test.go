@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftnet/weft/bgp"
 	"github.com/weftnet/weft/deploy"
+	"github.com/weftnet/weft/internal/fakes"
 )
 
 // The metrics a live node exports and the contract the dashboard, the
@@ -21,7 +22,7 @@ import (
 // per-peer metrics, a plain peer and a BGP speaker, and two encrypted ones (session
 // ages).
 func TestMetricsContract(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	a.s.PerPeerMetrics = true
 	// A BGP speaker whose one neighbour (nothing listens there, on

@@ -7,12 +7,13 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/fakes"
 )
 
 // dualRouter is a dual-stack router a (10.244.1.0/24, fd00:10:244:1::/64)
 // with dual-stack peers b and c.
-func dualRouter(kind encap.Kind) (*Router, *fakeDevice, *fakeConn) {
-	dev, conn := newFakeDevice(true), newFakeConn(true)
+func dualRouter(kind encap.Kind) (*Router, *fakes.Device, *fakes.Socket) {
+	dev, conn := fakes.NewDevice(true), fakes.NewSocket(true)
 	cfg := testConfig(kind)
 	cfg.Local.Subnets, cfg.Local.Addrs = append(cfg.Local.Subnets, pfx("fd00:10:244:1::/64")), append(cfg.Local.Addrs, netip.MustParseAddr("fd00:10:244:1::"))
 	r := New(cfg, Worker{Dev: dev, In: conn, Out: conn})
@@ -28,8 +29,8 @@ func TestDualStackForwarding(t *testing.T) {
 	out4 := ipv4("10.244.1.0", "10.244.2.7", 100)
 	out6 := ipv6("fd00:10:244:1::", "fd00:10:244:3::7", 100)
 	r.w(0).forwardOut(loadOut(r, out4, out6), 2)
-	g := conn.groups()
-	if len(g) != 2 || g[0].dst != addrB || !bytes.Equal(g[0].pkts[0], out4) || g[1].dst != addrC || !bytes.Equal(g[1].pkts[0], out6) {
+	g := conn.Groups()
+	if len(g) != 2 || g[0].Dst != addrB || !bytes.Equal(g[0].Pkts[0], out4) || g[1].Dst != addrC || !bytes.Equal(g[1].Pkts[0], out6) {
 		t.Fatalf("sent %+v, want the IPv4 packet to b and the IPv6 one to c", g)
 	}
 
@@ -49,7 +50,7 @@ func TestDualStackForwarding(t *testing.T) {
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
-	if got := dev.packets(); len(got) != 3 || !bytes.Equal(got[0], good4) || !bytes.Equal(got[1], good6) {
+	if got := dev.Packets(); len(got) != 3 || !bytes.Equal(got[0], good4) || !bytes.Equal(got[1], good6) {
 		t.Fatalf("TUN got %d packets, want good4, good6 and c's", len(got))
 	}
 	want := map[string]uint64{"spoofed": 2, "not_local": 1}
@@ -136,16 +137,16 @@ func TestNeighborSolicitationAnswered(t *testing.T) {
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
-	if got := dev.packets(); len(got) != 1 {
+	if got := dev.Packets(); len(got) != 1 {
 		t.Fatalf("TUN got %d packets, want only the IPv6 data packet", len(got))
 	}
 	if d := r.Drops(); d["not_our_mac"] != 1 {
 		t.Errorf("drops %v, want one not_our_mac", d)
 	}
-	if len(conn.oneSent) != 1 {
-		t.Fatalf("sent %d advertisements, want 1", len(conn.oneSent))
+	if len(conn.OneSent()) != 1 {
+		t.Fatalf("sent %d advertisements, want 1", len(conn.OneSent()))
 	}
-	f, err := encap.ParseVXLAN(conn.oneSent[0])
+	f, err := encap.ParseVXLAN(conn.OneSent()[0])
 	if err != nil || f.Dst != macB || f.Src != macA || f.EtherType != encap.EtherTypeIPv6 || len(f.Payload) != 72 {
 		t.Fatalf("advertisement frame %+v, %v", f, err)
 	}

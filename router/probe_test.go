@@ -57,7 +57,7 @@ func TestSetLocalMovesSubnet(t *testing.T) {
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, 3)
-	if n := len(dev.packets()); n != 1 {
+	if n := len(dev.Packets()); n != 1 {
 		t.Errorf("wrote %d packets, want 1", n)
 	}
 	if d := r.Drops(); d["not_our_mac"] != 1 || d["not_local"] != 1 {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/fakes"
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -110,7 +111,7 @@ func TestDirectRoutesFollowMembership(t *testing.T) {
 		rr := &recRoutes{have: map[netip.Prefix]netip.Addr{}}
 		cfg := testConfig(encap.UDP)
 		cfg.Direct, cfg.OnLink, cfg.Routes = mode, onLink.Contains, rr
-		r := New(cfg, Worker{Dev: newFakeDevice(false), In: newFakeConn(false), Out: newFakeConn(false)})
+		r := New(cfg, Worker{Dev: fakes.NewDevice(false), In: fakes.NewSocket(false), Out: fakes.NewSocket(false)})
 		far := Peer{Name: "far", Subnets: []netip.Prefix{pfx("10.244.9.0/24")}, Underlay: netip.MustParseAddrPort("198.51.100.9:8285"), State: "alive"}
 		r.SetPeers(append(testPeers(), far))
 		want := map[netip.Prefix]netip.Addr{pfx("10.244.2.0/24"): addrB.Addr(), pfx("10.244.3.0/24"): addrC.Addr()}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/fakes"
 	"github.com/weftnet/weft/seal"
 )
 
@@ -27,7 +28,7 @@ func trustRouter(c *clock) *Router {
 	cfg := testConfig(encap.UDP)
 	cfg.Local.Claimed = 5_000
 	cfg.Now = c.now
-	return New(cfg, Worker{Dev: newFakeDevice(false), In: newFakeConn(false), Out: newFakeConn(false)})
+	return New(cfg, Worker{Dev: fakes.NewDevice(false), In: fakes.NewSocket(false), Out: fakes.NewSocket(false)})
 }
 
 func refusedGauge(t *testing.T, r *Router, reason string) float64 {
@@ -221,8 +222,8 @@ func TestNeighborSolicitationFromEncryptedPeerNotAnswered(t *testing.T) {
 	if why := r.w(0).answer(tb.byAddr[addrB.Addr()], views[0]); why != DropBadEtherType {
 		t.Fatalf("answer: %v, want dropped as bad_ethertype", why)
 	}
-	if len(conn.oneSent) != 0 {
-		t.Fatalf("sent %d advertisements in plaintext", len(conn.oneSent))
+	if len(conn.OneSent()) != 0 {
+		t.Fatalf("sent %d advertisements in plaintext", len(conn.OneSent()))
 	}
 }
 
