@@ -25,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/internal/keyfile"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/node"
@@ -351,53 +352,87 @@ func Parse(args []string, stderr io.Writer) (s node.Settings, check, cleanup boo
 	return s, check, cleanup, err
 }
 
-// validate checks every setting and converts it. Each error names the flag
-// (or the config key) and the value.
+// validate checks every setting and converts it, one concern after
+// another in a fixed order (the first error found is the one reported).
+// Each error names the flag (or the config key) and the value.
 func validate(c Config, src source) (node.Settings, error) {
 	var s node.Settings
-	bad := func(flagName, key string, value any, why string) error {
-		return usagef("invalid %s %q: %s", src.name(flagName, key), fmt.Sprint(value), why)
+	for _, check := range []func(Config, *node.Settings, source) error{
+		validateName,
+		validateNetworks,
+		validatePool,
+		validateUnderlay,
+		validateEncap,
+		validateGossip,
+		validateTUN,
+		validateListeners,
+		validateLogging,
+		validateDataPath,
+		validatePProf,
+		validateState,
+		validateGossipKey,
+		validatePeers,
+		validateEncryption,
+		validatePKI,
+		requireGossipKey,
+		validateBGP,
+	} {
+		if err := check(c, &s, src); err != nil {
+			return s, err
+		}
 	}
-	var err error
+	return s, nil
+}
 
+// bad is the error for an invalid value of a setting.
+func (src source) bad(flagName, key string, value any, why string) error {
+	return usagef("invalid %s %q: %s", src.name(flagName, key), fmt.Sprint(value), why)
+}
+
+// validateName checks name (default: the hostname).
+func validateName(c Config, s *node.Settings, src source) error {
 	s.Name = c.Name
 	if s.Name == "" {
+		var err error
 		if s.Name, err = os.Hostname(); err != nil || s.Name == "" {
-			return s, usagef("--name not given and the hostname is unknown")
+			return usagef("--name not given and the hostname is unknown")
 		}
 	}
 	if len(s.Name) > 128 || strings.ContainsAny(s.Name, " \t\n") {
-		return s, bad("name", "name", c.Name, "must be at most 128 characters without spaces")
+		return src.bad("name", "name", c.Name, "must be at most 128 characters without spaces")
 	}
+	return nil
+}
 
-	if err := validateNetworks(c, &s, src); err != nil {
-		return s, err
-	}
-	if err := validatePool(c, &s, src); err != nil {
-		return s, err
-	}
-
+// validateUnderlay checks publicIp and iface.
+func validateUnderlay(c Config, s *node.Settings, src source) error {
 	if c.PublicIP != "" {
+		var err error
 		if s.PublicIP, err = netip.ParseAddr(c.PublicIP); err != nil {
-			return s, bad("public-ip", "publicIp", c.PublicIP, "not an IP address")
+			return src.bad("public-ip", "publicIp", c.PublicIP, "not an IP address")
 		}
 	}
 	if c.Iface != "" {
 		if err := validIfName(src.name("iface", "iface"), c.Iface); err != nil {
-			return s, err
+			return err
 		}
 	}
 	s.Iface = c.Iface
+	return nil
+}
 
+// validateEncap checks encap, port, vni and vtepMac.
+func validateEncap(c Config, s *node.Settings, src source) error {
+	var err error
 	encapName := cmp.Or(c.Encap, "udp")
 	if s.Encap, err = encap.ParseKind(encapName); err != nil {
-		return s, bad("encap", "encap", c.Encap, "want "+encap.Names())
+		return src.bad("encap", "encap", c.Encap, "want "+encap.Names())
 	}
 	switch {
 	case c.Port == 0:
 		s.Port = s.Encap.DefaultPort()
 	case c.Port < 1 || c.Port > 65535:
-		return s, bad("port", "port", c.Port, "want 1-65535")
+		return src.bad("port", "port", c.Port, "want 1-65535")
 	default:
 		s.Port = uint16(c.Port)
 	}
@@ -405,60 +440,84 @@ func validate(c Config, src source) (node.Settings, error) {
 	case c.VNI == 0:
 		s.VNI = 1
 	case c.VNI < 0 || c.VNI >= 1<<24:
-		return s, bad("vni", "vni", c.VNI, "want 1-16777215")
+		return src.bad("vni", "vni", c.VNI, "want 1-16777215")
 	default:
 		s.VNI = uint32(c.VNI)
 	}
 	if c.VTEPMAC != "" {
 		if s.VTEPMAC, err = encap.ParseMAC(c.VTEPMAC); err != nil || s.VTEPMAC[0]&1 == 1 || s.VTEPMAC.IsZero() {
-			return s, bad("vtep-mac", "vtepMac", c.VTEPMAC, "want a unicast MAC such as 02:57:0a:f4:01:00")
+			return src.bad("vtep-mac", "vtepMac", c.VTEPMAC, "want a unicast MAC such as 02:57:0a:f4:01:00")
 		}
 	}
+	return nil
+}
 
+// validateGossip checks gossipPort (apart from the data port) and join.
+func validateGossip(c Config, s *node.Settings, src source) error {
 	switch {
 	case c.GossipPort == 0:
 		s.GossipPort = defaultGossipPort
 	case c.GossipPort < 1 || c.GossipPort > 65535:
-		return s, bad("gossip-port", "gossipPort", c.GossipPort, "want 1-65535")
+		return src.bad("gossip-port", "gossipPort", c.GossipPort, "want 1-65535")
 	default:
 		s.GossipPort = c.GossipPort
 	}
 	if s.Encap != encap.None && s.GossipPort == int(s.Port) {
-		return s, bad("gossip-port", "gossipPort", c.GossipPort, fmt.Sprintf("the same UDP port as the data plane (%d)", s.Port))
+		return src.bad("gossip-port", "gossipPort", c.GossipPort, fmt.Sprintf("the same UDP port as the data plane (%d)", s.Port))
 	}
 	for _, j := range c.Join {
 		if err := validHostPort(j); err != nil {
-			return s, bad("join", "join", j, err.Error())
+			return src.bad("join", "join", j, err.Error())
 		}
 	}
 	s.Live.Join = c.Join
+	return nil
+}
 
+// validateTUN checks tun and mtu (at least IPv6's minimum with an IPv6
+// network).
+func validateTUN(c Config, s *node.Settings, src source) error {
 	s.TUN = cmp.Or(c.TUN, defaultTUN)
 	if err := validIfName(src.name("tun", "tun"), s.TUN); err != nil {
-		return s, err
+		return err
 	}
 	minMTU := 576
-	if s.Network.Addr().Is6() || s.Network6.IsValid() {
+	if family.Of(s.Networks, true).IsValid() {
 		minMTU = 1280
 	}
 	if c.MTU != 0 && (c.MTU < minMTU || c.MTU > 65535) {
-		return s, bad("mtu", "mtu", c.MTU, fmt.Sprintf("want %d-65535", minMTU))
+		return src.bad("mtu", "mtu", c.MTU, fmt.Sprintf("want %d-65535", minMTU))
 	}
 	s.MTU = c.MTU
+	return nil
+}
 
+// validateListeners checks metricsAddr and socket.
+func validateListeners(c Config, s *node.Settings, src source) error {
 	s.MetricsAddr = cmp.Or(c.MetricsAddr, defaultMetricsAddr)
 	if err := validHostPort(s.MetricsAddr); err != nil || !strings.Contains(s.MetricsAddr, ":") {
-		return s, bad("metrics-addr", "metricsAddr", s.MetricsAddr, "want host:port, e.g. 127.0.0.1:9586")
+		return src.bad("metrics-addr", "metricsAddr", s.MetricsAddr, "want host:port, e.g. 127.0.0.1:9586")
 	}
 	s.Socket = cmp.Or(c.Socket, DefaultSocket)
+	return nil
+}
 
+// validateLogging checks logLevel and logFormat.
+func validateLogging(c Config, s *node.Settings, src source) error {
+	var err error
 	if s.Live.LogLevel, err = parseLevel(cmp.Or(c.LogLevel, "info")); err != nil {
-		return s, bad("log-level", "logLevel", c.LogLevel, "want debug, info, warn or error")
+		return src.bad("log-level", "logLevel", c.LogLevel, "want debug, info, warn or error")
 	}
 	s.Live.LogFormat = cmp.Or(c.LogFormat, "text")
 	if s.Live.LogFormat != "text" && s.Live.LogFormat != "json" {
-		return s, bad("log-format", "logFormat", c.LogFormat, "want text or json")
+		return src.bad("log-format", "logFormat", c.LogFormat, "want text or json")
 	}
+	return nil
+}
+
+// validateDataPath checks directRouting, perPeerMetrics, offload,
+// partialChecksums, workers and busyPoll.
+func validateDataPath(c Config, s *node.Settings, src source) error {
 	s.DirectRouting = c.DirectRouting
 	s.PerPeerMetrics = c.PerPeerMetrics
 	s.Offload = c.Offload == nil || *c.Offload
@@ -466,87 +525,110 @@ func validate(c Config, src source) (node.Settings, error) {
 	s.Workers = runtime.NumCPU()
 	if c.Workers != nil {
 		if *c.Workers < 1 || *c.Workers > maxWorkers {
-			return s, bad("workers", "workers", *c.Workers, fmt.Sprintf("want 1-%d (the kernel's limit of TUN queues)", maxWorkers))
+			return src.bad("workers", "workers", *c.Workers, fmt.Sprintf("want 1-%d (the kernel's limit of TUN queues)", maxWorkers))
 		}
 		s.Workers = *c.Workers
 	}
 	if !s.Offload {
 		if c.Workers != nil && *c.Workers > 1 {
-			return s, bad("workers", "workers", *c.Workers, "--offload=false runs one worker (one packet per system call, as flannel udp)")
+			return src.bad("workers", "workers", *c.Workers, "--offload=false runs one worker (one packet per system call, as flannel udp)")
 		}
 		s.Workers = 1 // the one-packet-per-syscall design, kept as it was
 	}
 	if c.BusyPoll != "" {
+		var err error
 		if s.BusyPoll, err = time.ParseDuration(c.BusyPoll); err != nil || s.BusyPoll < 0 || s.BusyPoll > time.Second {
-			return s, bad("busy-poll", "busyPoll", c.BusyPoll, "want a duration from 0 to 1s, such as 50us")
+			return src.bad("busy-poll", "busyPoll", c.BusyPoll, "want a duration from 0 to 1s, such as 50us")
 		}
 	}
+	return nil
+}
+
+// validatePProf checks pprof and pprofAddr (its own listener, never the
+// metrics one).
+func validatePProf(c Config, s *node.Settings, src source) error {
 	s.PProfAddr = c.PProfAddr
 	if s.PProfAddr == "" && c.PProf {
 		s.PProfAddr = DefaultPProfAddr
 	}
 	if s.PProfAddr != "" {
 		if err := validHostPort(s.PProfAddr); err != nil || !strings.Contains(s.PProfAddr, ":") {
-			return s, bad("pprof-addr", "pprofAddr", s.PProfAddr, "want host:port, e.g. "+DefaultPProfAddr)
+			return src.bad("pprof-addr", "pprofAddr", s.PProfAddr, "want host:port, e.g. "+DefaultPProfAddr)
 		}
 		if s.PProfAddr == s.MetricsAddr {
-			return s, bad("pprof-addr", "pprofAddr", s.PProfAddr, fmt.Sprintf("the metrics address (%s): pprof has its own listener, never the metrics one", src.name("metrics-addr", "metricsAddr")))
+			return src.bad("pprof-addr", "pprofAddr", s.PProfAddr, fmt.Sprintf("the metrics address (%s): pprof has its own listener, never the metrics one", src.name("metrics-addr", "metricsAddr")))
 		}
 	}
+	return nil
+}
+
+// validateState checks stateDir, subnetFile, flannelCompat and
+// subnetReclaim.
+func validateState(c Config, s *node.Settings, src source) error {
 	s.StateDir = cmp.Or(c.StateDir, defaultStateDir)
 	s.SubnetFile = cmp.Or(c.SubnetFile, defaultSubnetFile)
 	s.FlannelCompat = c.FlannelCompat
 	s.SubnetReclaim = defaultReclaim
 	if c.SubnetReclaim != "" {
+		var err error
 		if s.SubnetReclaim, err = time.ParseDuration(c.SubnetReclaim); err != nil || s.SubnetReclaim < 0 {
-			return s, bad("subnet-reclaim", "subnetReclaim", c.SubnetReclaim, "want a duration such as 24h or 90s")
+			return src.bad("subnet-reclaim", "subnetReclaim", c.SubnetReclaim, "want a duration such as 24h or 90s")
 		}
 	}
+	return nil
+}
+
+// validateGossipKey checks gossipKeyFile (read here) and insecureGossip:
+// at most one of them.
+func validateGossipKey(c Config, s *node.Settings, src source) error {
 	if c.GossipKeyFile != "" {
 		if c.InsecureGossip {
-			return s, usagef("%s and %s: give one (a key, or knowingly none)", src.name("gossip-key-file", "gossipKeyFile"), src.name("insecure-gossip", "insecureGossip"))
+			return usagef("%s and %s: give one (a key, or knowingly none)", src.name("gossip-key-file", "gossipKeyFile"), src.name("insecure-gossip", "insecureGossip"))
 		}
+		var err error
 		if s.Live.GossipKeys, err = readGossipKeys(c.GossipKeyFile); err != nil {
 			why := err.Error()
 			if errors.Is(err, os.ErrNotExist) {
 				why += fmt.Sprintf("; install the cluster's gossip key there: make it once (weft keygen > %s; chmod 600 %s) and copy the same file to every host",
 					c.GossipKeyFile, c.GossipKeyFile)
 			}
-			return s, bad("gossip-key-file", "gossipKeyFile", c.GossipKeyFile, why)
+			return src.bad("gossip-key-file", "gossipKeyFile", c.GossipKeyFile, why)
 		}
 	}
 	s.InsecureGossip = c.InsecureGossip
+	return nil
+}
 
+// validatePeers checks the static peers (peers), each on its own and their
+// names unique (this host's among them).
+func validatePeers(c Config, s *node.Settings, src source) error {
 	names := map[string]bool{s.Name: true}
 	for i, pc := range c.Peers {
-		p, err := validatePeer(pc, s)
+		p, err := validatePeer(pc, *s)
 		if err != nil {
 			where := src.name("peer", fmt.Sprintf("peers[%d]", i))
-			return s, usagef("invalid %s %s: %v", where, describePeer(pc), err)
+			return usagef("invalid %s %s: %v", where, describePeer(pc), err)
 		}
 		if names[p.Name] {
-			return s, usagef("invalid %s: name %q is used twice", src.name("peer", fmt.Sprintf("peers[%d]", i)), p.Name)
+			return usagef("invalid %s: name %q is used twice", src.name("peer", fmt.Sprintf("peers[%d]", i)), p.Name)
 		}
 		names[p.Name] = true
 		s.Live.Peers = append(s.Live.Peers, p)
 	}
-	if err := validateEncryption(c, &s, src); err != nil {
-		return s, err
-	}
-	if err := validatePKI(c, &s, src, time.Now()); err != nil {
-		return s, err
-	}
+	return nil
+}
+
+// requireGossipKey refuses a configuration with neither gossipKeyFile nor
+// insecureGossip (checked after the encryption settings).
+func requireGossipKey(c Config, _ *node.Settings, src source) error {
 	if c.GossipKeyFile == "" && !c.InsecureGossip {
-		return s, usagef("missing %s: gossip must be authenticated, or anyone who reaches the gossip port can join the cluster and claim subnets. "+
+		return usagef("missing %s: gossip must be authenticated, or anyone who reaches the gossip port can join the cluster and claim subnets. "+
 			"Make a key once (weft keygen > /etc/weft/gossip.key; chmod 600 /etc/weft/gossip.key), copy the same file to every host, "+
 			"and give --gossip-key-file /etc/weft/gossip.key (YAML gossipKeyFile: /etc/weft/gossip.key); "+
 			"or knowingly run with unauthenticated gossip: --insecure-gossip (YAML insecureGossip: true)",
 			src.name("gossip-key-file", "gossipKeyFile"))
 	}
-	if err := validateBGP(c, &s, src); err != nil {
-		return s, err
-	}
-	return s, nil
+	return nil
 }
 
 // validateNetworks checks network and subnet: one or two networks, at most
@@ -570,17 +652,14 @@ func validateNetworks(c Config, s *node.Settings, src source) error {
 			return bad("network", "network", v, err.Error())
 		}
 		if len(nets) == 1 && nets[0].Addr().Is6() == p.Addr().Is6() {
-			return bad("network", "network", v, fmt.Sprintf("a second %s network beside %s: give one network per family", family(p), nets[0]))
+			return bad("network", "network", v, fmt.Sprintf("a second %s network beside %s: give one network per family", familyName(p), nets[0]))
 		}
 		nets = append(nets, p)
 	}
 	if len(nets) == 2 && nets[0].Addr().Is6() {
 		nets[0], nets[1] = nets[1], nets[0]
 	}
-	s.Network = nets[0]
-	if len(nets) == 2 {
-		s.Network6 = nets[1]
-	}
+	s.Networks = nets
 	if len(c.Subnet) == 0 {
 		s.AutoSubnet = true
 		return nil
@@ -594,9 +673,9 @@ func validateNetworks(c Config, s *node.Settings, src source) error {
 		i := slices.IndexFunc(nets, func(n netip.Prefix) bool { return n.Addr().Is6() == p.Addr().Is6() })
 		switch {
 		case i < 0:
-			return bad("subnet", "subnet", v, fmt.Sprintf("an %s subnet, but the overlay has no %s network (%s %s)", family(p), family(p), netName, joinPrefixes(nets)))
+			return bad("subnet", "subnet", v, fmt.Sprintf("an %s subnet, but the overlay has no %s network (%s %s)", familyName(p), familyName(p), netName, joinPrefixes(nets)))
 		case subs[i].IsValid():
-			return bad("subnet", "subnet", v, fmt.Sprintf("a second %s subnet beside %s: give one subnet per network", family(p), subs[i]))
+			return bad("subnet", "subnet", v, fmt.Sprintf("a second %s subnet beside %s: give one subnet per network", familyName(p), subs[i]))
 		case !inside(p, nets[i]):
 			return bad("subnet", "subnet", v, fmt.Sprintf("not inside the network %s", nets[i]))
 		}
@@ -607,11 +686,11 @@ func validateNetworks(c Config, s *node.Settings, src source) error {
 			return usagef("missing %s for the network %s: give a subnet for each network, or none (automatic)", src.name("subnet", "subnet"), n)
 		}
 	}
-	s.Subnet, s.Subnet6 = subs[0], subs[1]
+	s.Subnets = subs[:len(nets)]
 	return nil
 }
 
-func family(p netip.Prefix) string {
+func familyName(p netip.Prefix) string {
 	if p.Addr().Is6() {
 		return "IPv6"
 	}
@@ -639,15 +718,17 @@ func validatePool(c Config, s *node.Settings, src source) error {
 		lenValue int
 		min, max string
 	}
-	pools := []*pool{{dst: &s.Pool, net: s.Network, bits: c.SubnetLen, lenFlag: "subnet-len", lenKey: "subnetLen", lenValue: c.SubnetLen}}
+	network := s.Networks[0]
+	s.Pools = make([]lease.Pool, len(s.Networks))
+	pools := []*pool{{dst: &s.Pools[0], net: network, bits: c.SubnetLen, lenFlag: "subnet-len", lenKey: "subnetLen", lenValue: c.SubnetLen}}
 	switch {
-	case s.Network6.IsValid():
-		pools = append(pools, &pool{dst: &s.Pool6, net: s.Network6, bits: c.SubnetLen6, lenFlag: "subnet-len6", lenKey: "subnetLen6", lenValue: c.SubnetLen6})
-	case s.Network.Addr().Is6() && c.SubnetLen6 != 0:
+	case len(s.Networks) == 2:
+		pools = append(pools, &pool{dst: &s.Pools[1], net: s.Networks[1], bits: c.SubnetLen6, lenFlag: "subnet-len6", lenKey: "subnetLen6", lenValue: c.SubnetLen6})
+	case network.Addr().Is6() && c.SubnetLen6 != 0:
 		// An IPv6-only overlay takes either.
 		pools[0].bits, pools[0].lenFlag, pools[0].lenKey, pools[0].lenValue = c.SubnetLen6, "subnet-len6", "subnetLen6", c.SubnetLen6
 	case c.SubnetLen6 != 0:
-		return usagef("invalid %s \"%d\": the overlay has no IPv6 network (%s %s)", src.name("subnet-len6", "subnetLen6"), c.SubnetLen6, src.name("network", "network"), s.Network)
+		return usagef("invalid %s \"%d\": the overlay has no IPv6 network (%s %s)", src.name("subnet-len6", "subnetLen6"), c.SubnetLen6, src.name("network", "network"), network)
 	}
 	for _, b := range []struct {
 		flag, key string
@@ -661,7 +742,7 @@ func validatePool(c Config, s *node.Settings, src source) error {
 			}
 			a, err := netip.ParseAddr(v)
 			if err != nil {
-				return usagef("invalid %s %q: not an address such as %s", src.name(b.flag, b.key), raw, s.Network.Addr())
+				return usagef("invalid %s %q: not an address such as %s", src.name(b.flag, b.key), raw, network.Addr())
 			}
 			i := slices.IndexFunc(pools, func(p *pool) bool { return p.net.Addr().Is6() == a.Is6() })
 			if i < 0 {
@@ -750,33 +831,34 @@ func describePeer(pc PeerConfig) string {
 }
 
 // peerSubnets checks a static peer's subnet (either family) and its
-// optional IPv6 subnet6 (dual stack) against our networks.
-func peerSubnets(sub netip.Prefix, raw6 string, s node.Settings) (netip.Prefix, netip.Prefix, error) {
+// optional IPv6 subnet6 (dual stack) against our networks, and lists them.
+func peerSubnets(sub netip.Prefix, raw6 string, s node.Settings) ([]netip.Prefix, error) {
 	in := func(p netip.Prefix) error {
-		for _, n := range []netip.Prefix{s.Network, s.Network6} {
-			if n.IsValid() && n.Addr().Is6() == p.Addr().Is6() {
-				if !inside(p, n) {
-					return fmt.Errorf("subnet %s is not inside the network %s", p, n)
-				}
-				return nil
+		if n := family.Of(s.Networks, p.Addr().Is6()); n.IsValid() {
+			if !inside(p, n) {
+				return fmt.Errorf("subnet %s is not inside the network %s", p, n)
 			}
+			return nil
 		}
-		return fmt.Errorf("subnet %s is not inside the network %s", p, s.Network)
+		return fmt.Errorf("subnet %s is not inside the network %s", p, family.First(s.Networks))
 	}
 	if err := in(sub); err != nil {
-		return sub, netip.Prefix{}, err
+		return nil, err
 	}
 	if raw6 == "" {
-		return sub, netip.Prefix{}, nil
+		return []netip.Prefix{sub}, nil
 	}
 	sub6, err := parseCIDR(raw6)
 	if err != nil {
-		return sub, sub6, fmt.Errorf("subnet6: %v", err)
+		return nil, fmt.Errorf("subnet6: %v", err)
 	}
 	if !sub6.Addr().Is6() || !sub.Addr().Is4() {
-		return sub, sub6, fmt.Errorf("subnet6 %s: want an IPv6 subnet beside an IPv4 subnet", sub6)
+		return nil, fmt.Errorf("subnet6 %s: want an IPv6 subnet beside an IPv4 subnet", sub6)
 	}
-	return sub, sub6, in(sub6)
+	if err := in(sub6); err != nil {
+		return nil, err
+	}
+	return []netip.Prefix{sub, sub6}, nil
 }
 
 func validatePeer(pc PeerConfig, s node.Settings) (node.StaticPeer, error) {
@@ -785,10 +867,11 @@ func validatePeer(pc PeerConfig, s node.Settings) (node.StaticPeer, error) {
 	if p.Name = pc.Name; p.Name == "" {
 		return p, errors.New("name is missing")
 	}
-	if p.Subnet, err = parseCIDR(pc.Subnet); err != nil {
+	sub, err := parseCIDR(pc.Subnet)
+	if err != nil {
 		return p, fmt.Errorf("subnet: %v", err)
 	}
-	if p.Subnet, p.Subnet6, err = peerSubnets(p.Subnet, pc.Subnet6, s); err != nil {
+	if p.Subnets, err = peerSubnets(sub, pc.Subnet6, s); err != nil {
 		return p, err
 	}
 	if p.IP, err = netip.ParseAddr(pc.IP); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 )
 
 // bare is a valid command line but for the gossip key; base runs without
@@ -121,7 +122,7 @@ peers:
 	if s.Port != 9001 || s.Live.LogLevel.String() != "DEBUG" || !s.DirectRouting || s.Offload || len(s.Live.Join) != 2 || s.Live.Join[1] != "192.0.2.3:7000" {
 		t.Errorf("settings %+v", s)
 	}
-	if len(s.Live.Peers) != 1 || s.Live.Peers[0].Subnet != netip.MustParsePrefix("10.244.9.0/24") || s.Live.Peers[0].Port != 9001 {
+	if len(s.Live.Peers) != 1 || family.First(s.Live.Peers[0].Subnets) != netip.MustParsePrefix("10.244.9.0/24") || s.Live.Peers[0].Port != 9001 {
 		t.Errorf("peers %+v", s.Live.Peers)
 	}
 }
@@ -181,12 +182,12 @@ func TestAutoSubnetSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.AutoSubnet || s.Pool.Bits != 24 || s.Pool.Min.String() != "10.244.10.0" || s.Pool.Max.String() != "10.244.20.0" {
-		t.Errorf("pool %+v auto %v", s.Pool, s.AutoSubnet)
+	if !s.AutoSubnet || s.Pools[0].Bits != 24 || s.Pools[0].Min.String() != "10.244.10.0" || s.Pools[0].Max.String() != "10.244.20.0" {
+		t.Errorf("pool %+v auto %v", s.Pools[0], s.AutoSubnet)
 	}
 	s, _, _, err = Parse([]string{"--network", "fd00:10::/48", "--insecure-gossip"}, io.Discard)
-	if err != nil || s.Pool.Bits != 64 {
-		t.Errorf("IPv6 default subnet length: %+v %v", s.Pool, err)
+	if err != nil || s.Pools[0].Bits != 64 {
+		t.Errorf("IPv6 default subnet length: %+v %v", s.Pools[0], err)
 	}
 }
 

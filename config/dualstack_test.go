@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/weftnet/weft/internal/family"
 )
 
 func TestParseDualStack(t *testing.T) {
@@ -14,11 +16,11 @@ func TestParseDualStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Network != netip.MustParsePrefix("10.244.0.0/16") || s.Network6 != netip.MustParsePrefix("fd00:10:244::/56") ||
-		s.Subnet != netip.MustParsePrefix("10.244.1.0/24") || s.Subnet6 != netip.MustParsePrefix("fd00:10:244:1::/64") || s.AutoSubnet {
-		t.Errorf("networks %s %s, subnets %s %s (IPv4 first)", s.Network, s.Network6, s.Subnet, s.Subnet6)
+	if family.First(s.Networks) != netip.MustParsePrefix("10.244.0.0/16") || family.Second(s.Networks) != netip.MustParsePrefix("fd00:10:244::/56") ||
+		family.First(s.Subnets) != netip.MustParsePrefix("10.244.1.0/24") || family.Second(s.Subnets) != netip.MustParsePrefix("fd00:10:244:1::/64") || s.AutoSubnet {
+		t.Errorf("networks %s %s, subnets %s %s (IPv4 first)", family.First(s.Networks), family.Second(s.Networks), family.First(s.Subnets), family.Second(s.Subnets))
 	}
-	if p := s.Live.Peers[0]; p.Subnet6 != netip.MustParsePrefix("fd00:10:244:9::/64") {
+	if p := s.Live.Peers[0]; family.Second(p.Subnets) != netip.MustParsePrefix("fd00:10:244:9::/64") {
 		t.Errorf("static peer %+v", p)
 	}
 
@@ -28,24 +30,24 @@ func TestParseDualStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.AutoSubnet || s.Pool.Bits != 25 || s.Pool6.Bits != 64 || s.Pool6.Network != s.Network6 || s.Pool6.Min != netip.MustParseAddr("fd00:10:244:10::") || s.Pool.Min.IsValid() {
-		t.Errorf("pools %+v %+v", s.Pool, s.Pool6)
+	if !s.AutoSubnet || s.Pools[0].Bits != 25 || s.Pools[1].Bits != 64 || s.Pools[1].Network != family.Second(s.Networks) || s.Pools[1].Min != netip.MustParseAddr("fd00:10:244:10::") || s.Pools[0].Min.IsValid() {
+		t.Errorf("pools %+v %+v", s.Pools[0], s.Pools[1])
 	}
 	s, _, _, err = Parse([]string{"--name", "a", "--insecure-gossip", "--network", "10.244.0.0/16,fd00:10:244::/48", "--subnet-len6", "56"}, io.Discard)
-	if err != nil || s.Pool6.Bits != 56 || s.Pool.Bits != 24 {
-		t.Errorf("--subnet-len6 56: %+v, %v", s.Pool6, err)
+	if err != nil || s.Pools[1].Bits != 56 || s.Pools[0].Bits != 24 {
+		t.Errorf("--subnet-len6 56: %+v, %v", s.Pools[1], err)
 	}
 	// IPv6 only: --subnet-len or --subnet-len6.
 	for _, flag := range []string{"--subnet-len", "--subnet-len6"} {
 		s, _, _, err = Parse([]string{"--name", "a", "--insecure-gossip", "--network", "fd00:10:244::/48", flag, "60"}, io.Discard)
-		if err != nil || s.Pool.Bits != 60 || s.Network6.IsValid() {
-			t.Errorf("IPv6 only, %s 60: %+v, %v", flag, s.Pool, err)
+		if err != nil || s.Pools[0].Bits != 60 || family.Second(s.Networks).IsValid() {
+			t.Errorf("IPv6 only, %s 60: %+v, %v", flag, s.Pools[0], err)
 		}
 	}
 
 	// The config file: a list, or a single string as before.
 	p := writeConfig(t, "name: a\nnetwork: [10.244.0.0/16, \"fd00:10:244::/56\"]\nsubnet: [10.244.1.0/24, \"fd00:10:244:1::/64\"]\nsubnetLen6: 64\n")
-	if s, _, _, err = Parse([]string{"--config", p, "--insecure-gossip"}, io.Discard); err != nil || s.Subnet6 != netip.MustParsePrefix("fd00:10:244:1::/64") {
+	if s, _, _, err = Parse([]string{"--config", p, "--insecure-gossip"}, io.Discard); err != nil || family.Second(s.Subnets) != netip.MustParsePrefix("fd00:10:244:1::/64") {
 		t.Errorf("YAML lists: %+v, %v", s, err)
 	}
 	p = writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\nsubnet: \"\"\nsubnetMin: \"\"\n")
@@ -53,7 +55,7 @@ func TestParseDualStack(t *testing.T) {
 		t.Errorf("YAML empty strings: %+v, %v", s, err)
 	}
 	p = writeConfig(t, "name: a\nnetwork: 10.244.0.0/16\nsubnet: 10.244.1.0/24\n")
-	if s, _, _, err = Parse([]string{"--config", p, "--insecure-gossip"}, io.Discard); err != nil || s.Subnet != netip.MustParsePrefix("10.244.1.0/24") || s.Network6.IsValid() {
+	if s, _, _, err = Parse([]string{"--config", p, "--insecure-gossip"}, io.Discard); err != nil || family.First(s.Subnets) != netip.MustParsePrefix("10.244.1.0/24") || family.Second(s.Networks).IsValid() {
 		t.Errorf("YAML strings: %+v, %v", s, err)
 	}
 }

@@ -28,7 +28,8 @@ func pkiFlags(fs *flag.FlagSet, c *Config) {
 // their lists, our certificate and key, which must match, chain to a
 // trusted CA, name this host and grant its subnets. With automatic
 // subnets, the pools narrow to what the certificate grants.
-func validatePKI(c Config, s *node.Settings, src source, now time.Time) error {
+func validatePKI(c Config, s *node.Settings, src source) error {
+	now := time.Now()
 	cas, crls, certFile, keyFile := []string(c.CACert), []string(c.CRL), c.Cert, c.Key
 	if c.PKIDir != "" {
 		if len(cas)+len(crls) > 0 || certFile != "" || keyFile != "" {
@@ -138,14 +139,14 @@ func validatePKI(c Config, s *node.Settings, src source, now time.Time) error {
 	}
 	grants := append(append([]netip.Prefix(nil), own.Subnets...), own.Pools...)
 	if s.AutoSubnet {
-		for _, pool := range []*lease.Pool{&s.Pool, &s.Pool6} {
-			if err := narrowPool(pool, grants); err != nil {
+		for i := range s.Pools {
+			if err := narrowPool(&s.Pools[i], grants); err != nil {
 				return bad("cert", "cert", certFile, "%v", err)
 			}
 		}
 	} else {
-		for _, sub := range []netip.Prefix{s.Subnet, s.Subnet6} {
-			if sub.IsValid() && !own.Grants(sub) {
+		for _, sub := range s.Subnets {
+			if !own.Grants(sub) {
 				return bad("cert", "cert", certFile, "does not grant %s, this host's %s (it grants %s)", sub, src.name("subnet", "subnet"), prefixesString(grants))
 			}
 		}

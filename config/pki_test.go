@@ -78,8 +78,8 @@ func TestPKIConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Pool.Min != netip.MustParseAddr("10.244.128.0") || s.Pool.Max != netip.MustParseAddr("10.244.143.0") {
-		t.Errorf("pool narrowed to %v..%v, want 10.244.128.0..10.244.143.0", s.Pool.Min, s.Pool.Max)
+	if s.Pools[0].Min != netip.MustParseAddr("10.244.128.0") || s.Pools[0].Max != netip.MustParseAddr("10.244.143.0") {
+		t.Errorf("pool narrowed to %v..%v, want 10.244.128.0..10.244.143.0", s.Pools[0].Min, s.Pools[0].Max)
 	}
 
 	expired := t.TempDir()

@@ -496,7 +496,7 @@ func TestBGP(t *testing.T) {
 		l.waitRoutes(t, 5*time.Second, want)
 		en := l.addNode("e", l.segs["seg72"], netip.MustParseAddr("192.168.72.3"), 5)
 		en.subnet, en.overlay = netip.Prefix{}, netip.Addr{}
-		if err := lease.Save(en.files.StateDir, lease.Lease{Network: overlayPrefix, Subnet: d.subnet, Claimed: time.Now().Add(2 * time.Minute).UnixMilli()}); err != nil {
+		if err := lease.Save(en.files.StateDir, lease.Lease{Networks: []netip.Prefix{overlayPrefix}, Subnets: []netip.Prefix{d.subnet}, Claimed: time.Now().Add(2 * time.Minute).UnixMilli()}); err != nil {
 			t.Fatal(err)
 		}
 		cfg := filepath.Join(en.files.Dir, "bgp.yaml")

@@ -220,8 +220,8 @@ func impostor(spec impostorSpec) (impostorReport, error) {
 	}
 	addr := netip.MustParseAddr(spec.Addr)
 	meta := membership.Meta{
-		Subnet: netip.MustParsePrefix(spec.Subnet), Underlay: addr, Port: encap.UDP.DefaultPort(), Encap: encap.UDP,
-		Claimed: spec.Claimed, Networks: [2]netip.Prefix{netip.MustParsePrefix(spec.Network)},
+		Subnets: []netip.Prefix{netip.MustParsePrefix(spec.Subnet)}, Underlay: addr, Port: encap.UDP.DefaultPort(), Encap: encap.UDP,
+		Claimed: spec.Claimed, Networks: []netip.Prefix{netip.MustParsePrefix(spec.Network)},
 		Proof: membership.Proof{Cert: certs[0].Fingerprint, Signed: time.Now().UnixMilli()},
 	}
 	msg, err := membership.ProofMessage(spec.Name, meta)

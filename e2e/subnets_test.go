@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/lease"
 )
 
@@ -198,7 +199,7 @@ func TestAutomaticSubnets(t *testing.T) {
 		l, err := lease.Load(n.files.StateDir)
 		if err != nil {
 			t.Errorf("%s: lease: %v", n.name, err)
-		} else if l.Subnet != n.subnet || l.Network != overlayPrefix || l.Claimed <= 0 || l.Subnet6 != n.subnet6 || l.Network6 != overlayNetwork6 {
+		} else if family.First(l.Subnets) != n.subnet || family.First(l.Networks) != overlayPrefix || l.Claimed <= 0 || family.Second(l.Subnets) != n.subnet6 || family.Second(l.Networks) != overlayNetwork6 {
 			t.Errorf("%s: lease %+v, want subnet %s in %s with a claim time", n.name, l, n.subnet, overlayNetwork)
 		}
 		if v, err := subnetFileValue(n, "WEFT_SUBNET"); err != nil || v != n.subnet.String() {
@@ -262,7 +263,7 @@ func TestSubnetConflictResolves(t *testing.T) {
 	now := time.Now().UnixMilli()
 	claims := map[string]int64{"a": now - 120_000, "b": now - 60_000} // a claimed first
 	for _, n := range c.nodes {
-		if err := lease.Save(n.files.StateDir, lease.Lease{Network: overlayPrefix, Subnet: contested, Claimed: claims[n.name]}); err != nil {
+		if err := lease.Save(n.files.StateDir, lease.Lease{Networks: []netip.Prefix{overlayPrefix}, Subnets: []netip.Prefix{contested}, Claimed: claims[n.name]}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -297,10 +298,10 @@ func TestSubnetConflictResolves(t *testing.T) {
 	}
 
 	// b's lease, subnet file and TUN follow the move; a's lease is untouched.
-	if l, err := lease.Load(b.files.StateDir); err != nil || l.Subnet != b.subnet || l.Claimed <= claims["b"] {
+	if l, err := lease.Load(b.files.StateDir); err != nil || family.First(l.Subnets) != b.subnet || l.Claimed <= claims["b"] {
 		t.Errorf("b's lease after the move: %+v (%v), want subnet %s with a new claim time", l, err, b.subnet)
 	}
-	if l, err := lease.Load(a.files.StateDir); err != nil || l.Subnet != contested || l.Claimed != claims["a"] {
+	if l, err := lease.Load(a.files.StateDir); err != nil || family.First(l.Subnets) != contested || l.Claimed != claims["a"] {
 		t.Errorf("a's lease: %+v (%v), want %s claimed at %d", l, err, contested, claims["a"])
 	}
 	if v, err := subnetFileValue(b, "WEFT_SUBNET"); err != nil || v != b.subnet.String() {

@@ -102,7 +102,7 @@ func TestForgedEarlyClaimRefused(t *testing.T) {
 	// b, the victim, holds an automatic subnet (its lease); m, the forger,
 	// holds a lease for the same subnet dated 30 days earlier.
 	for n, claimed := range map[*node]time.Time{b: now.Add(-time.Hour), m: now.Add(-30 * 24 * time.Hour)} {
-		if err := lease.Save(n.files.StateDir, lease.Lease{Network: overlayPrefix, Subnet: victim, Claimed: claimed.UnixMilli()}); err != nil {
+		if err := lease.Save(n.files.StateDir, lease.Lease{Networks: []netip.Prefix{overlayPrefix}, Subnets: []netip.Prefix{victim}, Claimed: claimed.UnixMilli()}); err != nil {
 			t.Fatal(err)
 		}
 		n.subnet, n.overlay = netip.Prefix{}, netip.Addr{}

@@ -39,7 +39,7 @@ func FuzzDecodeVXLAN(f *testing.F) {
 	f.Add(append(g, ip4("10.244.2.1", "10.244.1.0", 40)...))
 	f.Add([]byte{8, 0, 0, 0})
 	ip := netip.MustParseAddr("10.244.1.0")
-	codec := VXLAN.NewCodec(Local{VNI: 1, MAC: MAC{2, 0x57}, Addr: ip, Addr6: netip.MustParseAddr("fd00:10:244:1::")})
+	codec := VXLAN.NewCodec(Local{VNI: 1, MAC: MAC{2, 0x57}, Addrs: []netip.Addr{ip, netip.MustParseAddr("fd00:10:244:1::")}})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := ParseVXLAN(b)
 		// The codec agrees with the decoder, and what it delivers is the

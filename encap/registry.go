@@ -211,10 +211,9 @@ func (k Kind) NewCodec(l Local) Codec {
 type Local struct {
 	VNI uint32 // the VXLAN network identifier (vtep formats)
 	MAC MAC    // our VTEP MAC (vtep formats)
-	// Addr is our overlay address (answered in ARP if IPv4, in Neighbor
-	// Discovery if IPv6), and Addr6 a dual-stack host's IPv6 address
-	// beside an IPv4 Addr.
-	Addr, Addr6 netip.Addr
+	// Addrs are our overlay addresses, one per network (IPv4 first in dual
+	// stack): answered in ARP if IPv4, in Neighbor Discovery if IPv6.
+	Addrs []netip.Addr
 }
 
 // Remote is what an encapsulation knows of the peer a group of frames goes

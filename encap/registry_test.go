@@ -105,7 +105,7 @@ func TestUDPCodec(t *testing.T) {
 
 func TestVXLANCodecWrap(t *testing.T) {
 	ours, theirs := MAC{0x02, 0x57, 10, 244, 1, 0}, MAC{0x02, 0x57, 10, 244, 2, 0}
-	c := VXLAN.NewCodec(Local{VNI: 0xabcdef, MAC: ours, Addr: netip.MustParseAddr("10.244.1.0")})
+	c := VXLAN.NewCodec(Local{VNI: 0xabcdef, MAC: ours, Addrs: []netip.Addr{netip.MustParseAddr("10.244.1.0")}})
 	p4, p6 := ip4("10.244.1.0", "10.244.2.1", 40), ip6(48)
 	for _, off := range []int{0, sealHeaderLen} {
 		f4, f6 := frame(p4, off, 22), frame(p6, off, 22)
@@ -160,17 +160,15 @@ func TestVXLANCodecUnwrap(t *testing.T) {
 		{"no I flag", Local{}, func() []byte { d := vx(1, ours, theirs, EtherTypeIPv4, inner); d[0] = 0; return d }(), Malformed, nil},
 		{"ARP for us", Local{}, vx(1, Broadcast, theirs, EtherTypeARP, arpReq), Reply, nil},
 		{"ARP for another", Local{}, vx(1, Broadcast, theirs, EtherTypeARP, arpOther), BadEtherType, nil},
-		{"NS for us", Local{Addr6: addr6}, vx(1, SolicitedNodeMAC(addr6), theirs, EtherTypeIPv6, ns), Reply, nil},
-		{"NS for another", Local{Addr6: addr6}, vx(1, ours, theirs, EtherTypeIPv6, nsOther), Deliver, nsOther},
+		{"NS for us", Local{Addrs: []netip.Addr{addr6}}, vx(1, SolicitedNodeMAC(addr6), theirs, EtherTypeIPv6, ns), Reply, nil},
+		{"NS for another", Local{Addrs: []netip.Addr{addr6}}, vx(1, ours, theirs, EtherTypeIPv6, nsOther), Deliver, nsOther},
 		{"NS without an IPv6 address", Local{}, vx(1, ours, theirs, EtherTypeIPv6, ns), Deliver, ns},
 		{"solicited-node MAC without an IPv6 address", Local{}, vx(1, SolicitedNodeMAC(addr6), theirs, EtherTypeIPv6, ns), NotOurMAC, nil},
-		{"another solicited-node MAC", Local{Addr6: addr6}, vx(1, SolicitedNodeMAC(netip.MustParseAddr("fd00::77")), theirs, EtherTypeIPv6, ns), NotOurMAC, nil},
+		{"another solicited-node MAC", Local{Addrs: []netip.Addr{addr6}}, vx(1, SolicitedNodeMAC(netip.MustParseAddr("fd00::77")), theirs, EtherTypeIPv6, ns), NotOurMAC, nil},
 	} {
 		l := tc.local
 		l.VNI, l.MAC = 1, ours
-		if !l.Addr.IsValid() {
-			l.Addr = addr
-		}
+		l.Addrs = append([]netip.Addr{addr}, l.Addrs...) // the IPv4 address first, as before the IPv6 one
 		c := VXLAN.NewCodec(l)
 		views, verdicts := [][]byte{tc.d}, []Verdict{Malformed}
 		c.Unwrap(views, verdicts)
@@ -207,7 +205,7 @@ func TestVXLANCodecUnwrap(t *testing.T) {
 // A batch: each datagram gets its own verdict, in place.
 func TestVXLANCodecUnwrapBatch(t *testing.T) {
 	ours, theirs := MAC{0x02, 0x57, 10, 244, 1, 0}, MAC{0x02, 0x57, 10, 244, 2, 0}
-	c := VXLAN.NewCodec(Local{VNI: 1, MAC: ours, Addr: netip.MustParseAddr("10.244.1.0")})
+	c := VXLAN.NewCodec(Local{VNI: 1, MAC: ours, Addrs: []netip.Addr{netip.MustParseAddr("10.244.1.0")}})
 	inner := ip4("10.244.2.7", "10.244.1.0", 80)
 	views := [][]byte{vx(1, ours, theirs, EtherTypeIPv4, inner), vx(2, ours, theirs, EtherTypeIPv4, inner), vx(1, ours, theirs, EtherTypeIPv4, inner)}
 	verdicts := make([]Verdict, 4)
@@ -225,7 +223,7 @@ func TestCodecsAllocateNothing(t *testing.T) {
 	ours, theirs := MAC{0x02, 0x57, 10, 244, 1, 0}, MAC{0x02, 0x57, 10, 244, 2, 0}
 	inner := ip4("10.244.2.7", "10.244.1.0", 1400)
 	for _, k := range Kinds() {
-		c := k.NewCodec(Local{VNI: 1, MAC: ours, Addr: netip.MustParseAddr("10.244.1.0")})
+		c := k.NewCodec(Local{VNI: 1, MAC: ours, Addrs: []netip.Addr{netip.MustParseAddr("10.244.1.0")}})
 		const n = 64
 		frames, views, in := make([][]byte, n), make([][]byte, n), make([][]byte, n)
 		verdicts := make([]Verdict, n)

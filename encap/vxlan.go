@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/weftnet/weft/internal/family"
 )
 
 // vxlan: an 8-byte VXLAN header (flags 0x08, 24-bit VNI), an inner Ethernet
@@ -164,13 +166,7 @@ type vxlanCodec struct {
 }
 
 func newVXLAN(l Local) Codec {
-	c := &vxlanCodec{vni: l.VNI, mac: l.MAC, addr: l.Addr}
-	switch {
-	case l.Addr6.IsValid():
-		c.addr6 = l.Addr6
-	case l.Addr.Is6():
-		c.addr6 = l.Addr
-	}
+	c := &vxlanCodec{vni: l.VNI, mac: l.MAC, addr: family.AddrOf(l.Addrs, false), addr6: family.AddrOf(l.Addrs, true)}
 	if c.addr6.IsValid() {
 		c.solMAC = SolicitedNodeMAC(c.addr6)
 	}

@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+
+	"github.com/weftnet/weft/internal/family"
 )
 
 // Pool is the set of subnets a host may take: every Bits-long subnet of
@@ -145,14 +147,52 @@ func (p Pool) Free(taken []netip.Prefix, rng *rand.Rand) (netip.Prefix, error) {
 	return netip.Prefix{}, ErrFull
 }
 
-// Lease is the subnet a host holds, as kept in its state directory.
+// Lease is the subnets a host holds, as kept in its state directory: one
+// per network, in the order of the networks (IPv4 first in dual stack).
 type Lease struct {
-	Network netip.Prefix `json:"network"`
-	Subnet  netip.Prefix `json:"subnet"`
-	// Network6 and Subnet6: a dual-stack host's IPv6 network and subnet.
+	Networks []netip.Prefix
+	Subnets  []netip.Prefix
+	Claimed  int64 // unix ms; keeps the host's priority in conflicts across restarts
+}
+
+// leaseFile is a Lease as its file holds it: the first network and subnet,
+// and a dual-stack host's IPv6 ones beside them.
+type leaseFile struct {
+	Network  netip.Prefix `json:"network"`
+	Subnet   netip.Prefix `json:"subnet"`
 	Network6 netip.Prefix `json:"network6,omitzero"`
 	Subnet6  netip.Prefix `json:"subnet6,omitzero"`
-	Claimed  int64        `json:"claimed"` // unix ms; keeps the host's priority in conflicts across restarts
+	Claimed  int64        `json:"claimed"`
+}
+
+// MarshalJSON writes the lease file's format.
+func (l Lease) MarshalJSON() ([]byte, error) {
+	return json.Marshal(leaseFile{
+		Network: family.First(l.Networks), Subnet: family.First(l.Subnets),
+		Network6: family.Second(l.Networks), Subnet6: family.Second(l.Subnets),
+		Claimed: l.Claimed,
+	})
+}
+
+// UnmarshalJSON reads the lease file's format.
+func (l *Lease) UnmarshalJSON(b []byte) error {
+	var f leaseFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*l = Lease{Networks: valid(f.Network, f.Network6), Subnets: valid(f.Subnet, f.Subnet6), Claimed: f.Claimed}
+	return nil
+}
+
+// valid is the list of ps that are valid.
+func valid(ps ...netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.IsValid() {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // FileName is the lease's file in the state directory.

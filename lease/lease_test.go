@@ -1,10 +1,12 @@
 package lease
 
 import (
+	"encoding/json"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -82,14 +84,14 @@ func TestPoolValidate(t *testing.T) {
 
 func TestLeaseSaveLoad(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	if l, err := Load(dir); err != nil || l.Subnet.IsValid() {
+	if l, err := Load(dir); err != nil || len(l.Subnets) > 0 {
 		t.Fatalf("missing lease: %+v %v", l, err)
 	}
-	want := Lease{Network: pfx("10.244.0.0/16"), Subnet: pfx("10.244.7.0/24"), Claimed: 1234}
+	want := Lease{Networks: []netip.Prefix{pfx("10.244.0.0/16")}, Subnets: []netip.Prefix{pfx("10.244.7.0/24")}, Claimed: 1234}
 	if err := Save(dir, want); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := Load(dir); err != nil || got != want {
+	if got, err := Load(dir); err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("loaded %+v %v, want %+v", got, err, want)
 	}
 	entries, _ := os.ReadDir(dir)
@@ -101,5 +103,33 @@ func TestLeaseSaveLoad(t *testing.T) {
 	}
 	if _, err := Load(dir); err == nil {
 		t.Error("a corrupt lease loaded")
+	}
+}
+
+// The lease file keeps its format: the first network and subnet, and a
+// dual-stack host's IPv6 ones beside them, read back into the lists.
+func TestLeaseFileFormat(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		l    Lease
+		file string
+	}{
+		{"single stack", Lease{Networks: []netip.Prefix{pfx("10.244.0.0/16")}, Subnets: []netip.Prefix{pfx("10.244.7.0/24")}, Claimed: 1234},
+			`{"network":"10.244.0.0/16","subnet":"10.244.7.0/24","claimed":1234}`},
+		{"IPv6 only", Lease{Networks: []netip.Prefix{pfx("fd00::/48")}, Subnets: []netip.Prefix{pfx("fd00:0:0:7::/64")}, Claimed: 1},
+			`{"network":"fd00::/48","subnet":"fd00:0:0:7::/64","claimed":1}`},
+		{"dual stack", Lease{Networks: []netip.Prefix{pfx("10.244.0.0/16"), pfx("fd00::/48")}, Subnets: []netip.Prefix{pfx("10.244.7.0/24"), pfx("fd00:0:0:7::/64")}, Claimed: 5},
+			`{"network":"10.244.0.0/16","subnet":"10.244.7.0/24","network6":"fd00::/48","subnet6":"fd00:0:0:7::/64","claimed":5}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := json.Marshal(tt.l)
+			if err != nil || string(b) != tt.file {
+				t.Fatalf("marshal: %s %v, want %s", b, err, tt.file)
+			}
+			var got Lease
+			if err := json.Unmarshal([]byte(tt.file), &got); err != nil || !reflect.DeepEqual(got, tt.l) {
+				t.Errorf("unmarshal: %+v %v, want %+v", got, err, tt.l)
+			}
+		})
 	}
 }

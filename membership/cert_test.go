@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -22,9 +23,9 @@ func withProof(m Meta, der []byte) Meta {
 func TestMetaProofSection(t *testing.T) {
 	tested := 0
 	for name, m := range validMetas() {
-		m.Networks = [2]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
-		if m.Subnet.Addr().Is6() && !m.Subnet6.IsValid() {
-			m.Networks = [2]netip.Prefix{netip.MustParsePrefix("fd00::/8")}
+		m.Networks = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+		if m.Subnets[0].Addr().Is6() {
+			m.Networks = []netip.Prefix{netip.MustParsePrefix("fd00::/8")}
 		}
 		m.Encryption = Encryption{Cipher: 1, Key: [32]byte{1}}
 		if m.Validate() != nil {
@@ -40,7 +41,7 @@ func TestMetaProofSection(t *testing.T) {
 			t.Fatalf("%s: %d bytes, over memberlist's limit", name, len(b))
 		}
 		var got Meta
-		if err := got.UnmarshalBinary(b); err != nil || got != m {
+		if err := got.UnmarshalBinary(b); err != nil || !got.Equal(m) {
 			t.Fatalf("%s: round trip: %+v, %v", name, got, err)
 		}
 		tested++
@@ -63,7 +64,7 @@ func TestMetaProofSection(t *testing.T) {
 	} {
 		var got Meta
 		err := got.UnmarshalBinary(append(bytes.Clone(base), tt.sec...))
-		if err == nil || !strings.Contains(err.Error(), tt.want) || got != (Meta{}) {
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !got.Equal(Meta{}) {
 			t.Errorf("%s: %v, want an error containing %q", tt.name, err, tt.want)
 		}
 	}
@@ -91,7 +92,7 @@ func TestProofMessage(t *testing.T) {
 	for what, change := range map[string]func(*Meta, *string){
 		"name":        func(_ *Meta, n *string) { *n = "b" },
 		"name suffix": func(_ *Meta, n *string) { *n = "aa" },
-		"subnet":      func(m *Meta, _ *string) { m.Subnet = netip.MustParsePrefix("10.244.9.0/24") },
+		"subnet":      func(m *Meta, _ *string) { m.Subnets = []netip.Prefix{netip.MustParsePrefix("10.244.9.0/24")} },
 		"underlay":    func(m *Meta, _ *string) { m.Underlay = netip.MustParseAddr("192.0.2.9") },
 		"claimed":     func(m *Meta, _ *string) { m.Claimed++ },
 		"key":         func(m *Meta, _ *string) { m.Encryption = Encryption{Cipher: 1, Key: [32]byte{9}} },
@@ -193,5 +194,42 @@ func TestCertStoreBounds(t *testing.T) {
 	a.handleMsg(encodeCertRequest(sha256.Sum256(last), "stranger"))
 	if len(a.certJobs) != 0 {
 		t.Error("answered a stranger")
+	}
+}
+
+// Equal compares every field: a field added to Meta and forgotten there
+// fails this test.
+func TestMetaEqualCoversEveryField(t *testing.T) {
+	base := withProof(validMetas()["v4 udp"], []byte("c"))
+	base.Networks = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	base.Encryption = Encryption{Cipher: 1, Key: [32]byte{1}}
+	if !base.Equal(base) {
+		t.Fatal("a Meta is not Equal to itself")
+	}
+	v := reflect.ValueOf(&base).Elem()
+	for i := range v.NumField() {
+		other := base
+		other.Subnets, other.Networks = slices.Clone(base.Subnets), slices.Clone(base.Networks)
+		f := reflect.ValueOf(&other).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.Slice:
+			f.Set(reflect.Append(f, reflect.ValueOf(netip.MustParsePrefix("fd00::/64"))))
+		case reflect.Bool:
+			f.SetBool(!f.Bool())
+		case reflect.Uint8, reflect.Uint16, reflect.Uint32:
+			f.SetUint(f.Uint() + 1)
+		case reflect.Int64:
+			f.SetInt(f.Int() + 1)
+		case reflect.Array:
+			f.Index(0).Set(reflect.ValueOf(byte(f.Index(0).Uint() + 1)).Convert(f.Index(0).Type()))
+		case reflect.Struct:
+			// netip.Addr and the sections: a zero value differs from base's.
+			f.Set(reflect.Zero(f.Type()))
+		default:
+			t.Fatalf("field %s: kind %v not covered by this test", v.Type().Field(i).Name, f.Kind())
+		}
+		if base.Equal(other) {
+			t.Errorf("Equal ignores field %s", v.Type().Field(i).Name)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -55,7 +56,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 func testMeta(i int) Meta {
 	return Meta{
-		Subnet:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
+		Subnets:  []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)},
 		Underlay: loopback,
 		Port:     8472,
 		Encap:    encap.VXLAN,
@@ -142,7 +143,7 @@ func sees(c *Cluster, state State, others ...*Cluster) error {
 			return fmt.Errorf("%s sees %s %v, want %v", c.LocalName(), o.LocalName(), m.State, state)
 		case m.MetaErr != nil:
 			return fmt.Errorf("%s sees %s with bad metadata: %v", c.LocalName(), o.LocalName(), m.MetaErr)
-		case m.Meta != o.LocalMeta():
+		case !reflect.DeepEqual(m.Meta, o.LocalMeta()):
 			return fmt.Errorf("%s sees %s with meta %+v, want %+v", c.LocalName(), o.LocalName(), m.Meta, o.LocalMeta())
 		case m.Gossip != o.LocalAddr():
 			return fmt.Errorf("%s sees %s at %v, want %v", c.LocalName(), o.LocalName(), m.Gossip, o.LocalAddr())
@@ -220,7 +221,7 @@ func TestClusterJoinUpdateLeave(t *testing.T) {
 	if err := b.UpdateMeta(newMeta); err != nil {
 		t.Fatalf("UpdateMeta: %v", err)
 	}
-	if b.LocalMeta() != newMeta {
+	if !reflect.DeepEqual(b.LocalMeta(), newMeta) {
 		t.Fatalf("LocalMeta = %+v after UpdateMeta(%+v)", b.LocalMeta(), newMeta)
 	}
 	select {
@@ -430,7 +431,7 @@ func TestClusterEncryption(t *testing.T) {
 func TestStartErrors(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t, "x", 1)
-	cfg.Meta.Subnet = netip.MustParsePrefix("10.0.0.1/8")
+	cfg.Meta.Subnets = []netip.Prefix{netip.MustParsePrefix("10.0.0.1/8")}
 	if c, err := Start(t.Context(), cfg); err == nil || !errors.Is(err, ErrInvalidMeta) {
 		if c != nil {
 			c.Shutdown()

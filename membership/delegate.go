@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/weftnet/weft/internal/family"
 )
 
 // delegate implements memberlist.Delegate and memberlist.EventDelegate for a
@@ -116,7 +118,7 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, ev nodeEventKind) {
 
 	attrs := []any{"name", n.Name, "addr", gossip}
 	if metaErr == nil {
-		attrs = append(attrs, "subnet", meta.Subnet, "underlay", meta.Underlay, "encap", meta.Encap)
+		attrs = append(attrs, "subnet", family.First(meta.Subnets), "underlay", meta.Underlay, "encap", meta.Encap)
 	}
 	switch {
 	case ev == evLeave && state == StateLeft:

@@ -7,29 +7,31 @@ import (
 	"net/netip"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 )
 
 // Meta is what each host advertises in memberlist node metadata.
 //
 // A Meta is valid (see Validate) when:
 //   - Encap is a registered encapsulation (encap.Kind.Valid);
-//   - Subnet is a valid prefix in canonical form: host bits are zero
-//     (10.244.3.0/24, not 10.244.3.7/24) and it is not an IPv4-mapped IPv6
-//     prefix (use the IPv4 form);
+//   - Subnets holds one or two prefixes; the first is a valid prefix in
+//     canonical form: host bits are zero (10.244.3.0/24, not
+//     10.244.3.7/24) and it is not an IPv4-mapped IPv6 prefix (use the
+//     IPv4 form);
 //   - Underlay is a valid, specified address without zone and not
 //     IPv4-mapped IPv6;
 //   - Port is non-zero unless Encap has no tunnel (none);
 //   - VNI fits in 24 bits;
-//   - Subnet6, if valid, is a canonical IPv6 prefix, and Subnet is then an
-//     IPv4 one (a dual-stack host).
+//   - the second subnet, if any, is a canonical IPv6 prefix, and the first
+//     is then an IPv4 one (a dual-stack host).
 //
 // VNI and VTEPMAC are carried as given for every encap; by convention they
 // are zero unless Encap has VTEPs (encap.Kind.HasVTEP: vxlan).
 type Meta struct {
-	Subnet netip.Prefix // the overlay subnet this host owns, e.g. 10.244.3.0/24 (IPv4 or IPv6)
-	// Subnet6 is a dual-stack host's IPv6 subnet beside its IPv4 Subnet
-	// (invalid for a single-stack host, whose one subnet is Subnet).
-	Subnet6  netip.Prefix
+	// Subnets are the overlay subnets this host owns: one of either
+	// family, e.g. 10.244.3.0/24, or a dual-stack host's IPv4 and IPv6
+	// ones, IPv4 first.
+	Subnets  []netip.Prefix
 	Underlay netip.Addr // underlay (public) IP for the data plane
 	Port     uint16     // data-plane UDP port
 	Encap    encap.Kind // its value is the encapsulation's byte on the wire (encap's registry)
@@ -43,11 +45,11 @@ type Meta struct {
 	// Encryption is an optional section after the record (metaext.go).
 	Encryption Encryption
 	// Networks are the cluster networks the host runs with (--network),
-	// IPv4 first, the second invalid in a single-stack cluster; an optional
+	// one per family, IPv4 first (none from a weft older than them); an optional
 	// section after the record (metaext.go) that every weft since it was
 	// added advertises, so that a host of another cluster, or a host
 	// configured with another network, is told apart and refused.
-	Networks [2]netip.Prefix
+	Networks []netip.Prefix
 	// Proof is the host's signature over this metadata with its
 	// certificate's key (proof.go); an optional section, zero without
 	// --cert.
@@ -55,7 +57,7 @@ type Meta struct {
 }
 
 // MetaVersion is the first byte of an encoded single-stack Meta, and
-// MetaVersionDualStack of a dual-stack one (Subnet6 set). A single-stack
+// MetaVersionDualStack of a dual-stack one (two Subnets). A single-stack
 // host keeps writing version 1, which every weft reads; a weft that knows
 // only version 1 refuses a dual-stack peer's record with "unsupported
 // version 2 (want 1)".
@@ -118,23 +120,27 @@ func (m Meta) Validate() error {
 	if !m.Encap.Valid() {
 		return metaErrorf("unknown encap %d", uint8(m.Encap))
 	}
-	if !m.Subnet.IsValid() {
-		return metaErrorf("subnet %v is not a valid prefix", m.Subnet)
+	if len(m.Subnets) > 2 {
+		return metaErrorf("%d subnets: at most two, an IPv4 and an IPv6 one", len(m.Subnets))
 	}
-	if m.Subnet.Addr().Is4In6() {
-		return metaErrorf("subnet %v is an IPv4-mapped IPv6 prefix; use the IPv4 form", m.Subnet)
+	sub := family.First(m.Subnets)
+	if !sub.IsValid() {
+		return metaErrorf("subnet %v is not a valid prefix", sub)
 	}
-	if masked := m.Subnet.Masked(); masked != m.Subnet {
-		return metaErrorf("subnet %v has host bits set (want %v)", m.Subnet, masked)
+	if sub.Addr().Is4In6() {
+		return metaErrorf("subnet %v is an IPv4-mapped IPv6 prefix; use the IPv4 form", sub)
 	}
-	if m.Subnet6.IsValid() {
-		switch {
-		case !m.Subnet6.Addr().Is6() || m.Subnet6.Addr().Is4In6():
-			return metaErrorf("IPv6 subnet %v is not an IPv6 prefix", m.Subnet6)
-		case m.Subnet6.Masked() != m.Subnet6:
-			return metaErrorf("IPv6 subnet %v has host bits set (want %v)", m.Subnet6, m.Subnet6.Masked())
-		case !m.Subnet.Addr().Is4():
-			return metaErrorf("IPv6 subnet %v beside subnet %v: a dual-stack host's first subnet is IPv4", m.Subnet6, m.Subnet)
+	if masked := sub.Masked(); masked != sub {
+		return metaErrorf("subnet %v has host bits set (want %v)", sub, masked)
+	}
+	if len(m.Subnets) == 2 {
+		switch sub6 := m.Subnets[1]; {
+		case !sub6.Addr().Is6() || sub6.Addr().Is4In6():
+			return metaErrorf("IPv6 subnet %v is not an IPv6 prefix", sub6)
+		case sub6.Masked() != sub6:
+			return metaErrorf("IPv6 subnet %v has host bits set (want %v)", sub6, sub6.Masked())
+		case !sub.Addr().Is4():
+			return metaErrorf("IPv6 subnet %v beside subnet %v: a dual-stack host's first subnet is IPv4", sub6, sub)
 		}
 	}
 	if err := checkUnderlay(m.Underlay); err != nil {
@@ -175,7 +181,7 @@ func (m Meta) AppendBinary(b []byte) ([]byte, error) {
 		return b, err
 	}
 	var flags byte
-	if m.Subnet.Addr().Is6() {
+	if m.Subnets[0].Addr().Is6() {
 		flags |= flagSubnet6
 	}
 	if m.Underlay.Is6() {
@@ -184,15 +190,16 @@ func (m Meta) AppendBinary(b []byte) ([]byte, error) {
 	if m.PartialChecksums {
 		flags |= flagPartial
 	}
+	// Version 1 carries one subnet, version 2 a second (IPv6) one after
+	// the first.
 	version := byte(MetaVersion)
-	if m.Subnet6.IsValid() {
+	if len(m.Subnets) == 2 {
 		version = MetaVersionDualStack
 	}
-	b = append(b, version, byte(m.Encap), flags, byte(m.Subnet.Bits()))
-	b = append(b, m.Subnet.Addr().AsSlice()...)
-	if m.Subnet6.IsValid() {
-		b = append(b, byte(m.Subnet6.Bits()))
-		b = append(b, m.Subnet6.Addr().AsSlice()...)
+	b = append(b, version, byte(m.Encap), flags)
+	for _, sub := range m.Subnets {
+		b = append(b, byte(sub.Bits()))
+		b = append(b, sub.Addr().AsSlice()...)
 	}
 	b = append(b, m.Underlay.AsSlice()...)
 	b = binary.BigEndian.AppendUint16(b, m.Port)
@@ -265,8 +272,10 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 	p = p[underlayLen:]
 
 	var out Meta
-	out.Subnet = netip.PrefixFrom(subnetAddr, bits)
-	out.Subnet6 = subnet6
+	out.Subnets = []netip.Prefix{netip.PrefixFrom(subnetAddr, bits)}
+	if dual {
+		out.Subnets = append(out.Subnets, subnet6)
+	}
 	out.Underlay = underlay
 	out.Encap = kind
 	out.Port = binary.BigEndian.Uint16(p)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,21 +19,21 @@ func validMetas() map[string]Meta {
 	mac := [6]byte{0x02, 0x42, 0xac, 0x11, 0x00, 0x02}
 	return map[string]Meta{
 		"v4 udp": {
-			Subnet:   netip.MustParsePrefix("10.244.3.0/24"),
+			Subnets:  []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24")},
 			Underlay: netip.MustParseAddr("192.0.2.10"),
 			Port:     8285,
 			Encap:    encap.UDP,
 			Claimed:  1_700_000_000_123,
 		},
 		"v4 udp partial checksums": {
-			Subnet:           netip.MustParsePrefix("10.244.4.0/24"),
+			Subnets:          []netip.Prefix{netip.MustParsePrefix("10.244.4.0/24")},
 			Underlay:         netip.MustParseAddr("192.0.2.11"),
 			Port:             8285,
 			Encap:            encap.UDP,
 			PartialChecksums: true,
 		},
 		"v4 vxlan": {
-			Subnet:   netip.MustParsePrefix("10.244.0.0/16"),
+			Subnets:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
 			Underlay: netip.MustParseAddr("198.51.100.7"),
 			Port:     8472,
 			Encap:    encap.VXLAN,
@@ -41,13 +42,13 @@ func validMetas() map[string]Meta {
 			Claimed:  math.MaxInt64,
 		},
 		"v4 none port 0": {
-			Subnet:   netip.MustParsePrefix("10.244.7.0/24"),
+			Subnets:  []netip.Prefix{netip.MustParsePrefix("10.244.7.0/24")},
 			Underlay: netip.MustParseAddr("203.0.113.1"),
 			Encap:    encap.None,
 			Claimed:  math.MinInt64,
 		},
 		"v6 vxlan": {
-			Subnet:   netip.MustParsePrefix("fd00:10:244:3::/64"),
+			Subnets:  []netip.Prefix{netip.MustParsePrefix("fd00:10:244:3::/64")},
 			Underlay: netip.MustParseAddr("2001:db8::10"),
 			Port:     4789,
 			Encap:    encap.VXLAN,
@@ -56,14 +57,13 @@ func validMetas() map[string]Meta {
 			Claimed:  1,
 		},
 		"v6 subnet v4 underlay udp": {
-			Subnet:   netip.MustParsePrefix("fd00::/128"),
+			Subnets:  []netip.Prefix{netip.MustParsePrefix("fd00::/128")},
 			Underlay: netip.MustParseAddr("192.0.2.1"),
 			Port:     65535,
 			Encap:    encap.UDP,
 		},
 		"dual stack v4 underlay": {
-			Subnet:           netip.MustParsePrefix("10.244.3.0/24"),
-			Subnet6:          netip.MustParsePrefix("fd00:10:244:3::/64"),
+			Subnets:          []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24"), netip.MustParsePrefix("fd00:10:244:3::/64")},
 			Underlay:         netip.MustParseAddr("192.0.2.3"),
 			Port:             8472,
 			Encap:            encap.VXLAN,
@@ -73,14 +73,13 @@ func validMetas() map[string]Meta {
 			PartialChecksums: true,
 		},
 		"dual stack v6 underlay": {
-			Subnet:   netip.MustParsePrefix("10.244.3.0/24"),
-			Subnet6:  netip.MustParsePrefix("fd00:10:244:300::/56"),
+			Subnets:  []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24"), netip.MustParsePrefix("fd00:10:244:300::/56")},
 			Underlay: netip.MustParseAddr("fd00:50::3"),
 			Port:     8285,
 			Encap:    encap.UDP,
 		},
 		"v4 subnet v6 underlay none": {
-			Subnet:   netip.MustParsePrefix("0.0.0.0/0"),
+			Subnets:  []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")},
 			Underlay: netip.MustParseAddr("::1"),
 			Encap:    encap.None,
 			Port:     1,
@@ -95,9 +94,9 @@ func TestMetaRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("MarshalBinary: %v", err)
 			}
-			want := metaHeaderLen + m.Subnet.Addr().BitLen()/8 + m.Underlay.BitLen()/8 + metaTailLen
+			want := metaHeaderLen + m.Subnets[0].Addr().BitLen()/8 + m.Underlay.BitLen()/8 + metaTailLen
 			version := byte(MetaVersion)
-			if m.Subnet6.IsValid() {
+			if len(m.Subnets) == 2 {
 				want += 17
 				version = MetaVersionDualStack
 			}
@@ -111,7 +110,7 @@ func TestMetaRoundTrip(t *testing.T) {
 			if err := got.UnmarshalBinary(b); err != nil {
 				t.Fatalf("UnmarshalBinary: %v", err)
 			}
-			if got != m {
+			if !reflect.DeepEqual(got, m) {
 				t.Fatalf("round trip:\n got %+v\nwant %+v", got, m)
 			}
 			b2, err := got.MarshalBinary()
@@ -129,7 +128,7 @@ func TestMetaRoundTrip(t *testing.T) {
 
 func TestMetaSize(t *testing.T) {
 	largest := Meta{
-		Subnet:   netip.MustParsePrefix("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120"),
+		Subnets:  []netip.Prefix{netip.MustParsePrefix("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120")},
 		Underlay: netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
 		Port:     math.MaxUint16,
 		Encap:    encap.VXLAN,
@@ -145,8 +144,7 @@ func TestMetaSize(t *testing.T) {
 		t.Errorf("max-size single-stack Meta encodes to %d bytes, want 55", len(b))
 	}
 	// The largest of all: dual stack over an IPv6 underlay.
-	largest.Subnet = netip.MustParsePrefix("255.255.255.255/32")
-	largest.Subnet6 = netip.MustParsePrefix("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")
+	largest.Subnets = []netip.Prefix{netip.MustParsePrefix("255.255.255.255/32"), netip.MustParsePrefix("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")}
 	if b, err = largest.MarshalBinary(); err != nil {
 		t.Fatal(err)
 	}
@@ -178,9 +176,9 @@ func TestMetaMarshalInvalid(t *testing.T) {
 		{"zero", func(m *Meta) { *m = Meta{} }, "unknown encap 0"},
 		{"encap 0", func(m *Meta) { m.Encap = 0 }, "unknown encap 0"},
 		{"encap 4", func(m *Meta) { m.Encap = 4 }, "unknown encap 4"},
-		{"no subnet", func(m *Meta) { m.Subnet = netip.Prefix{} }, "not a valid prefix"},
-		{"host bits", func(m *Meta) { m.Subnet = netip.MustParsePrefix("10.244.3.7/24") }, "host bits set (want 10.244.3.0/24)"},
-		{"4in6 subnet", func(m *Meta) { m.Subnet = netip.MustParsePrefix("::ffff:10.244.3.0/120") }, "IPv4-mapped"},
+		{"no subnet", func(m *Meta) { m.Subnets = []netip.Prefix{{}} }, "not a valid prefix"},
+		{"host bits", func(m *Meta) { m.Subnets = []netip.Prefix{netip.MustParsePrefix("10.244.3.7/24")} }, "host bits set (want 10.244.3.0/24)"},
+		{"4in6 subnet", func(m *Meta) { m.Subnets = []netip.Prefix{netip.MustParsePrefix("::ffff:10.244.3.0/120")} }, "IPv4-mapped"},
 		{"no underlay", func(m *Meta) { m.Underlay = netip.Addr{} }, "underlay address is not set"},
 		{"unspecified underlay", func(m *Meta) { m.Underlay = netip.IPv4Unspecified() }, "unspecified"},
 		{"unspecified v6 underlay", func(m *Meta) { m.Underlay = netip.IPv6Unspecified() }, "unspecified"},
@@ -189,11 +187,18 @@ func TestMetaMarshalInvalid(t *testing.T) {
 		{"port 0 vxlan", func(m *Meta) { m.Port = 0 }, "port is 0 with encap vxlan"},
 		{"port 0 udp", func(m *Meta) { m.Port, m.Encap = 0, encap.UDP }, "port is 0 with encap udp"},
 		{"vni 2^24", func(m *Meta) { m.VNI = 1 << 24 }, "VNI 16777216 does not fit in 24 bits"},
-		{"v4 second subnet", func(m *Meta) { m.Subnet6 = netip.MustParsePrefix("10.245.0.0/24") }, "IPv6 subnet 10.245.0.0/24 is not an IPv6 prefix"},
-		{"second subnet host bits", func(m *Meta) { m.Subnet6 = netip.MustParsePrefix("fd00::1/64") }, "IPv6 subnet fd00::1/64 has host bits set (want fd00::/64)"},
+		{"v4 second subnet", func(m *Meta) { m.Subnets = append(m.Subnets[:1:1], netip.MustParsePrefix("10.245.0.0/24")) }, "IPv6 subnet 10.245.0.0/24 is not an IPv6 prefix"},
+		{"second subnet host bits", func(m *Meta) { m.Subnets = append(m.Subnets[:1:1], netip.MustParsePrefix("fd00::1/64")) }, "IPv6 subnet fd00::1/64 has host bits set (want fd00::/64)"},
 		{"two v6 subnets", func(m *Meta) {
-			m.Subnet, m.Subnet6 = netip.MustParsePrefix("fd00:1::/64"), netip.MustParsePrefix("fd00:2::/64")
+			m.Subnets = []netip.Prefix{netip.MustParsePrefix("fd00:1::/64"), netip.MustParsePrefix("fd00:2::/64")}
 		}, "a dual-stack host's first subnet is IPv4"},
+		{"three subnets", func(m *Meta) {
+			m.Subnets = []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24"), netip.MustParsePrefix("fd00:1::/64"), netip.MustParsePrefix("fd00:2::/64")}
+		}, "3 subnets: at most two"},
+		{"three networks", func(m *Meta) {
+			m.Networks = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("fe00::/8")}
+		}, "3 networks: at most two"},
+		{"an invalid network", func(m *Meta) { m.Networks = []netip.Prefix{{}} }, "network 1 is not a valid prefix"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -320,7 +325,7 @@ func TestMetaUnmarshalInvalid(t *testing.T) {
 			if !errors.Is(err, ErrInvalidMeta) {
 				t.Errorf("error %q does not wrap ErrInvalidMeta", err)
 			}
-			if m != sentinel {
+			if !reflect.DeepEqual(m, sentinel) {
 				t.Errorf("failed UnmarshalBinary modified the receiver: %+v", m)
 			}
 		})
@@ -347,9 +352,9 @@ func FuzzMetaUnmarshal(f *testing.F) {
 	for _, m := range validMetas() {
 		f.Add(mustMarshal(f, m))
 		// With the networks section (the claims' check decodes it).
-		m.Networks[0] = netip.PrefixFrom(m.Subnet.Addr(), m.Subnet.Bits()/2).Masked()
-		if m.Subnet6.IsValid() {
-			m.Networks[1] = netip.PrefixFrom(m.Subnet6.Addr(), 32).Masked()
+		m.Networks = []netip.Prefix{netip.PrefixFrom(m.Subnets[0].Addr(), m.Subnets[0].Bits()/2).Masked()}
+		if len(m.Subnets) == 2 {
+			m.Networks = append(m.Networks, netip.PrefixFrom(m.Subnets[1].Addr(), 32).Masked())
 		}
 		f.Add(mustMarshal(f, m))
 	}
@@ -359,7 +364,7 @@ func FuzzMetaUnmarshal(f *testing.F) {
 			if !errors.Is(err, ErrInvalidMeta) {
 				t.Fatalf("error %q does not wrap ErrInvalidMeta", err)
 			}
-			if m != (Meta{}) {
+			if !reflect.DeepEqual(m, Meta{}) {
 				t.Fatalf("failed UnmarshalBinary modified the receiver: %+v", m)
 			}
 			return

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // Optional sections after the fixed record of every metadata version. Each
@@ -34,16 +35,16 @@ const (
 // per family, IPv4 first, each canonical (no host bits), and each subnet
 // inside the network of its family.
 func (m Meta) validateNetworks() error {
-	n4, n6 := m.Networks[0], m.Networks[1]
-	if !n4.IsValid() {
-		if n6.IsValid() {
-			return metaErrorf("networks: a second network without a first")
-		}
+	if len(m.Networks) == 0 {
 		return nil // a weft that predates the section advertises none
 	}
+	if len(m.Networks) > 2 {
+		return metaErrorf("%d networks: at most two, an IPv4 and an IPv6 one", len(m.Networks))
+	}
+	n4 := m.Networks[0]
 	for i, n := range m.Networks {
 		if !n.IsValid() {
-			continue
+			return metaErrorf("networks: network %d is not a valid prefix", i+1)
 		}
 		if n.Addr().Is4In6() || n.Masked() != n {
 			return metaErrorf("network %v is not a canonical prefix", n)
@@ -52,11 +53,8 @@ func (m Meta) validateNetworks() error {
 			return metaErrorf("networks %v and %v: want an IPv4 network, then an IPv6 one", n4, n)
 		}
 	}
-	for _, sub := range []netip.Prefix{m.Subnet, m.Subnet6} {
-		if !sub.IsValid() {
-			continue
-		}
-		if !slices.ContainsFunc(m.Networks[:], func(n netip.Prefix) bool { return Inside(sub, n) }) {
+	for _, sub := range m.Subnets {
+		if !slices.ContainsFunc(m.Networks, func(n netip.Prefix) bool { return Inside(sub, n) }) {
 			return metaErrorf("subnet %v is not inside the advertised network(s) %v", sub, m.networksString())
 		}
 	}
@@ -70,10 +68,11 @@ func Inside(sub, n netip.Prefix) bool {
 }
 
 func (m Meta) networksString() string {
-	if m.Networks[1].IsValid() {
-		return m.Networks[0].String() + "," + m.Networks[1].String()
+	out := make([]string, len(m.Networks))
+	for i, n := range m.Networks {
+		out[i] = n.String()
 	}
-	return m.Networks[0].String()
+	return strings.Join(out, ",")
 }
 
 // Encryption is a host's encrypted data plane as advertised in gossip
@@ -107,17 +106,15 @@ func (m Meta) appendSections(b []byte) []byte {
 		b = append(b, sectionEncryption, sectionEncryptionLen, m.Encryption.Cipher)
 		b = append(b, m.Encryption.Key[:]...)
 	}
-	if m.Networks[0].IsValid() {
-		n := networkLen(m.Networks[0])
-		if m.Networks[1].IsValid() {
-			n += networkLen(m.Networks[1])
+	if len(m.Networks) > 0 {
+		n := 0
+		for _, nw := range m.Networks {
+			n += networkLen(nw)
 		}
 		b = append(b, sectionNetworks, byte(n))
 		for _, nw := range m.Networks {
-			if nw.IsValid() {
-				b = append(b, byte(nw.Bits()))
-				b = append(b, nw.Addr().AsSlice()...)
-			}
+			b = append(b, byte(nw.Bits()))
+			b = append(b, nw.Addr().AsSlice()...)
 		}
 	}
 	if m.Proof.Present() {
@@ -145,17 +142,23 @@ func parseNetworks(v []byte, out *Meta) bool {
 		}
 		return netip.PrefixFrom(a, int(p[0])), true
 	}
-	var ok, ok6 bool = true, true
+	var parts [][]byte
 	switch len(v) {
 	case networkLen4, networkLen6:
-		out.Networks[0], ok = prefix(v)
+		parts = [][]byte{v}
 	case networkLen4 + networkLen6:
-		out.Networks[0], ok = prefix(v[:networkLen4])
-		out.Networks[1], ok6 = prefix(v[networkLen4:])
+		parts = [][]byte{v[:networkLen4], v[networkLen4:]}
 	default:
 		return false
 	}
-	return ok && ok6
+	for _, part := range parts {
+		p, ok := prefix(part)
+		if !ok {
+			return false
+		}
+		out.Networks = append(out.Networks, p)
+	}
+	return true
 }
 
 // parseSections decodes the sections in rest, the bytes after a record of

@@ -3,6 +3,7 @@ package membership
 import (
 	"bytes"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -19,7 +20,7 @@ func TestMetaEncryptionSection(t *testing.T) {
 			t.Fatalf("%s: the section is not a trailer of the plain record: %x", name, b)
 		}
 		var got Meta
-		if err := got.UnmarshalBinary(b); err != nil || got != m {
+		if err := got.UnmarshalBinary(b); err != nil || !reflect.DeepEqual(got, m) {
 			t.Fatalf("%s: round trip: %+v, %v", name, got, err)
 		}
 		if len(b) > 512 {
@@ -43,7 +44,7 @@ func TestMetaEncryptionSection(t *testing.T) {
 	} {
 		var got Meta
 		err := got.UnmarshalBinary(append(bytes.Clone(base), tt.sec...))
-		if err == nil || !strings.Contains(err.Error(), tt.want) || got != (Meta{}) {
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !reflect.DeepEqual(got, Meta{}) {
 			t.Errorf("%s: %v, want an error containing %q", tt.name, err, tt.want)
 		}
 	}
@@ -59,28 +60,30 @@ func TestMetaNetworksSection(t *testing.T) {
 	for name, m := range validMetas() {
 		plain := mustMarshal(t, m)
 		switch {
-		case m.Subnet6.IsValid():
-			m.Networks = [2]netip.Prefix{netip.PrefixFrom(m.Subnet.Addr(), 8).Masked(), netip.PrefixFrom(m.Subnet6.Addr(), 32).Masked()}
+		case len(m.Subnets) == 2:
+			m.Networks = []netip.Prefix{netip.PrefixFrom(m.Subnets[0].Addr(), 8).Masked(), netip.PrefixFrom(m.Subnets[1].Addr(), 32).Masked()}
 		default:
-			m.Networks[0] = netip.PrefixFrom(m.Subnet.Addr(), m.Subnet.Bits()-2).Masked()
+			if n := netip.PrefixFrom(m.Subnets[0].Addr(), m.Subnets[0].Bits()-2).Masked(); n.IsValid() { // none for a /0 or /1
+				m.Networks = []netip.Prefix{n}
+			}
 		}
 		b := mustMarshal(t, m)
 		if !bytes.Equal(b[:len(plain)], plain) {
 			t.Fatalf("%s: the section is not a trailer of the plain record: %x", name, b)
 		}
 		var got Meta
-		if err := got.UnmarshalBinary(b); err != nil || got != m {
+		if err := got.UnmarshalBinary(b); err != nil || !reflect.DeepEqual(got, m) {
 			t.Fatalf("%s: round trip: %+v, %v", name, got, err)
 		}
 	}
 	m := validMetas()["v4 udp"]
-	m.Subnet = netip.MustParsePrefix("10.244.3.0/24")
-	m.Networks[0] = n4
+	m.Subnets = []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24")}
+	m.Networks = []netip.Prefix{n4}
 	if _, err := m.MarshalBinary(); err != nil {
 		t.Fatalf("a subnet inside its network: %v", err)
 	}
 	base := mustMarshal(t, validMetas()["v4 udp"])
-	sub := validMetas()["v4 udp"].Subnet
+	sub := validMetas()["v4 udp"].Subnets[0]
 	sec := func(ps ...netip.Prefix) []byte {
 		var v []byte
 		for _, p := range ps {
@@ -103,7 +106,7 @@ func TestMetaNetworksSection(t *testing.T) {
 	} {
 		var got Meta
 		err := got.UnmarshalBinary(append(bytes.Clone(base), tt.sec...))
-		if err == nil || !strings.Contains(err.Error(), tt.want) || got != (Meta{}) {
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !reflect.DeepEqual(got, Meta{}) {
 			t.Errorf("%s: %v, want an error containing %q", tt.name, err, tt.want)
 		}
 	}

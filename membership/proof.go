@@ -3,6 +3,7 @@ package membership
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 )
 
 // Proof binds a host's metadata to its certificate (weft run --cert): the
@@ -17,6 +18,13 @@ type Proof struct {
 	Cert   [32]byte // SHA-256 of the certificate's DER (its fingerprint)
 	Signed int64    // unix milliseconds when the host signed; never older than its last signature
 	Sig    [64]byte // Ed25519 over ProofMessage
+}
+
+// Equal reports whether m and o are the same metadata.
+func (m Meta) Equal(o Meta) bool {
+	return slices.Equal(m.Subnets, o.Subnets) && m.Underlay == o.Underlay && m.Port == o.Port && m.Encap == o.Encap &&
+		m.VNI == o.VNI && m.VTEPMAC == o.VTEPMAC && m.Claimed == o.Claimed && m.PartialChecksums == o.PartialChecksums &&
+		m.Encryption == o.Encryption && slices.Equal(m.Networks, o.Networks) && m.Proof == o.Proof
 }
 
 // Present reports whether the metadata carries a proof.

@@ -185,8 +185,8 @@ func (n *Node) syncBGP() {
 	c := n.gossip()
 	st := bgp.State{
 		Ready:           n.ready.Load() && c != nil && c.Running(),
-		Subnets:         l.Subnets(),
-		Networks:        []netip.Prefix{n.s.Network, n.s.Network6},
+		Subnets:         l.Subnets,
+		Networks:        n.s.Networks,
 		AnnounceNetwork: n.s.BGP.AnnounceNetwork,
 	}
 	for _, a := range []netip.Addr{u.Addr, n.bgp.other} {
@@ -213,10 +213,7 @@ func (n *Node) syncBGP() {
 func (n *Node) syncClusterRoutes(st bgp.State) {
 	u, l := n.getUnderlay(), n.getLocal()
 	want := map[netip.Prefix]tun.Route{}
-	for _, net := range []netip.Prefix{n.s.Network, n.s.Network6} {
-		if !net.IsValid() {
-			continue
-		}
+	for _, net := range n.s.Networks {
 		src := localAddrFor(l, net.Addr())
 		i := slices.IndexFunc(n.live.Load().BGPPeers, func(p bgp.Neighbor) bool {
 			return p.Addr.Is6() == net.Addr().Is6() && u.IsOnLink(p.Addr)

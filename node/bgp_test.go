@@ -14,6 +14,8 @@ import (
 
 	wbgp "github.com/weftnet/weft/bgp"
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/fakes"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/router"
 )
 
@@ -78,7 +80,7 @@ func (r *tor) want(want map[netip.Prefix]netip.Addr) func() error {
 }
 
 func bgpHost(t *testing.T, r *tor, subnet string, enc encap.Kind) *host {
-	h := newHost(t, newHub(), "a", 2, subnet)
+	h := newHost(t, fakes.NewHub(), "a", 2, subnet)
 	h.s.Encap = enc
 	h.s.BGP = BGPSettings{Enabled: true, ASN: 64512}
 	h.s.Live.BGPPeers = []wbgp.Neighbor{{Addr: netip.MustParseAddr("127.0.0.1"), ASN: 65000, Port: r.port}}
@@ -94,7 +96,7 @@ func TestBGPAnnouncements(t *testing.T) {
 	h := bgpHost(t, r, "", encap.UDP)
 	h.mustStart()
 	under := netip.MustParseAddr("127.0.0.2")
-	first := h.n.getLocal().Subnet
+	first := family.First(h.n.getLocal().Subnets)
 	eventually(t, "the subnet announced", r.want(map[netip.Prefix]netip.Addr{first: under}))
 	eventually(t, "the status", func() error {
 		st := h.n.Status()
@@ -105,7 +107,7 @@ func TestBGPAnnouncements(t *testing.T) {
 	})
 
 	h.n.moveSubnet(router.Conflict{Subnet: first, Winner: "b"})
-	moved := h.n.getLocal().Subnet
+	moved := family.First(h.n.getLocal().Subnets)
 	if moved == first {
 		t.Fatal("the subnet did not move")
 	}
@@ -144,23 +146,21 @@ func TestBGPNativeRouting(t *testing.T) {
 	r := startTOR(t)
 	h := bgpHost(t, r, "10.244.7.0/24", encap.None)
 	h.mustStart()
-	if got := h.dev.addr; got != netip.MustParsePrefix("10.244.7.0/32") {
+	if got := family.First(h.dev.Addrs()); got != netip.MustParsePrefix("10.244.7.0/32") {
 		t.Errorf("TUN address %s, want 10.244.7.0/32", got)
 	}
 	eventually(t, "the cluster route", func() error {
-		h.kernel.mu.Lock()
-		defer h.kernel.mu.Unlock()
-		rt, ok := h.kernel.routes[network]
+		routes := h.kernel.Routes()
+		rt, ok := routes[network]
 		if !ok || rt.Via != netip.MustParseAddr("127.0.0.1") || rt.Src != netip.MustParseAddr("10.244.7.0") {
-			return fmt.Errorf("routes %v", h.kernel.routes)
+			return fmt.Errorf("routes %v", routes)
 		}
 		return nil
 	})
 	eventually(t, "the subnet announced", r.want(map[netip.Prefix]netip.Addr{netip.MustParsePrefix("10.244.7.0/24"): netip.MustParseAddr("127.0.0.2")}))
 	h.stop()
-	h.kernel.mu.Lock()
-	defer h.kernel.mu.Unlock()
-	if _, ok := h.kernel.routes[network]; ok {
-		t.Errorf("the cluster route is left after shutdown: %v", h.kernel.routes)
+	routes := h.kernel.Routes()
+	if _, ok := routes[network]; ok {
+		t.Errorf("the cluster route is left after shutdown: %v", routes)
 	}
 }

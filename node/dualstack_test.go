@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/fakes"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/router"
 )
@@ -19,10 +21,10 @@ var network6 = netip.MustParsePrefix("fd00:10:244::/56")
 // dualStack makes h a dual-stack host, its IPv6 subnet fd00:10:244:<i>::/64
 // (sub6 "" with an automatic subnet).
 func dualStack(h *host, sub6 string) {
-	h.s.Network6 = network6
-	h.s.Pool6 = lease.Pool{Network: network6, Bits: 64}
+	h.s.Networks = append(h.s.Networks, network6)
+	h.s.Pools = append(h.s.Pools, lease.Pool{Network: network6, Bits: 64})
 	if sub6 != "" {
-		h.s.Subnet6 = netip.MustParsePrefix(sub6)
+		h.s.Subnets = append(h.s.Subnets, netip.MustParsePrefix(sub6))
 	}
 }
 
@@ -38,7 +40,7 @@ func ipv6(src, dst string) []byte {
 }
 
 func TestDualStackHosts(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	b := newHost(t, u, "b", 2, "10.244.2.0/24")
 	dualStack(a, "fd00:10:244:1::/64")
@@ -50,12 +52,12 @@ func TestDualStackHosts(t *testing.T) {
 	eventually(t, "b routes a", routedVia(b, "a", router.ViaTunnel))
 
 	for _, pkt := range [][]byte{ipv4("10.244.1.0", "10.244.2.7"), ipv6("fd00:10:244:1::", "fd00:10:244:2::7")} {
-		a.dev.in <- pkt
+		a.dev.Send(pkt)
 		if got := recv(t, b.dev); !slices.Equal(got, pkt) {
 			t.Fatalf("b's TUN got %x, want %x", got, pkt)
 		}
 	}
-	b.dev.in <- ipv6("fd00:10:244:3::7", "fd00:10:244:1::") // outside b's IPv6 subnet
+	b.dev.Send(ipv6("fd00:10:244:3::7", "fd00:10:244:1::")) // outside b's IPv6 subnet
 	eventually(t, "spoofed IPv6 drop counted", func() error {
 		if d := a.n.Status().Drops["spoofed"]; d != 1 {
 			return fmt.Errorf("spoofed drops %d, want 1", d)
@@ -76,7 +78,7 @@ func TestDualStackHosts(t *testing.T) {
 			t.Errorf("subnet file lacks %s: %q %v", line, env, err)
 		}
 	}
-	if m := a.n.meta(); m.Subnet6 != a.s.Subnet6 {
+	if m := a.n.meta(); family.Second(m.Subnets) != family.Second(a.s.Subnets) {
 		t.Errorf("metadata %+v", m)
 	}
 }
@@ -84,13 +86,13 @@ func TestDualStackHosts(t *testing.T) {
 // Automatic dual-stack subnets: distinct per family, kept in the lease; an
 // IPv6 conflict moves only the IPv6 subnet of the later claim.
 func TestDualStackAutomaticSubnets(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a, b := newHost(t, u, "a", 1, ""), newHost(t, u, "b", 2, "")
 	same := netip.MustParsePrefix("fd00:10:244:5::/64")
 	for i, h := range []*host{a, b} {
 		dualStack(h, "")
-		l := lease.Lease{Network: network, Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i + 1), 0}), 24),
-			Network6: network6, Subnet6: same, Claimed: time.Now().Add(-time.Hour).UnixMilli() + int64(1000*(i+1))}
+		l := lease.Lease{Networks: []netip.Prefix{network, network6}, Subnets: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i + 1), 0}), 24), same},
+			Claimed: time.Now().Add(-time.Hour).UnixMilli() + int64(1000*(i+1))}
 		if err := lease.Save(h.s.StateDir, l); err != nil {
 			t.Fatal(err)
 		}
@@ -108,10 +110,10 @@ func TestDualStackAutomaticSubnets(t *testing.T) {
 	if st.Subnet != "10.244.2.0/24" || !network6.Contains(moved.Addr()) || moved.Bits() != 64 {
 		t.Errorf("b now holds %s and %s, want 10.244.2.0/24 kept and a /64 of %s", st.Subnet, moved, network6)
 	}
-	if got := b.dev.address6(); got != netip.PrefixFrom(moved.Addr(), 56) {
+	if got := family.Second(b.dev.Addrs()); got != netip.PrefixFrom(moved.Addr(), 56) {
 		t.Errorf("b's TUN IPv6 address %s, want %s/56", got, moved.Addr())
 	}
-	if l, _ := lease.Load(b.s.StateDir); l.Subnet6 != moved || l.Subnet.String() != st.Subnet {
+	if l, _ := lease.Load(b.s.StateDir); family.Second(l.Subnets) != moved || family.First(l.Subnets).String() != st.Subnet {
 		t.Errorf("b's lease %+v", l)
 	}
 	if env, _ := os.ReadFile(b.s.SubnetFile); !strings.Contains(string(env), "WEFT_IPV6_SUBNET="+moved.String()) {

@@ -64,8 +64,7 @@ func (n *Node) newGossip(ctx context.Context, seeds []string) (*membership.Clust
 func (n *Node) meta() membership.Meta {
 	l := n.getLocal()
 	m := membership.Meta{
-		Subnet:   l.Subnet,
-		Subnet6:  l.Subnet6,
+		Subnets:  l.Subnets,
 		Underlay: n.getUnderlay().Addr,
 		Port:     n.s.Port,
 		Encap:    n.s.Encap,
@@ -74,7 +73,7 @@ func (n *Node) meta() membership.Meta {
 		// advertised (--offload=false implies full checksums).
 		PartialChecksums: n.s.PartialChecksums,
 		Encryption:       n.secureMeta(),
-		Networks:         [2]netip.Prefix{n.s.Network, n.s.Network6},
+		Networks:         n.s.Networks,
 	}
 	if n.s.Encap.HasVTEP() {
 		m.VNI = n.s.VNI
@@ -114,7 +113,7 @@ func (n *Node) syncPeers() {
 	now := n.d.Now()
 	n.checkOwnCert(now)
 	peers := n.certPeers(peersFrom(members, n.live.Load().Peers, n.meta(), now), members, now)
-	conflicts := n.rt.SetPeers(n.securePeers(peers, members))
+	conflicts := n.dp.SetPeers(n.securePeers(peers, members))
 	for _, c := range conflicts {
 		if c.Loser == "" && n.s.AutoSubnet {
 			n.moveSubnet(c)
@@ -141,7 +140,7 @@ func peersFrom(members []membership.Member, statics []StaticPeer, self membershi
 	for _, m := range members {
 		p := router.Peer{Name: m.Name, State: m.State.String()}
 		if m.MetaErr == nil {
-			p.Subnet, p.Subnet6 = m.Meta.Subnet, m.Meta.Subnet6
+			p.Subnets = m.Meta.Subnets
 			p.Underlay = netip.AddrPortFrom(m.Meta.Underlay, m.Meta.Port)
 			p.MAC = encap.MAC(m.Meta.VTEPMAC)
 			p.Claimed = m.Meta.Claimed
@@ -152,7 +151,7 @@ func peersFrom(members []membership.Member, statics []StaticPeer, self membershi
 	}
 	for _, sp := range statics {
 		peers = append(peers, router.Peer{
-			Name: sp.Name, Subnet: sp.Subnet, Subnet6: sp.Subnet6, Underlay: netip.AddrPortFrom(sp.IP, sp.Port),
+			Name: sp.Name, Subnets: sp.Subnets, Underlay: netip.AddrPortFrom(sp.IP, sp.Port),
 			MAC: sp.MAC, State: "static", Static: true,
 		})
 	}
@@ -171,22 +170,22 @@ func believe(m membership.Member, self membership.Meta, now time.Time) (router.R
 		return router.RefusedEncap, fmt.Sprintf("runs encap %s, we run %s", meta.Encap, self.Encap)
 	case self.Encap.HasVTEP() && meta.VNI != self.VNI:
 		return router.RefusedEncap, fmt.Sprintf("VNI %d, ours is %d", meta.VNI, self.VNI)
-	case meta.Networks != self.Networks:
+	case !slices.Equal(meta.Networks, self.Networks):
 		theirs := "none (a weft older than the network check)"
-		if meta.Networks[0].IsValid() {
-			theirs = prefixList(meta.Networks[:])
+		if len(meta.Networks) > 0 {
+			theirs = prefixList(meta.Networks)
 		}
-		return router.RefusedNetwork, fmt.Sprintf("runs network %s, ours is %s: another cluster, or misconfigured", theirs, prefixList(self.Networks[:]))
+		return router.RefusedNetwork, fmt.Sprintf("runs network %s, ours is %s: another cluster, or misconfigured", theirs, prefixList(self.Networks))
 	}
 	// One subnet per family, each inside our network of its family (the
 	// metadata codec checks them against the advertised networks, which
 	// are ours: checked again here, where it matters).
-	if meta.Subnet6.IsValid() && meta.Subnet.Addr().Is6() {
-		return router.RefusedSubnet, fmt.Sprintf("two IPv6 subnets %s and %s", meta.Subnet, meta.Subnet6)
+	if len(meta.Subnets) == 2 && meta.Subnets[0].Addr().Is6() {
+		return router.RefusedSubnet, fmt.Sprintf("two IPv6 subnets %s and %s", meta.Subnets[0], meta.Subnets[1])
 	}
-	for _, sub := range []netip.Prefix{meta.Subnet, meta.Subnet6} {
-		if sub.IsValid() && !slices.ContainsFunc(self.Networks[:], func(n netip.Prefix) bool { return membership.Inside(sub, n) }) {
-			return router.RefusedSubnet, fmt.Sprintf("subnet %s is outside our network %s", sub, prefixList(self.Networks[:]))
+	for _, sub := range meta.Subnets {
+		if !slices.ContainsFunc(self.Networks, func(n netip.Prefix) bool { return membership.Inside(sub, n) }) {
+			return router.RefusedSubnet, fmt.Sprintf("subnet %s is outside our network %s", sub, prefixList(self.Networks))
 		}
 	}
 	switch latest := now.Add(MaxClaimSkew).UnixMilli(); {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/weftnet/weft/bgp"
 	"github.com/weftnet/weft/deploy"
+	"github.com/weftnet/weft/internal/fakes"
 	"github.com/weftnet/weft/pki"
 )
 
@@ -23,7 +24,7 @@ import (
 // per-peer metrics, a plain peer and a BGP speaker, and two encrypted ones (session
 // ages); the two plain ones hold certificates.
 func TestMetricsContract(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	a.s.PerPeerMetrics = true
 	// A BGP speaker whose one neighbour (nothing listens there, on
@@ -38,7 +39,7 @@ func TestMetricsContract(t *testing.T) {
 	lab := newPKILab(t, time.Now())
 	trust := lab.trust([]*pki.CA{lab.ca})
 	for _, h := range []*host{a, d} {
-		cert, key := lab.issue(lab.ca, h.name, time.Now(), []netip.Prefix{h.s.Subnet}, nil)
+		cert, key := lab.issue(lab.ca, h.name, time.Now(), h.s.Subnets, nil)
 		h.s.Live.PKI = &PKI{Trust: trust, Cert: cert, Key: key}
 	}
 	a.mustStart()

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/membership"
 	"github.com/weftnet/weft/router"
 	"github.com/weftnet/weft/tun"
@@ -24,7 +24,7 @@ import (
 //
 // Ownership: the node owns every goroutine it starts (it waits for each
 // before Wait returns), and it is the one closer of every descriptor it
-// opens (the TUN device, the data socket, the listeners).
+// opens (the listeners; the data path closes its TUN device and sockets).
 type Node struct {
 	s           Settings // fixed; s.Live is unused (see live)
 	d           Deps
@@ -41,9 +41,7 @@ type Node struct {
 	underlay tun.Underlay
 	local    router.Local
 
-	dev    TUN
-	conns  []Socket // every data socket, receiving and sending; none with encap none
-	rt     *router.Router
+	dp     Datapath    // the data path, opened at start (datapath.go)
 	secure secureState // --encrypt (secure.go)
 	bgp    bgpState    // the BGP speaker (bgp.go)
 	certs  certState   // peers' certificates (pki.go); guarded by syncMu
@@ -75,8 +73,8 @@ type Node struct {
 
 // Start brings the node up: the control socket is claimed, the underlay
 // found, stale routes removed, the subnet chosen, metrics served, gossip
-// joined, the TUN and the socket opened, the forwarding loops started,
-// routes installed, the control socket served and the subnet file written.
+// joined, the data path opened (the TUN and the sockets, the forwarding
+// loops started: datapath.go), routes installed, the control socket served and the subnet file written.
 // If a step fails, what the earlier steps made is taken back before Start
 // returns the error.
 //
@@ -114,7 +112,8 @@ func Start(ctx context.Context, s Settings, d Deps) (*Node, error) {
 	n.ready.Store(true)
 	d.Notify("READY=1")
 	l := n.getLocal()
-	n.log.Info("weft is up", "name", s.Name, "subnet", l.Subnet, "address", l.Addr, "subnet6", prefixString(l.Subnet6), "underlay", netip.AddrPortFrom(n.getUnderlay().Addr, s.Port),
+	sub := family.First(l.Subnets)
+	n.log.Info("weft is up", "name", s.Name, "subnet", sub, "address", family.AddrOf(l.Addrs, sub.Addr().Is6()), "subnet6", prefixString(family.Second(l.Subnets)), "underlay", netip.AddrPortFrom(n.getUnderlay().Addr, s.Port),
 		"encap", s.Encap, "mtu", n.mtu, "tun", s.TUN)
 	n.startBackground()
 	go n.supervise(ctx)
@@ -137,8 +136,8 @@ func (n *Node) supervise(ctx context.Context) {
 	select {
 	case <-ctx.Done():
 		n.log.Info("shutting down")
-	case <-n.rt.Failed():
-		n.err = fmt.Errorf("data path stopped: %w", n.rt.Err())
+	case <-n.dp.Failed():
+		n.err = fmt.Errorf("data path stopped: %w", n.dp.Err())
 		n.log.Error("shutting down", "err", n.err)
 	}
 	n.d.Notify("STOPPING=1")
@@ -193,40 +192,35 @@ func (n *Node) getLocal() router.Local {
 	return n.local
 }
 
-// localFor is our identity when we own subnet (and, in dual stack,
-// subnet6), claimed at claimed. The TUN's address in each is the subnet's
-// first.
-func (n *Node) localFor(subnet, subnet6 netip.Prefix, claimed int64) router.Local {
+// localFor is our identity when we own subnets (one per network, in the
+// order of the networks), claimed at claimed. The TUN's address in each is
+// the subnet's first.
+func (n *Node) localFor(subnets []netip.Prefix, claimed int64) router.Local {
 	mac := n.s.VTEPMAC
 	if mac.IsZero() {
-		mac = encap.VTEPMAC(subnet)
+		mac = encap.VTEPMAC(family.First(subnets))
 	}
-	l := router.Local{Subnet: subnet, Addr: subnet.Addr(), MAC: mac, Claimed: claimed}
-	if subnet6.IsValid() {
-		l.Subnet6, l.Addr6 = subnet6, subnet6.Addr()
+	l := router.Local{Subnets: subnets, MAC: mac, Claimed: claimed}
+	for _, sub := range subnets {
+		l.Addrs = append(l.Addrs, sub.Addr())
 	}
 	return l
 }
 
-// tunPrefix is the TUN's address with the network's prefix length, so the
-// kernel routes the whole overlay network through the device.
-func (n *Node) tunPrefix(l router.Local) netip.Prefix {
-	if n.nativeRouting() {
-		// The fabric routes the network (bgp.go): the TUN holds its address only.
-		return netip.PrefixFrom(l.Addr, l.Addr.BitLen())
+// tunPrefixes are the TUN's addresses, one per network, each with the
+// network's prefix length, so the kernel routes the whole overlay network
+// through the device.
+func (n *Node) tunPrefixes(l router.Local) []netip.Prefix {
+	out := make([]netip.Prefix, len(l.Addrs))
+	for i, a := range l.Addrs {
+		if n.nativeRouting() {
+			// The fabric routes the network (bgp.go): the TUN holds its address only.
+			out[i] = netip.PrefixFrom(a, a.BitLen())
+			continue
+		}
+		out[i] = netip.PrefixFrom(a, n.s.Networks[i].Bits())
 	}
-	return netip.PrefixFrom(l.Addr, n.s.Network.Bits())
-}
-
-// tunPrefix6 is the TUN's IPv6 address in dual stack (invalid otherwise).
-func (n *Node) tunPrefix6(l router.Local) netip.Prefix {
-	if !l.Addr6.IsValid() {
-		return netip.Prefix{}
-	}
-	if n.nativeRouting() {
-		return netip.PrefixFrom(l.Addr6, l.Addr6.BitLen())
-	}
-	return netip.PrefixFrom(l.Addr6, n.s.Network6.Bits())
+	return out
 }
 
 func (n *Node) start(ctx context.Context) error {
@@ -297,165 +291,20 @@ func (n *Node) start(ctx context.Context) error {
 	return n.startBGP(ctx)
 }
 
-// openDataPath opens the TUN with a queue per worker and each worker's
-// sockets, and starts forwarding. The TUN holds our overlay address and the
-// route to the whole network; with host-gw (encap none) it carries no
-// tunnel: packets for peers without a direct route end there and are
-// dropped as no_route, rather than leaking to the default gateway.
+// openDataPath opens the data path (the userspace engine, userspace.go),
+// running, registers its metrics and its shutdown, and gives it the peers.
 func (n *Node) openDataPath() error {
-	s := n.s
-	l := n.getLocal()
-	dev, err := n.d.OpenTUN(tun.Config{Name: s.TUN, MTU: n.mtu, Addr: n.tunPrefix(l), Addr6: n.tunPrefix6(l), NoOffload: !s.Offload, Queues: s.Workers}, n.log)
+	dp, err := n.openUserspace()
 	if err != nil {
 		return err
 	}
-	n.dev = dev
-	queues := dev.Queues()
-	if err := dev.MultiQueueErr(); err != nil {
-		n.log.Warn("the kernel refused a multi-queue TUN: running one worker", "workers_wanted", s.Workers, "err", err)
-	}
-	workers := make([]router.Worker, len(queues))
-	for i, q := range queues {
-		workers[i] = router.Worker{Dev: q, In: nopConn{}, Out: nopConn{}}
-	}
-	if s.Encap.Tunnel() {
-		if err := n.openSockets(workers, dev.BatchSize()); err != nil {
-			n.closeData()
-			n.closeTUN()
-			return err
-		}
-		c := n.conns[0]
-		n.log.Info("data path", "workers", len(workers), "tun_offloads", dev.VNetHdr(), "udp_gso", c.GSO(), "udp_gro", c.GRO(),
-			"batch", dev.BatchSize(), "partial_checksums", s.PartialChecksums)
-	}
-
-	mode := router.DirectOff
-	switch {
-	case !s.Encap.Tunnel():
-		mode = router.DirectOnly
-	case s.DirectRouting:
-		mode = router.DirectOnLink
-	}
-	n.rt = router.New(router.Config{
-		Name:           s.Name,
-		Local:          l.Subnet,
-		LocalAddr:      l.Addr,
-		Local6:         l.Subnet6,
-		LocalAddr6:     l.Addr6,
-		Claimed:        l.Claimed,
-		Encap:          s.Encap,
-		VNI:            s.VNI,
-		MAC:            l.MAC,
-		Direct:         mode,
-		OnLink:         func(a netip.Addr) bool { return n.getUnderlay().IsOnLink(a) },
-		Routes:         kernelRoutes{n},
-		OffLinkReason:  n.offLinkReason(),
-		PerPeerMetrics: s.PerPeerMetrics,
-		BusyPoll:       s.BusyPoll,
-		Logger:         n.log.With("component", "router"),
-	}, workers...)
-	n.reg.MustRegister(n.rt, dataPathCollector{n})
-	n.rt.Start()
-	// Shutdown order: the routes go before the data path closes.
-	n.onStop(func() {
-		// Closing the sockets and the TUN is what ends the loops' reads;
-		// the kernel removes the TUN link with its last queue.
-		n.closeData()
-		n.closeTUN()
-		n.rt.Wait()
-	})
-	n.onStop(n.rt.RemoveRoutes)
+	n.dp = dp
+	n.reg.MustRegister(dp)
+	// Shutdown order: the routes go (first thing Close does), then the
+	// data path closes.
+	n.onStop(dp.Close)
 	n.syncPeers()
 	return nil
-}
-
-// openSockets gives each worker its sockets. One worker receives and sends
-// on one socket bound to the data port (flannel's udp design). Several
-// workers each receive on a socket of a SO_REUSEPORT group on the data port
-// and send from a socket of their own on an ephemeral port (the kernel's
-// ip_local_port_range, as the kernel VXLAN device's default source port
-// range) that is ≡ the worker's index modulo the number of workers. The
-// group is steered by source port modulo the number of workers, so the
-// peer's worker i receives what our worker i sends, and its replies, sent
-// from its worker i's port, reach our worker i: a flow keeps one worker
-// (and one TUN queue) on both hosts, whatever ports the kernel chose.
-func (n *Node) openSockets(workers []router.Worker, batch int) error {
-	s := n.s
-	unspec := unspecifiedLike(n.getUnderlay().Addr)
-	listen := netip.AddrPortFrom(unspec, s.Port)
-	open := func(addr netip.AddrPort, reusePort bool) (Socket, error) {
-		c, err := n.d.Listen(addr, batch, s.Offload, reusePort)
-		if err == nil {
-			n.conns = append(n.conns, c)
-		}
-		return c, err
-	}
-	if len(workers) == 1 {
-		c, err := open(listen, false)
-		if err != nil {
-			return err
-		}
-		workers[0].In, workers[0].Out = c, c
-		return nil
-	}
-	var group []Socket
-	for i := range workers {
-		in, err := open(listen, true)
-		if err != nil {
-			return err
-		}
-		group = append(group, in)
-		workers[i].In = in
-	}
-	if err := group[0].SteerBySourcePort(len(workers)); err != nil {
-		return err
-	}
-	for i := range workers {
-		out, err := n.sendSocket(unspec, i, len(workers), batch)
-		if err != nil {
-			return err
-		}
-		n.conns = append(n.conns, out)
-		workers[i].Out = out
-	}
-	return nil
-}
-
-// sendSocket opens a socket on an ephemeral port p with p mod n = i.
-// Ports the kernel offers that do not fit are held until one does, so that
-// it does not offer them again, then released.
-func (n *Node) sendSocket(unspec netip.Addr, i, workers, batch int) (Socket, error) {
-	var misfits []Socket
-	defer func() {
-		for _, c := range misfits {
-			c.Close()
-		}
-	}()
-	for range 64 * workers {
-		c, err := n.d.Listen(netip.AddrPortFrom(unspec, 0), batch, n.s.Offload, false)
-		if err != nil {
-			return nil, err
-		}
-		if int(c.LocalAddr().Port())%workers == i {
-			return c, nil
-		}
-		misfits = append(misfits, c)
-	}
-	return nil, fmt.Errorf("no ephemeral UDP port ≡ %d (mod %d) for worker %d's sending socket", i, workers, i)
-}
-
-func (n *Node) closeData() {
-	for _, c := range n.conns {
-		if err := c.Close(); err != nil {
-			n.log.Error("closing a data socket", "err", err)
-		}
-	}
-}
-
-func (n *Node) closeTUN() {
-	if err := n.dev.Close(); err != nil {
-		n.log.Error("closing the TUN device", "err", err)
-	}
 }
 
 // kernelRoutes installs direct routes to peers through the underlay
@@ -463,7 +312,7 @@ func (n *Node) closeTUN() {
 type kernelRoutes struct{ n *Node }
 
 func (k kernelRoutes) Replace(dst netip.Prefix, via netip.Addr) error {
-	if !slices.ContainsFunc([]netip.Prefix{k.n.s.Network, k.n.s.Network6}, func(n netip.Prefix) bool { return membership.Inside(dst, n) }) {
+	if !slices.ContainsFunc(k.n.s.Networks, func(n netip.Prefix) bool { return membership.Inside(dst, n) }) {
 		// The peer checks refuse such a subnet first; this is the last
 		// line: weft never routes outside the overlay.
 		return fmt.Errorf("route to %s: outside the overlay network", dst)
@@ -473,28 +322,12 @@ func (k kernelRoutes) Replace(dst netip.Prefix, via netip.Addr) error {
 
 // localAddrFor is our overlay address of a's family (invalid if none).
 func localAddrFor(l router.Local, a netip.Addr) netip.Addr {
-	for _, own := range []netip.Addr{l.Addr, l.Addr6} {
-		if own.IsValid() && own.Is6() == a.Is6() {
-			return own
-		}
-	}
-	return netip.Addr{}
+	return family.AddrOf(l.Addrs, a.Is6())
 }
 
 func (k kernelRoutes) Delete(dst netip.Prefix, via netip.Addr) error {
 	return k.n.d.Kernel.DeleteRoute(tun.Route{Dst: dst, Via: via, LinkIndex: k.n.getUnderlay().Index})
 }
-
-// nopConn stands in for the tunnel when there is none (host-gw): it reports
-// itself closed, so the inbound loop ends at once.
-type nopConn struct{}
-
-func (nopConn) ReadViews([][]byte, int, [][]byte, []netip.AddrPort) (int, error) {
-	return 0, os.ErrClosed
-}
-func (nopConn) WriteTo([][]byte, encap.Endpoint) (int, error) { return 0, os.ErrClosed }
-func (nopConn) WriteOne([]byte, netip.AddrPort) error         { return os.ErrClosed }
-func (nopConn) Close() error                                  { return nil }
 
 // ConfigError is a start-up failure caused by the configuration (not by
 // the system): weft exits 2 for it.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/fakes"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/router"
 	"github.com/weftnet/weft/tun"
@@ -42,53 +45,49 @@ var network = netip.MustParsePrefix("10.244.0.0/16")
 type host struct {
 	t      *testing.T
 	name   string
-	ev     *events
-	kernel *fakeKernel
-	hub    *hub
+	ev     *fakes.Events
+	kernel *fakes.Kernel
+	hub    *fakes.Hub
 	dir    string
 	s      Settings
-	tun    chan *fakeTUN // the device of each start
+	tun    chan fakeTUN // the device of each start
 	log    *testWriter
 	mod    func(*Deps) // changes the fakes' Deps, if set
-	dev    *fakeTUN
+	dev    fakeTUN
 	n      *Node
 	cancel context.CancelFunc
 }
 
 // newHost makes a host with underlay address 127.0.0.<i>; subnet "" means
 // an automatic one.
-func newHost(t *testing.T, h *hub, name string, i byte, subnet string) *host {
+func newHost(t *testing.T, h *fakes.Hub, name string, i byte, subnet string) *host {
 	dir := t.TempDir()
 	s := Settings{
-		Name: name, Network: network, Port: 8285, Encap: encap.UDP, VNI: 1, TUN: "weft0", Workers: 1,
+		Name: name, Networks: []netip.Prefix{network}, Port: 8285, Encap: encap.UDP, VNI: 1, TUN: "weft0", Workers: 1,
 		MetricsAddr: "127.0.0.1:0", Socket: filepath.Join(dir, "weft.sock"), Offload: true,
 		StateDir: filepath.Join(dir, "state"), SubnetFile: filepath.Join(dir, "subnet.env"),
-		SubnetReclaim: time.Hour, Pool: lease.Pool{Network: network, Bits: 24},
+		SubnetReclaim: time.Hour, Pools: []lease.Pool{{Network: network, Bits: 24}},
 		Live: Live{LogLevel: slog.LevelDebug, LogFormat: "text"},
 	}
 	if subnet == "" {
 		s.AutoSubnet = true
 	} else {
-		s.Subnet = netip.MustParsePrefix(subnet)
+		s.Subnets = []netip.Prefix{netip.MustParsePrefix(subnet)}
 	}
-	ev := &events{}
-	return &host{t: t, name: name, ev: ev, kernel: newFakeKernel(ev, netip.AddrFrom4([4]byte{127, 0, 0, i})), hub: h, dir: dir, s: s, tun: make(chan *fakeTUN, 8), log: newTestWriter(t, name)}
+	ev := &fakes.Events{}
+	return &host{t: t, name: name, ev: ev, kernel: fakes.NewKernel(ev, netip.AddrFrom4([4]byte{127, 0, 0, i})), hub: h, dir: dir, s: s, tun: make(chan fakeTUN, 8), log: newTestWriter(t, name)}
 }
 
 func (h *host) deps() Deps {
 	return Deps{
 		OpenTUN: func(cfg tun.Config, _ *slog.Logger) (TUN, error) {
-			d := newFakeTUN(h.ev, cfg.Addr)
-			d.addr6 = cfg.Addr6
-			for range cfg.Queues - 1 {
-				d.more = append(d.more, newFakeTUN(&events{}, cfg.Addr))
-			}
+			d := fakeTUN{fakes.NewTUN(h.ev, cfg)}
 			h.tun <- d
 			return d, nil
 		},
 		Listen: func(addr netip.AddrPort, _ int, _, reusePort bool) (Socket, error) {
-			h.ev.add("listen %s reuseport=%v", addr, reusePort)
-			return h.hub.attach(func() netip.Addr { u, _ := h.kernel.FindUnderlay("", netip.Addr{}); return u.Addr }, addr.Port()), nil
+			h.ev.Add("listen %s reuseport=%v", addr, reusePort)
+			return h.hub.Attach(func() netip.Addr { u, _ := h.kernel.FindUnderlay("", netip.Addr{}); return u.Addr }, addr.Port()), nil
 		},
 		Kernel:  h.kernel,
 		Logger:  slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -204,10 +203,10 @@ func ipv4(src, dst string) []byte {
 	return p
 }
 
-func recv(t *testing.T, d *fakeTUN) []byte {
+func recv(t *testing.T, d fakeTUN) []byte {
 	t.Helper()
 	select {
-	case p := <-d.out:
+	case p := <-d.Queue(0).Out:
 		return p
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing written to the TUN")
@@ -219,7 +218,7 @@ func recv(t *testing.T, d *fakeTUN) []byte {
 // both ways; a packet whose inner source is not the sender's subnet is
 // dropped as spoofed.
 func TestTwoHostsForward(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	b := newHost(t, u, "b", 2, "10.244.2.0/24")
 	a.mustStart()
@@ -228,14 +227,14 @@ func TestTwoHostsForward(t *testing.T) {
 	eventually(t, "b routes a", routedVia(b, "a", router.ViaTunnel))
 
 	out := ipv4("10.244.1.0", "10.244.2.7")
-	a.dev.in <- out
+	a.dev.Send(out)
 	if got := recv(t, b.dev); !slices.Equal(got, out) {
 		t.Fatalf("b's TUN got %x, want %x", got, out)
 	}
-	b.dev.in <- ipv4("10.244.2.7", "10.244.1.0")
+	b.dev.Send(ipv4("10.244.2.7", "10.244.1.0"))
 	recv(t, a.dev)
 
-	b.dev.in <- ipv4("10.244.9.9", "10.244.1.0") // b forges a source outside its subnet
+	b.dev.Send(ipv4("10.244.9.9", "10.244.1.0")) // b forges a source outside its subnet
 	eventually(t, "spoofed drop counted", func() error {
 		if d := a.n.Status().Drops["spoofed"]; d != 1 {
 			return fmt.Errorf("spoofed drops %d, want 1", d)
@@ -255,10 +254,10 @@ func TestTwoHostsForward(t *testing.T) {
 // Automatic subnets: three hosts take three different subnets of the pool
 // and keep their leases; a restart keeps the subnet and the claim.
 func TestAutomaticSubnets(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	hosts := []*host{newHost(t, u, "a", 1, ""), newHost(t, u, "b", 2, ""), newHost(t, u, "c", 3, "")}
 	for i, h := range hosts {
-		h.s.Pool.Min, h.s.Pool.Max = netip.MustParseAddr("10.244.10.0"), netip.MustParseAddr("10.244.12.0")
+		h.s.Pools[0].Min, h.s.Pools[0].Max = netip.MustParseAddr("10.244.10.0"), netip.MustParseAddr("10.244.12.0")
 		if i == 0 {
 			h.mustStart()
 		} else {
@@ -268,12 +267,12 @@ func TestAutomaticSubnets(t *testing.T) {
 	seen := map[string]bool{}
 	for _, h := range hosts {
 		sub := h.n.Status().Node.Subnet
-		if seen[sub] || !h.s.Pool.Contains(netip.MustParsePrefix(sub)) {
+		if seen[sub] || !h.s.Pools[0].Contains(netip.MustParsePrefix(sub)) {
 			t.Fatalf("%s took %s (taken: %v)", h.name, sub, seen)
 		}
 		seen[sub] = true
 		l, err := lease.Load(h.s.StateDir)
-		if err != nil || l.Subnet.String() != sub {
+		if err != nil || family.First(l.Subnets).String() != sub {
 			t.Errorf("%s's lease %+v %v, want %s", h.name, l, err, sub)
 		}
 	}
@@ -283,7 +282,7 @@ func TestAutomaticSubnets(t *testing.T) {
 	a.s.Live.Join = nil
 	a.mustStart(hosts[1])
 	after, _ := lease.Load(a.s.StateDir)
-	if after != before || a.n.Status().Node.Subnet != before.Subnet.String() {
+	if !reflect.DeepEqual(after, before) || a.n.Status().Node.Subnet != family.First(before.Subnets).String() {
 		t.Errorf("restart changed the lease: %+v, then %+v (status %s)", before, after, a.n.Status().Node.Subnet)
 	}
 }
@@ -291,11 +290,11 @@ func TestAutomaticSubnets(t *testing.T) {
 // Two hosts claim the same subnet: the later claim loses and moves to a
 // free subnet, with a new TUN address, lease, metadata and subnet file.
 func TestSubnetConflictMoves(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a, b := newHost(t, u, "a", 1, ""), newHost(t, u, "b", 2, "")
 	same := netip.MustParsePrefix("10.244.5.0/24")
 	for i, h := range []*host{a, b} {
-		if err := lease.Save(h.s.StateDir, lease.Lease{Network: network, Subnet: same, Claimed: time.Now().Add(-time.Hour).UnixMilli() + int64(1000*(i+1))}); err != nil {
+		if err := lease.Save(h.s.StateDir, lease.Lease{Networks: []netip.Prefix{network}, Subnets: []netip.Prefix{same}, Claimed: time.Now().Add(-time.Hour).UnixMilli() + int64(1000*(i+1))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -308,12 +307,12 @@ func TestSubnetConflictMoves(t *testing.T) {
 		return nil
 	})
 	moved := netip.MustParsePrefix(b.n.Status().Node.Subnet)
-	if got := b.dev.address(); got != netip.PrefixFrom(moved.Addr(), 16) {
+	if got := family.First(b.dev.Addrs()); got != netip.PrefixFrom(moved.Addr(), 16) {
 		t.Errorf("b's TUN address %s, want %s/16", got, moved.Addr())
 	}
 	eventually(t, "b keeps the new subnet in its lease and subnet file", func() error {
-		if l, _ := lease.Load(b.s.StateDir); l.Subnet != moved {
-			return fmt.Errorf("b's lease %s, want %s", l.Subnet, moved)
+		if l, _ := lease.Load(b.s.StateDir); family.First(l.Subnets) != moved {
+			return fmt.Errorf("b's lease %s, want %s", family.First(l.Subnets), moved)
 		}
 		if env, _ := os.ReadFile(b.s.SubnetFile); !strings.Contains(string(env), "WEFT_SUBNET="+moved.String()) {
 			return fmt.Errorf("b's subnet file: %s", env)
@@ -335,7 +334,7 @@ func TestSubnetConflictMoves(t *testing.T) {
 // Reload changes the live settings and refuses, by name, what needs a
 // restart, keeping the running configuration.
 func TestReload(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	var logFormat string
 	a.mod = func(d *Deps) { d.SetLogging = func(format string, _ slog.Level) { logFormat = format } }
@@ -343,7 +342,7 @@ func TestReload(t *testing.T) {
 
 	next := a.s
 	next.Live.LogFormat = "json"
-	next.Live.Peers = []StaticPeer{{Name: "k", Subnet: netip.MustParsePrefix("10.244.9.0/24"), IP: netip.MustParseAddr("127.0.0.9"), Port: 8285}}
+	next.Live.Peers = []StaticPeer{{Name: "k", Subnets: []netip.Prefix{netip.MustParsePrefix("10.244.9.0/24")}, IP: netip.MustParseAddr("127.0.0.9"), Port: 8285}}
 	changed, err := a.n.Reload(next)
 	if err != nil || !slices.Equal(changed, []string{"logLevel/logFormat", "peers"}) || logFormat != "json" {
 		t.Fatalf("reload: changed %v, err %v, log format %q", changed, err, logFormat)
@@ -370,21 +369,19 @@ func TestReload(t *testing.T) {
 // The underlay address changes while running: the host follows it and its
 // peer learns the new address.
 func TestUnderlayAddressChange(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	b := newHost(t, u, "b", 2, "10.244.2.0/24")
 	a.mustStart()
 	b.mustStart(a)
 	eventually(t, "a routes b", routedVia(a, "b", router.ViaTunnel))
 	eventually(t, "b watches its underlay", func() error {
-		b.kernel.mu.Lock()
-		defer b.kernel.mu.Unlock()
-		if b.kernel.changed == nil {
+		if !b.kernel.Watching() {
 			return errors.New("no watcher")
 		}
 		return nil
 	})
-	b.kernel.setAddr(netip.MustParseAddr("127.0.0.22"))
+	b.kernel.SetAddr(netip.MustParseAddr("127.0.0.22"))
 	eventually(t, "a learns b's new address", func() error {
 		p := a.n.Status().Peer("b")
 		if p == nil || p.Underlay != "127.0.0.22:8285" || p.State != "alive" {
@@ -399,7 +396,7 @@ func TestUnderlayAddressChange(t *testing.T) {
 		t.Errorf("b's own underlay %s", got)
 	}
 	out := ipv4("10.244.1.0", "10.244.2.7")
-	a.dev.in <- out
+	a.dev.Send(out)
 	if got := recv(t, b.dev); !slices.Equal(got, out) {
 		t.Fatalf("after the move b's TUN got %x", got)
 	}
@@ -410,28 +407,28 @@ func TestUnderlayAddressChange(t *testing.T) {
 // path closes and the link goes; the TUN is closed once; the control socket
 // is removed; a stale route of an earlier run is removed at start.
 func TestShutdownOrder(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	b := newHost(t, u, "b", 2, "10.244.2.0/24")
 	a.s.DirectRouting = true
 	stale := netip.MustParsePrefix("10.244.77.0/24")
-	a.kernel.stale = []tun.Route{{Dst: stale}}
+	a.kernel.SetStale([]tun.Route{{Dst: stale}})
 	a.mustStart()
 	b.mustStart(a)
 	eventually(t, "a routes b directly", routedVia(a, "b", router.ViaDirect))
 	a.stop()
-	ev := a.ev.list()
+	ev := a.ev.List()
 	want := []string{"route del " + stale.String(), "listen 0.0.0.0:8285 reuseport=false", "route add 10.244.2.0/24 via 127.0.0.2", "route del 10.244.2.0/24", "link gone"}
 	if !slices.Equal(ev, want) {
 		t.Errorf("events %q, want %q", ev, want)
 	}
-	if n := a.dev.closes(); n != 1 {
+	if n := a.dev.Closes(); n != 1 {
 		t.Errorf("TUN closed %d times, want once", n)
 	}
 	if _, err := os.Stat(a.s.Socket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("control socket still there: %v", err)
 	}
-	if r := a.kernel.routeList(); len(r) != 0 {
+	if r := a.kernel.Routes(); len(r) != 0 {
 		t.Errorf("routes left: %v", r)
 	}
 }
@@ -439,7 +436,7 @@ func TestShutdownOrder(t *testing.T) {
 // A start that fails takes back what it made: here the data port's socket
 // cannot be opened, after the TUN was.
 func TestFailedStartCleansUp(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	d := a.deps()
 	d.Listen = func(netip.AddrPort, int, bool, bool) (Socket, error) { return nil, errors.New("port taken") }
@@ -448,8 +445,8 @@ func TestFailedStartCleansUp(t *testing.T) {
 		t.Fatalf("Start: %v", err)
 	}
 	dev := <-a.tun
-	if dev.closes() != 1 {
-		t.Errorf("TUN closed %d times, want once", dev.closes())
+	if dev.Closes() != 1 {
+		t.Errorf("TUN closed %d times, want once", dev.Closes())
 	}
 	if _, err := os.Stat(a.s.Socket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("control socket left: %v", err)
@@ -466,14 +463,14 @@ func TestFailedStartCleansUp(t *testing.T) {
 // group on the data port and a sending socket of its own, and both carry
 // traffic.
 func TestWorkers(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	b := newHost(t, u, "b", 2, "10.244.2.0/24")
 	a.s.Workers, b.s.Workers = 2, 2
 	a.mustStart()
 	b.mustStart(a)
 	var listens []string
-	for _, e := range a.ev.list() {
+	for _, e := range a.ev.List() {
 		if strings.HasPrefix(e, "listen ") {
 			listens = append(listens, e)
 		}
@@ -488,10 +485,11 @@ func TestWorkers(t *testing.T) {
 			t.Errorf("sockets %q: want ephemeral sending sockets after the group", listens)
 		}
 	}
-	if len(a.n.conns) != 4 {
-		t.Fatalf("%d sockets kept open, want 4", len(a.n.conns))
+	conns := a.n.dp.(*userspace).conns
+	if len(conns) != 4 {
+		t.Fatalf("%d sockets kept open, want 4", len(conns))
 	}
-	for i, c := range a.n.conns[2:] {
+	for i, c := range conns[2:] {
 		if p := c.LocalAddr().Port(); int(p)%2 != i {
 			t.Errorf("worker %d sends from port %d, want one ≡ %d mod 2", i, p, i)
 		}
@@ -501,15 +499,15 @@ func TestWorkers(t *testing.T) {
 	}
 	eventually(t, "a routes b", routedVia(a, "b", router.ViaTunnel))
 	eventually(t, "b routes a", routedVia(b, "a", router.ViaTunnel))
-	for i, q := range append([]*fakeTUN{a.dev}, a.dev.more...) {
+	for i, q := range a.dev.Devices() {
 		out := ipv4("10.244.1.0", fmt.Sprintf("10.244.2.%d", i+1))
-		q.in <- out
+		q.In <- [][]byte{out}
 		select {
-		case got := <-b.dev.out:
+		case got := <-b.dev.Queue(0).Out:
 			if !slices.Equal(got, out) {
 				t.Errorf("queue %d: b got %x", i, got)
 			}
-		case got := <-b.dev.more[0].out:
+		case got := <-b.dev.Queue(1).Out:
 			if !slices.Equal(got, out) {
 				t.Errorf("queue %d: b got %x", i, got)
 			}

@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -52,7 +51,7 @@ func (n *Node) checkNewPKI(p *PKI) error {
 		return nil
 	}
 	l := n.getLocal()
-	for _, sub := range []netip.Prefix{l.Subnet, l.Subnet6} {
+	for _, sub := range l.Subnets {
 		if sub.IsValid() && !p.Cert.Grants(sub) {
 			return fmt.Errorf("cert: the new certificate does not grant our subnet %s (it grants %s): kept the running certificate and CAs", sub, grantsString(p.Cert))
 		}
@@ -230,7 +229,7 @@ func pruneTo[V any](m map[string]V, members map[string]*membership.Member) {
 // judge returns member m's verdict, from the cache while its metadata and
 // our trust are unchanged.
 func (st *certState) judge(m *membership.Member, trust *pki.Trust, now time.Time) certVerdict {
-	if v, ok := st.verdicts[m.Name]; ok && v.meta == m.Meta && v.trust == trust && now.Before(v.expires) {
+	if v, ok := st.verdicts[m.Name]; ok && v.meta.Equal(m.Meta) && v.trust == trust && now.Before(v.expires) {
 		return v
 	}
 	v := certVerdict{meta: m.Meta, trust: trust, expires: now.Add(certRecheck)}
@@ -283,7 +282,7 @@ func (st *certState) check(m *membership.Member, trust *pki.Trust, now time.Time
 		return router.RefusedSignatureTime, fmt.Sprintf("its metadata is signed at %s, before the metadata we believed (signed %s): a replay",
 			signed.Format(time.RFC3339Nano), time.UnixMilli(last).UTC().Format(time.RFC3339Nano))
 	}
-	for _, sub := range []netip.Prefix{m.Meta.Subnet, m.Meta.Subnet6} {
+	for _, sub := range m.Meta.Subnets {
 		if sub.IsValid() && !cert.Grants(sub) {
 			return router.RefusedSubnetNotGranted, fmt.Sprintf("claims %s, which its certificate does not grant (it grants %s)", sub, grantsString(cert))
 		}

@@ -63,8 +63,8 @@ func (l *pkiLab) trust(cas []*pki.CA, crls ...*pki.CRL) *pki.Trust {
 // signing with key at signed.
 func member(name string, subnet netip.Prefix, idx byte, cert *pki.Cert, key ed25519.PrivateKey, signed time.Time) membership.Member {
 	m := membership.Meta{
-		Subnet: subnet, Underlay: netip.AddrFrom4([4]byte{192, 0, 2, idx}), Port: 8285, Encap: encap.UDP,
-		Claimed: signed.Add(-time.Hour).UnixMilli(), Networks: [2]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+		Subnets: []netip.Prefix{subnet}, Underlay: netip.AddrFrom4([4]byte{192, 0, 2, idx}), Port: 8285, Encap: encap.UDP,
+		Claimed: signed.Add(-time.Hour).UnixMilli(), Networks: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
 		Proof: membership.Proof{Cert: cert.Fingerprint, Signed: signed.UnixMilli()},
 	}
 	msg, err := membership.ProofMessage(name, m)
@@ -83,8 +83,8 @@ func pkiNode(now *time.Time, p *PKI) *Node {
 
 // judgeOne runs member m through peersFrom and certPeers on n.
 func judgeOne(n *Node, m membership.Member, now time.Time) router.Peer {
-	self := membership.Meta{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Underlay: netip.MustParseAddr("192.0.2.1"), Port: 8285,
-		Encap: encap.UDP, Networks: [2]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}
+	self := membership.Meta{Subnets: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, Underlay: netip.MustParseAddr("192.0.2.1"), Port: 8285,
+		Encap: encap.UDP, Networks: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}
 	members := []membership.Member{m}
 	return n.certPeers(peersFrom(members, nil, self, now), members, now)[0]
 }
@@ -184,7 +184,7 @@ func TestCertPeersOverTime(t *testing.T) {
 	renewed, renewedKey := lab.issue(lab.ca, "x", now, []netip.Prefix{sub}, nil)
 	inFlight := member("x", sub, 3, renewed, renewedKey, now.Add(2*time.Second))
 	inFlight.Cert = nil
-	if got := judgeOne(n, inFlight, now); got.State != "alive" || got.Refused != router.RefusedNone || !got.Subnet.IsValid() {
+	if got := judgeOne(n, inFlight, now); got.State != "alive" || got.Refused != router.RefusedNone || len(got.Subnets) != 1 {
 		t.Errorf("renewal in flight: %+v, want the believed peer", got)
 	}
 	later := now.Add(certWait + time.Second)
@@ -228,7 +228,7 @@ func TestSignMeta(t *testing.T) {
 	lab := newPKILab(t, now)
 	cert, key := lab.issue(lab.ca, "self", now, []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, nil)
 	n := pkiNode(&now, &PKI{Trust: lab.trust([]*pki.CA{lab.ca}), Cert: cert, Key: key})
-	m := membership.Meta{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Underlay: netip.MustParseAddr("192.0.2.1"), Port: 8285, Encap: encap.UDP}
+	m := membership.Meta{Subnets: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, Underlay: netip.MustParseAddr("192.0.2.1"), Port: 8285, Encap: encap.UDP}
 	a, b := n.signMeta(m), n.signMeta(m)
 	if a.Proof.Cert != cert.Fingerprint || b.Proof.Signed <= a.Proof.Signed {
 		t.Fatalf("proofs %+v then %+v", a.Proof, b.Proof)

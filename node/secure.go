@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 
@@ -79,10 +78,7 @@ func (n *Node) sealOverhead() int {
 
 // sendHandshake sends a handshake message or keepalive from the data port.
 func (n *Node) sendHandshake(b []byte, dst netip.AddrPort) error {
-	if len(n.conns) == 0 {
-		return errors.New("no data socket")
-	}
-	return n.conns[0].WriteOne(b, dst)
+	return n.dp.WriteOne(b, dst)
 }
 
 // runSecure is the handshake goroutine, one of the node's background ones.

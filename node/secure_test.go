@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weftnet/weft/internal/fakes"
 	"github.com/weftnet/weft/router"
 	"github.com/weftnet/weft/seal"
 )
@@ -24,7 +25,7 @@ func encrypted(h *host) *host {
 // without --encrypt is refused by both (and refuses them); the handshake
 // goroutine ends with the node (goleak).
 func TestEncryptedHostsForward(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := encrypted(newHost(t, u, "a", 1, "10.244.1.0/24"))
 	b := encrypted(newHost(t, u, "b", 2, "10.244.2.0/24"))
 	c := newHost(t, u, "c", 3, "10.244.3.0/24")
@@ -44,11 +45,11 @@ func TestEncryptedHostsForward(t *testing.T) {
 	}
 
 	out := ipv4("10.244.1.0", "10.244.2.7")
-	a.dev.in <- out
+	a.dev.Send(out)
 	if got := recv(t, b.dev); !slices.Equal(got, out) {
 		t.Fatalf("b's TUN got %x, want %x", got, out)
 	}
-	b.dev.in <- ipv4("10.244.2.7", "10.244.1.0")
+	b.dev.Send(ipv4("10.244.2.7", "10.244.1.0"))
 	recv(t, a.dev)
 
 	eventually(t, "c refused", func() error {
@@ -76,7 +77,7 @@ func TestEncryptedHostsForward(t *testing.T) {
 
 // A key file readable by others is refused at start, naming it.
 func TestEncryptedKeyFileModeRefused(t *testing.T) {
-	a := encrypted(newHost(t, newHub(), "a", 1, "10.244.1.0/24"))
+	a := encrypted(newHost(t, fakes.NewHub(), "a", 1, "10.244.1.0/24"))
 	if err := os.MkdirAll(a.s.StateDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -96,8 +97,8 @@ func TestEncryptedKeyFileModeRefused(t *testing.T) {
 // Under Encrypt a static peer must be marked Plaintext, at start and on
 // reload: a library caller cannot send a peer plaintext by omission.
 func TestEncryptedStaticPeerNeedsPlaintext(t *testing.T) {
-	u := newHub()
-	k := StaticPeer{Name: "k", Subnet: netip.MustParsePrefix("10.244.9.0/24"), IP: netip.MustParseAddr("127.0.0.9"), Port: 8285}
+	u := fakes.NewHub()
+	k := StaticPeer{Name: "k", Subnets: []netip.Prefix{netip.MustParsePrefix("10.244.9.0/24")}, IP: netip.MustParseAddr("127.0.0.9"), Port: 8285}
 	a := encrypted(newHost(t, u, "a", 1, "10.244.1.0/24"))
 	a.s.Live.Peers = []StaticPeer{k}
 	if err := a.start(); err == nil || !strings.Contains(err.Error(), "static peer k (127.0.0.9)") || !strings.Contains(err.Error(), "Plaintext") {
@@ -128,7 +129,7 @@ func TestEncryptedStaticPeerNeedsPlaintext(t *testing.T) {
 // packets between them, and refuse (and are refused by) one that seals with
 // AES-256-GCM, with the reason in the status.
 func TestEncryptedCipherMismatchRefused(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := encrypted(newHost(t, u, "a", 1, "10.244.1.0/24"))
 	b := encrypted(newHost(t, u, "b", 2, "10.244.2.0/24"))
 	c := encrypted(newHost(t, u, "c", 3, "10.244.3.0/24"))
@@ -145,7 +146,7 @@ func TestEncryptedCipherMismatchRefused(t *testing.T) {
 		return nil
 	})
 	out := ipv4("10.244.2.0", "10.244.3.9")
-	b.dev.in <- out
+	b.dev.Send(out)
 	if got := recv(t, c.dev); !slices.Equal(got, out) {
 		t.Fatalf("c's TUN got %x, want %x", got, out)
 	}

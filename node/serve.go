@@ -13,32 +13,30 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weftnet/weft/internal/family"
 )
 
 // Status reports the node, its peers and its counters.
 func (n *Node) Status() Status {
 	s, l, u := n.s, n.getLocal(), n.getUnderlay()
 	ns := NodeStatus{
-		Name: s.Name, Network: s.Network.String(), Subnet: l.Subnet.String(), Address: l.Addr.String(), AutoSubnet: s.AutoSubnet,
+		Name: s.Name, Network: family.First(s.Networks).String(), Subnet: family.First(l.Subnets).String(), Address: localAddrFor(l, family.First(l.Subnets).Addr()).String(), AutoSubnet: s.AutoSubnet,
 		Underlay: netip.AddrPortFrom(u.Addr, s.Port).String(), Iface: u.Iface,
 		Encap: s.Encap.String(), TUN: s.TUN, MTU: n.mtu, Version: n.d.Version, Ready: n.ready.Load(),
 		Started: n.started, UptimeSeconds: n.d.Now().Sub(n.started).Round(time.Second).Seconds(),
 	}
-	if s.Network6.IsValid() {
-		ns.Network6, ns.Subnet6, ns.Address6 = s.Network6.String(), prefixString(l.Subnet6), addrString(l.Addr6)
+	if net6 := family.Second(s.Networks); net6.IsValid() {
+		ns.Network6, ns.Subnet6, ns.Address6 = net6.String(), prefixString(family.Second(l.Subnets)), addrString(family.AddrOf(l.Addrs, true))
 	}
 	if s.Encap.HasVTEP() {
 		ns.VNI, ns.VTEPMAC = s.VNI, l.MAC.String()
 	}
-	ns.Workers = len(n.dev.Queues())
-	if len(n.conns) > 0 {
-		ns.Offloads = map[string]bool{"udp_gso": n.conns[0].GSO(), "udp_gro": n.conns[0].GRO(), "tun_vnet_hdr": n.dev.VNetHdr(),
-			"partial_checksums": n.s.PartialChecksums}
-	}
 	if c := n.gossip(); c != nil {
 		ns.GossipHealth = c.Health()
 	}
-	st := Status{Node: ns, Peers: n.rt.Status(), Drops: n.rt.Drops(), Totals: n.rt.Totals()}
+	st := Status{Node: ns}
+	n.dp.Status(&st)
 	n.secureStatus(&st)
 	n.bgpStatus(&st)
 	n.certStatus(&st)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/fakes"
 	"github.com/weftnet/weft/tun"
 )
 
@@ -51,7 +52,7 @@ func get(c *http.Client, url string) (int, string, error) {
 // While the TUN is being opened (the data path does not exist yet) it
 // answers 503 for certain.
 func TestStatusWaitsForTheDataPath(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	a.s.MetricsAddr = freeAddr(t)
 	url := "http://" + a.s.MetricsAddr + "/v1/status"
@@ -164,7 +165,7 @@ func (d slowClose) Close() error {
 // pprof is never on the metrics listener: with --pprof-addr it has a
 // listener of its own, and /debug/pprof/ is 404 on the metrics one.
 func TestPProfHasItsOwnListener(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	a.s.PProfAddr = "127.0.0.1:0"
 	a.mustStart()
@@ -195,7 +196,7 @@ func TestPProfHasItsOwnListener(t *testing.T) {
 // A start that fails after the listeners are up closes them: the pprof
 // and metrics addresses are free again.
 func TestFailedStartClosesPProf(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	a.s.MetricsAddr, a.s.PProfAddr = freeAddr(t), freeAddr(t)
 	boom := errors.New("no TUN today")
@@ -218,7 +219,7 @@ func TestFailedStartClosesPProf(t *testing.T) {
 // --encrypt with --direct-routing is refused by the node too: direct
 // routes would carry on-link peers' traffic in plaintext.
 func TestEncryptRefusesDirectRouting(t *testing.T) {
-	u := newHub()
+	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
 	a.s.Encrypt, a.s.DirectRouting = true, true
 	err := a.start()

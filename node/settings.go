@@ -8,6 +8,7 @@ import (
 
 	"github.com/weftnet/weft/bgp"
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/seal"
 )
@@ -15,15 +16,13 @@ import (
 // Settings is a node's validated configuration. Everything outside Live is
 // fixed for the node's life; Live is what Reload may change while running.
 type Settings struct {
-	Name    string
-	Network netip.Prefix
-	Subnet  netip.Prefix // invalid with AutoSubnet
-	// Network6 and Subnet6 are a dual-stack overlay's IPv6 network and
-	// this host's IPv6 subnet in it, beside the IPv4 Network and Subnet
-	// (Network6 invalid: single stack, whose one network, of either
-	// family, is Network; Subnet6 invalid with AutoSubnet).
-	Network6       netip.Prefix
-	Subnet6        netip.Prefix
+	Name string
+	// Networks are the overlay networks: one of either family, or a
+	// dual-stack overlay's IPv4 and IPv6 ones, IPv4 first (config checks
+	// that). Subnets are this host's subnet in each, in the same order
+	// (none with AutoSubnet).
+	Networks       []netip.Prefix
+	Subnets        []netip.Prefix
 	PublicIP       netip.Addr // invalid: discover, and follow the interface's address
 	Iface          string
 	Port           uint16
@@ -51,9 +50,8 @@ type Settings struct {
 	// too, inner checksums left partial (membership.Meta.PartialChecksums).
 	PartialChecksums bool
 
-	AutoSubnet    bool       // no Subnet: lease one from Pool (and one from Pool6)
-	Pool          lease.Pool // where an automatic subnet comes from
-	Pool6         lease.Pool // ... and an automatic IPv6 subnet, in dual stack
+	AutoSubnet    bool         // no Subnets: lease one from each of Pools
+	Pools         []lease.Pool // where each network's automatic subnet comes from, in the order of Networks
 	SubnetReclaim time.Duration
 	StateDir      string
 	SubnetFile    string
@@ -90,10 +88,10 @@ type Live struct {
 
 // StaticPeer is a host that does not gossip (a kernel VTEP, a router).
 type StaticPeer struct {
-	Name   string
-	Subnet netip.Prefix
-	// Subnet6 is a dual-stack peer's IPv6 subnet beside the IPv4 Subnet.
-	Subnet6 netip.Prefix
+	Name string
+	// Subnets are the peer's subnets: one of either family, or a
+	// dual-stack peer's IPv4 and IPv6 ones, IPv4 first.
+	Subnets []netip.Prefix
 	IP      netip.Addr
 	MAC     encap.MAC
 	Port    uint16
@@ -112,12 +110,14 @@ func fixedChanges(a, b Settings) []string {
 		}
 	}
 	check("name", a.Name, b.Name)
-	check("network", a.Network, b.Network)
-	check("subnet", [2]any{a.Subnet, a.AutoSubnet}, [2]any{b.Subnet, b.AutoSubnet}) // no subnet: automatic
-	check("network (IPv6)", a.Network6, b.Network6)
-	check("subnet (IPv6)", a.Subnet6, b.Subnet6)
-	check("subnetLen/subnetMin/subnetMax", a.Pool, b.Pool)
-	check("subnetLen6/subnetMin/subnetMax", a.Pool6, b.Pool6)
+	// The lists by the names of their first (IPv4 in dual stack) and
+	// second (IPv6) elements.
+	check("network", family.First(a.Networks), family.First(b.Networks))
+	check("subnet", [2]any{family.First(a.Subnets), a.AutoSubnet}, [2]any{family.First(b.Subnets), b.AutoSubnet}) // no subnet: automatic
+	check("network (IPv6)", family.Second(a.Networks), family.Second(b.Networks))
+	check("subnet (IPv6)", family.Second(a.Subnets), family.Second(b.Subnets))
+	check("subnetLen/subnetMin/subnetMax", poolAt(a.Pools, 0), poolAt(b.Pools, 0))
+	check("subnetLen6/subnetMin/subnetMax", poolAt(a.Pools, 1), poolAt(b.Pools, 1))
 	check("publicIp", a.PublicIP, b.PublicIP)
 	check("iface", a.Iface, b.Iface)
 	check("port", a.Port, b.Port)
@@ -147,4 +147,12 @@ func fixedChanges(a, b Settings) []string {
 	check("bgpAsn/bgpRouterId/bgpAnnounceNetwork", a.BGP, b.BGP)
 	check("gossipKeyFile (turning encryption on or off)", len(a.Live.GossipKeys) > 0, len(b.Live.GossipKeys) > 0)
 	return out
+}
+
+// poolAt is pools[i], or the zero Pool if there is none.
+func poolAt(pools []lease.Pool, i int) lease.Pool {
+	if i < len(pools) {
+		return pools[i]
+	}
+	return lease.Pool{}
 }

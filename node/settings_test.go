@@ -52,6 +52,9 @@ func mutate(v reflect.Value) bool {
 			v.SetString("x")
 		case reflect.Array:
 			return mutate(v.Index(0))
+		case reflect.Slice:
+			v.Set(reflect.Append(v, reflect.New(v.Type().Elem()).Elem()))
+			return mutate(v.Index(0))
 		case reflect.Struct:
 			for i := range v.NumField() {
 				if v.Field(i).CanSet() && mutate(v.Field(i)) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/membership"
 	"github.com/weftnet/weft/router"
@@ -23,32 +24,29 @@ import (
 func (n *Node) chooseSubnet() (fresh bool, err error) {
 	s := n.s
 	if !s.AutoSubnet {
-		n.local = n.localFor(s.Subnet, s.Subnet6, n.d.Now().UnixMilli())
+		n.local = n.localFor(s.Subnets, n.d.Now().UnixMilli())
 		return false, nil
 	}
 	l, err := lease.Load(s.StateDir)
 	if err != nil {
 		n.log.Warn("ignoring unreadable subnet lease", "err", err)
 	}
-	if l.Subnet.IsValid() && n.leaseFits(l) {
-		n.local = n.localFor(l.Subnet, l.Subnet6, l.Claimed)
-		n.log.Info("keeping the subnet leased before", "subnet", l.Subnet, "subnet6", prefixString(l.Subnet6), "state_dir", s.StateDir)
+	leased := family.First(l.Subnets)
+	if leased.IsValid() && n.leaseFits(l) {
+		n.local = n.localFor(l.Subnets, l.Claimed)
+		n.log.Info("keeping the subnet leased before", "subnet", leased, "subnet6", prefixString(family.Second(l.Subnets)), "state_dir", s.StateDir)
 		return false, nil
 	}
-	if l.Subnet.IsValid() {
-		n.log.Warn("subnet lease does not fit the configured network, taking a new one", "lease", l.Subnet, "network", s.Network)
+	if leased.IsValid() {
+		n.log.Warn("subnet lease does not fit the configured network, taking a new one", "lease", leased, "network", family.First(s.Networks))
 	}
-	sub, err := n.freeSubnet(s.Pool)
-	if err != nil {
-		return false, fmt.Errorf("choose a subnet in %s: %w", s.Network, err)
-	}
-	var sub6 netip.Prefix
-	if s.Network6.IsValid() {
-		if sub6, err = n.freeSubnet(s.Pool6); err != nil {
-			return false, fmt.Errorf("choose a subnet in %s: %w", s.Network6, err)
+	subs := make([]netip.Prefix, len(s.Pools))
+	for i, pool := range s.Pools {
+		if subs[i], err = n.freeSubnet(pool); err != nil {
+			return false, fmt.Errorf("choose a subnet in %s: %w", s.Networks[i], err)
 		}
 	}
-	n.local = n.localFor(sub, sub6, n.d.Now().UnixMilli())
+	n.local = n.localFor(subs, n.d.Now().UnixMilli())
 	return true, nil
 }
 
@@ -56,10 +54,15 @@ func (n *Node) chooseSubnet() (fresh bool, err error) {
 // settings: the same networks, subnets of the pools.
 func (n *Node) leaseFits(l lease.Lease) bool {
 	s := n.s
-	if l.Network != s.Network || !s.Pool.Contains(l.Subnet) || l.Network6 != s.Network6 {
+	if !slices.Equal(l.Networks, s.Networks) || len(l.Subnets) != len(s.Pools) {
 		return false
 	}
-	return !s.Network6.IsValid() || s.Pool6.Contains(l.Subnet6)
+	for i, pool := range s.Pools {
+		if !pool.Contains(l.Subnets[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // freeSubnet picks, at random, a subnet of pool that nobody holds.
@@ -73,10 +76,7 @@ func (n *Node) freeSubnet(pool lease.Pool) (netip.Prefix, error) {
 func (n *Node) takenSubnets() []netip.Prefix {
 	var taken []netip.Prefix
 	for _, p := range n.live.Load().Peers {
-		taken = append(taken, p.Subnet)
-		if p.Subnet6.IsValid() {
-			taken = append(taken, p.Subnet6)
-		}
+		taken = append(taken, p.Subnets...)
 	}
 	c := n.gossip()
 	if c == nil {
@@ -91,10 +91,7 @@ func (n *Node) takenSubnets() []netip.Prefix {
 		if gone && now.Sub(m.Since) > n.s.SubnetReclaim {
 			continue
 		}
-		taken = append(taken, m.Meta.Subnet)
-		if m.Meta.Subnet6.IsValid() {
-			taken = append(taken, m.Meta.Subnet6)
-		}
+		taken = append(taken, m.Meta.Subnets...)
 	}
 	return taken
 }
@@ -118,28 +115,24 @@ func (n *Node) settleSubnet(ctx context.Context) {
 			}
 		}
 	}
-	l := n.getLocal()
 	taken := n.takenSubnets()
-	sub, sub6 := l.Subnet, l.Subnet6
+	subs := slices.Clone(n.getLocal().Subnets)
 	moved := false
-	for _, f := range []struct {
-		cur  *netip.Prefix
-		pool lease.Pool
-	}{{&sub, n.s.Pool}, {&sub6, n.s.Pool6}} {
-		if !f.cur.IsValid() || !slices.ContainsFunc(taken, f.cur.Overlaps) {
+	for i, cur := range subs {
+		if !slices.ContainsFunc(taken, cur.Overlaps) {
 			continue
 		}
-		next, err := n.freeSubnet(f.pool)
+		next, err := n.freeSubnet(n.s.Pools[i])
 		if err != nil {
-			n.log.Error("no free subnet left; keeping the tentative one", "subnet", *f.cur, "err", err)
+			n.log.Error("no free subnet left; keeping the tentative one", "subnet", cur, "err", err)
 			continue
 		}
-		*f.cur, moved = next, true
+		subs[i], moved = next, true
 	}
 	if moved {
-		n.setLocal(n.localFor(sub, sub6, n.d.Now().UnixMilli()))
+		n.setLocal(n.localFor(subs, n.d.Now().UnixMilli()))
 	}
-	n.log.Info("took a free subnet", "subnet", sub, "subnet6", prefixString(sub6))
+	n.log.Info("took a free subnet", "subnet", family.First(subs), "subnet6", prefixString(family.Second(subs)))
 }
 
 func (n *Node) anyAlive() bool {
@@ -167,7 +160,7 @@ func (n *Node) saveLeaseOf(l router.Local) error {
 	if !n.s.AutoSubnet {
 		return nil
 	}
-	kept := lease.Lease{Network: n.s.Network, Subnet: l.Subnet, Network6: n.s.Network6, Subnet6: l.Subnet6, Claimed: l.Claimed}
+	kept := lease.Lease{Networks: n.s.Networks, Subnets: l.Subnets, Claimed: l.Claimed}
 	if err := lease.Save(n.s.StateDir, kept); err != nil {
 		return fmt.Errorf("keep the subnet lease in --state-dir %s: %w", n.s.StateDir, err)
 	}
@@ -179,24 +172,17 @@ func (n *Node) saveLeaseOf(l router.Local) error {
 // new lease, new subnet file.
 func (n *Node) moveSubnet(c router.Conflict) {
 	old := n.getLocal()
-	sub, sub6 := old.Subnet, old.Subnet6
-	pool, cur, tunOld := n.s.Pool, &sub, n.tunPrefix(old)
-	if old.Subnet6.IsValid() && c.Subnet == old.Subnet6 {
-		pool, cur, tunOld = n.s.Pool6, &sub6, n.tunPrefix6(old)
-	}
-	next, err := n.freeSubnet(pool)
+	i := max(0, slices.Index(old.Subnets, c.Subnet)) // the conflict's family (the first if it names neither)
+	next, err := n.freeSubnet(n.s.Pools[i])
 	if err != nil {
-		n.log.Error("lost a subnet conflict but no free subnet is left", "subnet", *cur, "winner", c.Winner, "err", err)
+		n.log.Error("lost a subnet conflict but no free subnet is left", "subnet", old.Subnets[i], "winner", c.Winner, "err", err)
 		return
 	}
-	lost := *cur
-	*cur = next
-	l := n.localFor(sub, sub6, n.d.Now().UnixMilli())
-	tunNew := n.tunPrefix(l)
-	if cur == &sub6 {
-		tunNew = n.tunPrefix6(l)
-	}
-	if err := n.dev.SetAddress(tunNew, tunOld); err != nil {
+	lost := old.Subnets[i]
+	subs := slices.Clone(old.Subnets)
+	subs[i] = next
+	l := n.localFor(subs, n.d.Now().UnixMilli())
+	if err := n.dp.SetAddress(n.tunPrefixes(l)[i], n.tunPrefixes(old)[i]); err != nil {
 		n.log.Error("moving the TUN to the new subnet", "err", err)
 		return
 	}
@@ -209,7 +195,7 @@ func (n *Node) moveSubnet(c router.Conflict) {
 		n.log.Error("writing the subnet file", "err", err)
 	}
 	n.setLocal(l)
-	n.rt.SetLocal(l)
+	n.dp.SetLocal(l)
 	n.log.Warn("lost a subnet conflict: moved to a free subnet", "old", lost, "new", next, "winner", c.Winner)
 }
 
@@ -219,14 +205,12 @@ func (n *Node) writeSubnetFile() error { return n.writeSubnetFileOf(n.getLocal()
 
 func (n *Node) writeSubnetFileOf(l router.Local) error {
 	var b strings.Builder
+	network, sub := family.First(n.s.Networks), family.First(l.Subnets)
 	fmt.Fprintf(&b, "WEFT_NETWORK=%s\nWEFT_SUBNET=%s\nWEFT_ADDRESS=%s\nWEFT_MTU=%d\nWEFT_ENCAP=%s\n",
-		n.s.Network, l.Subnet, l.Addr, n.mtu, n.s.Encap)
-	// The IPv6 network, subnet and address, whichever of the above holds
-	// them (dual stack: the second; IPv6 only: the same as above).
-	net6, sub6, addr6 := n.s.Network6, l.Subnet6, l.Addr6
-	if n.s.Network.Addr().Is6() {
-		net6, sub6, addr6 = n.s.Network, l.Subnet, l.Addr
-	}
+		network, sub, family.AddrOf(l.Addrs, sub.Addr().Is6()), n.mtu, n.s.Encap)
+	// The IPv6 network, subnet and address (dual stack: the second; IPv6
+	// only: the same as above).
+	net6, sub6, addr6 := family.Of(n.s.Networks, true), family.Of(l.Subnets, true), family.AddrOf(l.Addrs, true)
 	if net6.IsValid() {
 		fmt.Fprintf(&b, "WEFT_IPV6_NETWORK=%s\nWEFT_IPV6_SUBNET=%s\nWEFT_IPV6_ADDRESS=%s\n", net6, sub6, addr6)
 	}
@@ -234,8 +218,8 @@ func (n *Node) writeSubnetFileOf(l router.Local) error {
 		// As flannel writes them: FLANNEL_NETWORK and FLANNEL_SUBNET for
 		// IPv4, FLANNEL_IPV6_* for IPv6, each subnet with its first host
 		// address (the CNI bridge's).
-		if n.s.Network.Addr().Is4() {
-			fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\n", n.s.Network, netip.PrefixFrom(l.Subnet.Addr().Next(), l.Subnet.Bits()))
+		if network.Addr().Is4() {
+			fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\n", network, netip.PrefixFrom(sub.Addr().Next(), sub.Bits()))
 		}
 		if net6.IsValid() {
 			fmt.Fprintf(&b, "FLANNEL_IPV6_NETWORK=%s\nFLANNEL_IPV6_SUBNET=%s\n", net6, netip.PrefixFrom(sub6.Addr().Next(), sub6.Bits()))

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/router"
 )
 
@@ -41,13 +42,13 @@ func (n *Node) watchdog(ctx context.Context, interval time.Duration) {
 	for {
 		nonce++
 		payload := router.ProbePayload(nonce)
-		dst := netip.AddrPortFrom(lastAddr(n.getLocal().Subnet), router.ProbePort)
+		dst := netip.AddrPortFrom(lastAddr(family.First(n.getLocal().Subnets)), router.ProbePort)
 		_, errOut := out.WriteToUDPAddrPort(payload, dst)
-		inbound := len(n.conns) > 0
+		inbound := n.dp.Tunnel()
 		if inbound {
 			_, _ = in.WriteToUDPAddrPort(payload, loop)
 		}
-		alive := errOut == nil && n.rt.WaitProbes(nonce, inbound, interval/2)
+		alive := errOut == nil && n.dp.WaitProbes(nonce, inbound, interval/2)
 		gossip := n.gossip().Running()
 		if alive && gossip {
 			n.d.Notify("WATCHDOG=1")
@@ -76,7 +77,7 @@ func (n *Node) probeSocket() (*net.UDPConn, error) {
 		return serr
 	}}
 	network := "udp4"
-	if n.s.Network.Addr().Is6() {
+	if family.First(n.s.Networks).Addr().Is6() {
 		network = "udp6"
 	}
 	pc, err := lc.ListenPacket(context.Background(), network, "")
@@ -108,7 +109,7 @@ func (n *Node) reportDrops(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		cur := n.rt.Drops()
+		cur := n.dp.Drops()
 		var attrs []any
 		for _, k := range slices.Sorted(maps.Keys(cur)) {
 			if d := cur[k] - prev[k]; d > 0 {

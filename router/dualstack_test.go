@@ -7,18 +7,19 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/fakes"
 )
 
 // dualRouter is a dual-stack router a (10.244.1.0/24, fd00:10:244:1::/64)
 // with dual-stack peers b and c.
-func dualRouter(kind encap.Kind) (*Router, *fakeDevice, *fakeConn) {
-	dev, conn := newFakeDevice(true), newFakeConn(true)
+func dualRouter(kind encap.Kind) (*Router, *fakes.Device, *fakes.Socket) {
+	dev, conn := fakes.NewDevice(true), fakes.NewSocket(true)
 	cfg := testConfig(kind)
-	cfg.Local6, cfg.LocalAddr6 = pfx("fd00:10:244:1::/64"), netip.MustParseAddr("fd00:10:244:1::")
+	cfg.Local.Subnets, cfg.Local.Addrs = append(cfg.Local.Subnets, pfx("fd00:10:244:1::/64")), append(cfg.Local.Addrs, netip.MustParseAddr("fd00:10:244:1::"))
 	r := New(cfg, Worker{Dev: dev, In: conn, Out: conn})
 	peers := testPeers()
-	peers[0].Subnet6 = pfx("fd00:10:244:2::/64")
-	peers[1].Subnet6 = pfx("fd00:10:244:3::/64")
+	peers[0].Subnets = append(peers[0].Subnets, pfx("fd00:10:244:2::/64"))
+	peers[1].Subnets = append(peers[1].Subnets, pfx("fd00:10:244:3::/64"))
 	r.SetPeers(peers)
 	return r, dev, conn
 }
@@ -28,8 +29,8 @@ func TestDualStackForwarding(t *testing.T) {
 	out4 := ipv4("10.244.1.0", "10.244.2.7", 100)
 	out6 := ipv6("fd00:10:244:1::", "fd00:10:244:3::7", 100)
 	r.w(0).forwardOut(loadOut(r, out4, out6), 2)
-	g := conn.groups()
-	if len(g) != 2 || g[0].dst != addrB || !bytes.Equal(g[0].pkts[0], out4) || g[1].dst != addrC || !bytes.Equal(g[1].pkts[0], out6) {
+	g := conn.Groups()
+	if len(g) != 2 || g[0].Dst != addrB || !bytes.Equal(g[0].Pkts[0], out4) || g[1].Dst != addrC || !bytes.Equal(g[1].Pkts[0], out6) {
 		t.Fatalf("sent %+v, want the IPv4 packet to b and the IPv6 one to c", g)
 	}
 
@@ -49,7 +50,7 @@ func TestDualStackForwarding(t *testing.T) {
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
-	if got := dev.packets(); len(got) != 3 || !bytes.Equal(got[0], good4) || !bytes.Equal(got[1], good6) {
+	if got := dev.Packets(); len(got) != 3 || !bytes.Equal(got[0], good4) || !bytes.Equal(got[1], good6) {
 		t.Fatalf("TUN got %d packets, want good4, good6 and c's", len(got))
 	}
 	want := map[string]uint64{"spoofed": 2, "not_local": 1}
@@ -66,11 +67,11 @@ func TestDualStackForwarding(t *testing.T) {
 
 func TestDualStackConflicts(t *testing.T) {
 	peers := []Peer{
-		{Name: "b", Subnet: pfx("10.244.2.0/24"), Subnet6: pfx("fd00:10:244:1::/64"), Underlay: addrB, State: "alive", Claimed: 1},
-		{Name: "c", Subnet: pfx("10.244.3.0/24"), Subnet6: pfx("fd00:10:244:3::/64"), Underlay: addrC, State: "alive", Claimed: 5},
-		{Name: "d", Subnet: pfx("10.244.4.0/24"), Subnet6: pfx("fd00:10:244:3::/64"), Underlay: netip.MustParseAddrPort("192.0.2.4:8285"), State: "alive", Claimed: 9},
+		{Name: "b", Subnets: []netip.Prefix{pfx("10.244.2.0/24"), pfx("fd00:10:244:1::/64")}, Underlay: addrB, State: "alive", Claimed: 1},
+		{Name: "c", Subnets: []netip.Prefix{pfx("10.244.3.0/24"), pfx("fd00:10:244:3::/64")}, Underlay: addrC, State: "alive", Claimed: 5},
+		{Name: "d", Subnets: []netip.Prefix{pfx("10.244.4.0/24"), pfx("fd00:10:244:3::/64")}, Underlay: netip.MustParseAddrPort("192.0.2.4:8285"), State: "alive", Claimed: 9},
 	}
-	tb, conflicts, reasons := buildTableDual(pfx("10.244.1.0/24"), pfx("fd00:10:244:1::/64"), 3, "a", peers)
+	tb, conflicts, reasons := buildTable([]netip.Prefix{pfx("10.244.1.0/24"), pfx("fd00:10:244:1::/64")}, 3, "a", peers)
 	// b claimed our IPv6 subnet earlier: we lose it (and b is not routed);
 	// d overlaps c's IPv6 subnet, claimed later: d loses.
 	want := []Conflict{
@@ -94,11 +95,11 @@ func TestDualStackConflicts(t *testing.T) {
 func TestDualStackDirectRoutes(t *testing.T) {
 	routes := &recRoutes{have: map[netip.Prefix]netip.Addr{}}
 	cfg := testConfig(encap.UDP)
-	cfg.Local6, cfg.LocalAddr6 = pfx("fd00:10:244:1::/64"), netip.MustParseAddr("fd00:10:244:1::")
+	cfg.Local.Subnets, cfg.Local.Addrs = append(cfg.Local.Subnets, pfx("fd00:10:244:1::/64")), append(cfg.Local.Addrs, netip.MustParseAddr("fd00:10:244:1::"))
 	cfg.Direct, cfg.OnLink, cfg.Routes = DirectOnLink, func(netip.Addr) bool { return true }, routes
 	r := New(cfg)
 	peers := testPeers()[:1]
-	peers[0].Subnet6 = pfx("fd00:10:244:2::/64")
+	peers[0].Subnets = append(peers[0].Subnets, pfx("fd00:10:244:2::/64"))
 	peers[0].Underlay = netip.MustParseAddrPort("[fd00:50::2]:8285")
 	r.SetPeers(peers)
 	got := routes.have
@@ -136,16 +137,16 @@ func TestNeighborSolicitationAnswered(t *testing.T) {
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
-	if got := dev.packets(); len(got) != 1 {
+	if got := dev.Packets(); len(got) != 1 {
 		t.Fatalf("TUN got %d packets, want only the IPv6 data packet", len(got))
 	}
 	if d := r.Drops(); d["not_our_mac"] != 1 {
 		t.Errorf("drops %v, want one not_our_mac", d)
 	}
-	if len(conn.oneSent) != 1 {
-		t.Fatalf("sent %d advertisements, want 1", len(conn.oneSent))
+	if len(conn.OneSent()) != 1 {
+		t.Fatalf("sent %d advertisements, want 1", len(conn.OneSent()))
 	}
-	f, err := encap.ParseVXLAN(conn.oneSent[0])
+	f, err := encap.ParseVXLAN(conn.OneSent()[0])
 	if err != nil || f.Dst != macB || f.Src != macA || f.EtherType != encap.EtherTypeIPv6 || len(f.Payload) != 72 {
 		t.Fatalf("advertisement frame %+v, %v", f, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/tun"
 )
 
@@ -186,7 +187,7 @@ func (r *worker) forwardOut(s *outboundState, n int) {
 		}
 		e := t.lookup(dst)
 		if e == nil {
-			if nonce, ok := outboundProbe(pkt, t.local, dst); ok {
+			if nonce, ok := outboundProbe(pkt, family.First(t.local), dst); ok {
 				r.probeOut.Store(nonce)
 				continue
 			}

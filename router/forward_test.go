@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/fakes"
 	"github.com/weftnet/weft/tun"
 )
 
@@ -31,14 +32,14 @@ func TestForwardOutGroupsByPeerInOrder(t *testing.T) {
 	s := loadOut(r, p1, p2, noRoute, p3, garbage, own)
 	r.w(0).forwardOut(s, 6)
 
-	got := conn.groups()
+	got := conn.Groups()
 	if len(got) != 2 {
 		t.Fatalf("sent %d groups, want 2 (one per peer): %+v", len(got), got)
 	}
-	if got[0].dst != addrB || len(got[0].pkts) != 2 || !bytes.Equal(got[0].pkts[0], p1) || !bytes.Equal(got[0].pkts[1], p3) {
-		t.Errorf("group to b = %v with %d packets, want p1, p3 in order to %v", got[0].dst, len(got[0].pkts), addrB)
+	if got[0].Dst != addrB || len(got[0].Pkts) != 2 || !bytes.Equal(got[0].Pkts[0], p1) || !bytes.Equal(got[0].Pkts[1], p3) {
+		t.Errorf("group to b = %v with %d packets, want p1, p3 in order to %v", got[0].Dst, len(got[0].Pkts), addrB)
 	}
-	if got[1].dst != addrC || len(got[1].pkts) != 1 || !bytes.Equal(got[1].pkts[0], p2) {
+	if got[1].Dst != addrC || len(got[1].Pkts) != 1 || !bytes.Equal(got[1].Pkts[0], p2) {
 		t.Errorf("group to c wrong: %+v", got[1])
 	}
 	d := r.Drops()
@@ -55,11 +56,11 @@ func TestForwardOutVXLANHeader(t *testing.T) {
 	r, _, conn := newTestRouter(encap.VXLAN, true)
 	p := ipv4("10.244.1.0", "10.244.2.7", 64)
 	r.w(0).forwardOut(loadOut(r, p), 1)
-	got := conn.groups()
-	if len(got) != 1 || len(got[0].pkts) != 1 {
+	got := conn.Groups()
+	if len(got) != 1 || len(got[0].Pkts) != 1 {
 		t.Fatalf("sent %+v, want one datagram", got)
 	}
-	d := got[0].pkts[0]
+	d := got[0].Pkts[0]
 	want := append([]byte{0x08, 0, 0, 0, 0, 0, 1, 0}, macB[:]...)
 	want = append(want, macA[:]...)
 	want = append(want, 0x08, 0x00)
@@ -87,7 +88,7 @@ func TestForwardInChecksSourceAndDestination(t *testing.T) {
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
-	got := dev.packets()
+	got := dev.Packets()
 	if len(got) != 2 || !bytes.Equal(got[0], good) || !bytes.Equal(got[1], padded[:40]) {
 		t.Fatalf("wrote %d packets to the TUN, want the good one and the trimmed padded one: %x", len(got), got)
 	}
@@ -136,7 +137,7 @@ func TestForwardInVXLAN(t *testing.T) {
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
-	if got := dev.packets(); len(got) != 1 || !bytes.Equal(got[0], inner) {
+	if got := dev.Packets(); len(got) != 1 || !bytes.Equal(got[0], inner) {
 		t.Fatalf("TUN got %x, want only the inner packet", got)
 	}
 	want := map[string]uint64{"vni_mismatch": 1, "not_our_mac": 1, "bad_ethertype": 1, "malformed": 1}
@@ -145,10 +146,10 @@ func TestForwardInVXLAN(t *testing.T) {
 			t.Errorf("drops[%s] = %d, want %d", k, v, want[k])
 		}
 	}
-	if len(conn.oneSent) != 1 {
-		t.Fatalf("sent %d ARP replies, want 1", len(conn.oneSent))
+	if len(conn.OneSent()) != 1 {
+		t.Fatalf("sent %d ARP replies, want 1", len(conn.OneSent()))
 	}
-	reply := conn.oneSent[0]
+	reply := conn.OneSent()[0]
 	f, err := encap.ParseVXLAN(reply)
 	if err != nil || f.Dst != macB || f.Src != macA || f.EtherType != encap.EtherTypeARP {
 		t.Fatalf("ARP reply frame %+v, %v", f, err)
@@ -159,14 +160,14 @@ func TestForwardInVXLAN(t *testing.T) {
 }
 
 func TestForwardIPv6(t *testing.T) {
-	dev, conn := newFakeDevice(true), newFakeConn(true)
+	dev, conn := fakes.NewDevice(true), fakes.NewSocket(true)
 	cfg := testConfig(encap.UDP)
-	cfg.Local = netip.MustParsePrefix("fd00:1::/64")
+	cfg.Local.Subnets = []netip.Prefix{netip.MustParsePrefix("fd00:1::/64")}
 	r := New(cfg, Worker{Dev: dev, In: conn, Out: conn})
-	r.SetPeers([]Peer{{Name: "b", Subnet: netip.MustParsePrefix("fd00:2::/64"), Underlay: addrB, State: "alive"}})
+	r.SetPeers([]Peer{{Name: "b", Subnets: []netip.Prefix{netip.MustParsePrefix("fd00:2::/64")}, Underlay: addrB, State: "alive"}})
 	out := ipv6("fd00:1::1", "fd00:2::9", 100)
 	r.w(0).forwardOut(loadOut(r, out), 1)
-	if g := conn.groups(); len(g) != 1 || !bytes.Equal(g[0].pkts[0], out) {
+	if g := conn.Groups(); len(g) != 1 || !bytes.Equal(g[0].Pkts[0], out) {
 		t.Fatalf("IPv6 packet not sent to b: %+v", g)
 	}
 	s := r.w(0).newInbound()
@@ -174,7 +175,7 @@ func TestForwardIPv6(t *testing.T) {
 	s.load(0, in)
 	s.srcs[0] = addrB
 	r.w(0).forwardIn(s, 1)
-	if got := dev.packets(); len(got) != 1 || !bytes.Equal(got[0], in) {
+	if got := dev.Packets(); len(got) != 1 || !bytes.Equal(got[0], in) {
 		t.Fatalf("IPv6 packet not written: %x", got)
 	}
 }
@@ -183,14 +184,14 @@ func TestLoopsForwardAndStopWhenClosed(t *testing.T) {
 	r, dev, conn := newTestRouter(encap.UDP, true)
 	r.Start()
 
-	dev.in <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 80)}
-	conn.in <- []datagram{{addrC, ipv4("10.244.3.1", "10.244.1.0", 90)}}
+	dev.In <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 80)}
+	conn.In <- []fakes.Datagram{{Src: addrC, Payload: ipv4("10.244.3.1", "10.244.1.0", 90)}}
 	deadline := time.Now().Add(5 * time.Second)
-	for (len(conn.groups()) == 0 || len(dev.packets()) == 0) && time.Now().Before(deadline) {
+	for (len(conn.Groups()) == 0 || len(dev.Packets()) == 0) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if len(conn.groups()) != 1 || len(dev.packets()) != 1 {
-		t.Fatalf("forwarded %d out, %d in; want 1 each", len(conn.groups()), len(dev.packets()))
+	if len(conn.Groups()) != 1 || len(dev.Packets()) != 1 {
+		t.Fatalf("forwarded %d out, %d in; want 1 each", len(conn.Groups()), len(dev.Packets()))
 	}
 	dev.Close()
 	conn.Close()
@@ -211,29 +212,29 @@ func TestLoopsForwardAndStopWhenClosed(t *testing.T) {
 func TestOutboundSendsQueuedReadsAsOneBatch(t *testing.T) {
 	r, dev, conn := newTestRouter(encap.UDP, true)
 	for i := range 5 {
-		dev.in <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 100+i)}
+		dev.In <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 100+i)}
 	}
 	r.Start()
 	defer func() { dev.Close(); conn.Close(); r.Wait() }()
 	deadline := time.Now().Add(5 * time.Second)
-	for len(conn.groups()) == 0 && time.Now().Before(deadline) {
+	for len(conn.Groups()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	g := conn.groups()
-	if len(g) != 1 || len(g[0].pkts) != 5 {
+	g := conn.Groups()
+	if len(g) != 1 || len(g[0].Pkts) != 5 {
 		t.Fatalf("sent %d groups (first %v), want the 5 queued packets in one", len(g), g)
 	}
-	for i, p := range g[0].pkts {
+	for i, p := range g[0].Pkts {
 		if len(p) != 100+i {
 			t.Errorf("packet %d is %d bytes, want %d: order lost", i, len(p), 100+i)
 		}
 	}
 	// A lone packet on an idle device goes out on its own, at once.
-	dev.in <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 60)}
-	for len(conn.groups()) < 2 && time.Now().Before(deadline) {
+	dev.In <- [][]byte{ipv4("10.244.1.0", "10.244.2.1", 60)}
+	for len(conn.Groups()) < 2 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if g := conn.groups(); len(g) != 2 || len(g[1].pkts) != 1 {
+	if g := conn.Groups(); len(g) != 2 || len(g[1].Pkts) != 1 {
 		t.Fatalf("after a lone packet: %d groups, want 2 with the last holding 1", len(g))
 	}
 	if err := r.Err(); err != nil {
@@ -254,7 +255,7 @@ func loadIn(r *Router, n int) *inboundState {
 // received packets nor as received bytes.
 func TestTUNWriteLossCountedOnce(t *testing.T) {
 	r, dev, _ := newTestRouter(encap.UDP, false)
-	dev.refuse = 1
+	dev.Refuse = 1
 	r.w(0).forwardIn(loadIn(r, 3), 3)
 	if got := r.Drops()["tun_write_error"]; got != 1 {
 		t.Errorf("tun_write_error = %d after one refused packet of 3, want 1", got)
@@ -270,7 +271,7 @@ func TestTUNWriteLossCountedOnce(t *testing.T) {
 // Each peer's packets are written with its checksum mode: partial for a
 // peer with the capability, full for the others.
 func TestForwardInWritesByChecksumMode(t *testing.T) {
-	dev, conn := newFakeDevice(true), newFakeConn(true)
+	dev, conn := fakes.NewDevice(true), fakes.NewSocket(true)
 	r := New(testConfig(encap.UDP), Worker{Dev: dev, In: conn, Out: conn})
 	peers := testPeers()
 	peers[1].PartialChecksums = true // c
@@ -286,9 +287,9 @@ func TestForwardInWritesByChecksumMode(t *testing.T) {
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, len(in))
-	got := dev.packets()
-	if len(dev.modes) != 2 || dev.modes[0] != tun.ChecksumFull || dev.modes[1] != tun.ChecksumPartial {
-		t.Fatalf("write modes %v, want full (b) then partial (c)", dev.modes)
+	got := dev.Packets()
+	if len(dev.Modes()) != 2 || dev.Modes()[0] != tun.ChecksumFull || dev.Modes()[1] != tun.ChecksumPartial {
+		t.Fatalf("write modes %v, want full (b) then partial (c)", dev.Modes())
 	}
 	if len(got) != 3 || len(got[0]) != 100 || len(got[1]) != 120 || len(got[2]) != 110 {
 		t.Fatalf("wrote %d packets, want b's two in order, then c's", len(got))
@@ -342,11 +343,11 @@ func TestForwardOutCompletesChecksumsForLegacyPeers(t *testing.T) {
 	r.SetPeers(peers)
 	toB, toC := tcp4("10.244.1.0", "10.244.2.7", 300), tcp4("10.244.1.0", "10.244.3.7", 300)
 	r.w(0).forwardOut(loadOut(r, toB, toC), 2)
-	g := conn.groups()
+	g := conn.Groups()
 	if len(g) != 2 {
 		t.Fatalf("sent %d groups, want 2", len(g))
 	}
-	b, c := g[0].pkts[0], g[1].pkts[0]
+	b, c := g[0].Pkts[0], g[1].Pkts[0]
 	pseudo := append(append([]byte{}, b[12:20]...), 0, 6, byte((len(b)-20)>>8), byte(len(b)-20))
 	if onesSum(append(pseudo, b[20:]...)) != 0xffff {
 		t.Errorf("the legacy peer b got a TCP checksum that does not verify")

@@ -46,7 +46,7 @@ func TestProbesAreSeenNotDropped(t *testing.T) {
 func TestSetLocalMovesSubnet(t *testing.T) {
 	r, dev, _ := newTestRouter(encap.VXLAN, true)
 	newMAC := encap.MAC{0x02, 0x57, 10, 244, 5, 0}
-	r.SetLocal(Local{Subnet: pfx("10.244.5.0/24"), Addr: netip.MustParseAddr("10.244.5.0"), MAC: newMAC, Claimed: 9})
+	r.SetLocal(Local{Subnets: []netip.Prefix{pfx("10.244.5.0/24")}, Addrs: []netip.Addr{netip.MustParseAddr("10.244.5.0")}, MAC: newMAC, Claimed: 9})
 	s := r.w(0).newInbound()
 	for i, d := range []datagram{
 		{addrB, vxlanDatagram(1, newMAC, macB, encap.EtherTypeIPv4, ipv4("10.244.2.1", "10.244.5.0", 60))},
@@ -57,7 +57,7 @@ func TestSetLocalMovesSubnet(t *testing.T) {
 		s.srcs[i] = d.src
 	}
 	r.w(0).forwardIn(s, 3)
-	if n := len(dev.packets()); n != 1 {
+	if n := len(dev.Packets()); n != 1 {
 		t.Errorf("wrote %d packets, want 1", n)
 	}
 	if d := r.Drops(); d["not_our_mac"] != 1 || d["not_local"] != 1 {

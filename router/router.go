@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/seal"
 )
 
@@ -32,20 +33,13 @@ const (
 	DirectOnly                     // on-link peers by kernel route, the rest not at all (host-gw)
 )
 
-// Config is the router's configuration. The local identity (subnet,
-// address, MAC, claim) can change later through SetLocal.
+// Config is the router's configuration. The local identity (subnets,
+// addresses, MAC, claim) can change later through SetLocal.
 type Config struct {
-	Name      string       // this host
-	Local     netip.Prefix // our subnet
-	LocalAddr netip.Addr   // the TUN's address (answered in ARP)
-	// Local6 and LocalAddr6 are a dual-stack host's IPv6 subnet and TUN
-	// address beside the IPv4 Local (invalid: single stack).
-	Local6     netip.Prefix
-	LocalAddr6 netip.Addr
-	Claimed    int64      // unix ms when we claimed Local
-	Encap      encap.Kind // the encapsulation (zero: udp); the router builds its codec
-	VNI        uint32
-	MAC        encap.MAC // our VTEP MAC
+	Name  string     // this host
+	Local Local      // our identity
+	Encap encap.Kind // the encapsulation (zero: udp); the router builds its codec
+	VNI   uint32
 
 	Direct DirectMode
 	OnLink func(netip.Addr) bool // is an underlay address on our L2 segment?
@@ -120,8 +114,8 @@ type counters struct {
 }
 
 type seenRec struct {
-	subnet, subnet6 netip.Prefix
-	at              time.Time
+	subnets []netip.Prefix
+	at      time.Time
 }
 
 type peerStats struct {
@@ -176,33 +170,23 @@ func New(cfg Config, workers ...Worker) *Router {
 
 // Local is this host's identity in the overlay.
 type Local struct {
-	Subnet netip.Prefix
-	Addr   netip.Addr
-	// Subnet6 and Addr6 are a dual-stack host's IPv6 subnet and address
-	// beside the IPv4 Subnet (invalid: single stack).
-	Subnet6 netip.Prefix
-	Addr6   netip.Addr
-	MAC     encap.MAC
-	Claimed int64
+	// Subnets are our subnets: one of either family, or a dual-stack
+	// host's IPv4 and IPv6 ones, IPv4 first; Addrs our (TUN) address in
+	// each, in the same order, answered in ARP and Neighbor Discovery.
+	Subnets []netip.Prefix
+	Addrs   []netip.Addr
+	MAC     encap.MAC // our VTEP MAC
+	Claimed int64     // unix ms when we claimed our subnets
 }
 
-// Subnets are the local subnets, one or two.
-func (l Local) Subnets() []netip.Prefix {
-	if l.Subnet6.IsValid() {
-		return []netip.Prefix{l.Subnet, l.Subnet6}
-	}
-	return []netip.Prefix{l.Subnet}
-}
-
-// SetLocal changes our subnet, address, VTEP MAC and claim time (after a
-// subnet conflict moved us) and rebuilds the table around them.
+// SetLocal changes our subnets, addresses, VTEP MAC and claim time (after
+// a subnet conflict moved us) and rebuilds the table around them.
 func (r *Router) SetLocal(l Local) []Conflict {
 	r.mu.Lock()
-	if l.Subnet != r.cfg.Local || l.Subnet6 != r.cfg.Local6 {
+	if !slices.Equal(l.Subnets, r.cfg.Local.Subnets) {
 		r.localSince = r.cfg.Now()
 	}
-	r.cfg.Local, r.cfg.LocalAddr, r.cfg.MAC, r.cfg.Claimed = l.Subnet, l.Addr, l.MAC, l.Claimed
-	r.cfg.Local6, r.cfg.LocalAddr6 = l.Subnet6, l.Addr6
+	r.cfg.Local = l
 	r.codec = r.newCodec()
 	peers := r.peers
 	r.mu.Unlock()
@@ -212,7 +196,7 @@ func (r *Router) SetLocal(l Local) []Conflict {
 // newTable builds a table for peers around the local identity. r.mu is held
 // (or the router is not yet shared).
 func (r *Router) newTable(peers []Peer) *Table {
-	t, _, _ := buildTableDual(r.cfg.Local, r.cfg.Local6, r.cfg.Claimed, r.cfg.Name, peers)
+	t, _, _ := buildTable(r.cfg.Local.Subnets, r.cfg.Local.Claimed, r.cfg.Name, peers)
 	r.setIdentity(t)
 	return t
 }
@@ -224,7 +208,7 @@ func (r *Router) setIdentity(t *Table) { t.codec = r.codec }
 // newCodec builds the encapsulation's data path for our identity. r.mu is
 // held (or the router is not yet shared).
 func (r *Router) newCodec() encap.Codec {
-	return r.cfg.Encap.NewCodec(encap.Local{VNI: r.cfg.VNI, MAC: r.cfg.MAC, Addr: r.cfg.LocalAddr, Addr6: r.cfg.LocalAddr6})
+	return r.cfg.Encap.NewCodec(encap.Local{VNI: r.cfg.VNI, MAC: r.cfg.Local.MAC, Addrs: r.cfg.Local.Addrs})
 }
 
 // SetPeers replaces the peer set: it builds and swaps in a new route table
@@ -234,7 +218,7 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	peers = slices.Clone(peers)
-	t, conflicts, reasons, refused := buildTableWith(r.cfg.Local, r.cfg.Local6, r.cfg.Claimed, r.cfg.Name, peers, r.judge(peers))
+	t, conflicts, reasons, refused := buildTableWith(r.cfg.Local.Subnets, r.cfg.Local.Claimed, r.cfg.Name, peers, r.judge(peers))
 	r.setIdentity(t)
 
 	wantDirect := map[netip.Prefix]netip.Addr{}
@@ -252,7 +236,7 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 		switch {
 		case r.cfg.Direct != DirectOff && onLink:
 			e.via = ViaDirect
-			for _, sub := range e.peer.subnets() {
+			for _, sub := range e.peer.Subnets {
 				if sub.Addr().Is6() && e.peer.Underlay.Addr().Is4() {
 					// The kernel takes no IPv6 route through an IPv4
 					// gateway (IPv6 has no RTA_VIA): the IPv6 subnet
@@ -264,7 +248,7 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 		case r.cfg.Direct == DirectOnly:
 			e.via = ViaNone
 			reasons[e.peer.Name] = cmp.Or(r.cfg.OffLinkReason, "not on-link: host-gw cannot reach it")
-			for _, sub := range e.peer.subnets() {
+			for _, sub := range e.peer.Subnets {
 				t.lpm.Delete(sub)
 			}
 			lpmChanged = true
@@ -291,7 +275,7 @@ func (r *Router) SetPeers(peers []Peer) []Conflict {
 	for name, why := range refused {
 		if why != RefusedSubnetConflict && (r.refused[name] != why || r.reasons[name] != reasons[name]) {
 			p := peers[slices.IndexFunc(peers, func(p Peer) bool { return p.Name == name })]
-			r.log.Warn("peer refused", "peer", name, "underlay", p.Underlay, "subnet", p.Subnet, "refused", why.String(), "reason", reasons[name])
+			r.log.Warn("peer refused", "peer", name, "underlay", p.Underlay, "subnet", family.First(p.Subnets), "refused", why.String(), "reason", reasons[name])
 		}
 	}
 	for _, c := range conflicts {
@@ -317,10 +301,10 @@ func (r *Router) judge(peers []Peer) judge {
 	now := r.cfg.Now()
 	seen := make(map[string]seenRec, len(peers))
 	for _, p := range peers {
-		if old, ok := r.seen[p.Name]; ok && old.subnet == p.Subnet && old.subnet6 == p.Subnet6 {
+		if old, ok := r.seen[p.Name]; ok && slices.Equal(old.subnets, p.Subnets) {
 			seen[p.Name] = old
 		} else {
-			seen[p.Name] = seenRec{subnet: p.Subnet, subnet6: p.Subnet6, at: now}
+			seen[p.Name] = seenRec{subnets: p.Subnets, at: now}
 		}
 	}
 	r.seen = seen
@@ -332,7 +316,7 @@ func (r *Router) judge(peers []Peer) judge {
 	return judge{
 		incumbent: func(p *Peer) bool {
 			e := prev[p.Name]
-			return e != nil && e.peer.Subnet == p.Subnet && e.peer.Subnet6 == p.Subnet6 && e.peer.Underlay.Addr() == p.Underlay.Addr()
+			return e != nil && slices.Equal(e.peer.Subnets, p.Subnets) && e.peer.Underlay.Addr() == p.Underlay.Addr()
 		},
 		early: func(p *Peer) bool { return seen[p.Name].at.Before(settled) },
 	}
@@ -343,11 +327,11 @@ func (r *Router) logChanges(peers []Peer, reasons map[string]string, viaOf map[s
 		if old, nw := r.viaOf[p.Name], viaOf[p.Name]; old != nw {
 			switch {
 			case nw == "":
-				r.log.Info("peer withdrawn", "peer", p.Name, "subnet", p.Subnet, "state", p.State, "reason", reasons[p.Name])
+				r.log.Info("peer withdrawn", "peer", p.Name, "subnet", family.First(p.Subnets), "state", p.State, "reason", reasons[p.Name])
 			case nw == ViaNone:
-				r.log.Warn("peer not routed", "peer", p.Name, "subnet", p.Subnet, "underlay", p.Underlay, "reason", reasons[p.Name])
+				r.log.Warn("peer not routed", "peer", p.Name, "subnet", family.First(p.Subnets), "underlay", p.Underlay, "reason", reasons[p.Name])
 			default:
-				r.log.Info("peer routed", "peer", p.Name, "subnet", p.Subnet, "underlay", p.Underlay, "via", nw)
+				r.log.Info("peer routed", "peer", p.Name, "subnet", family.First(p.Subnets), "underlay", p.Underlay, "via", nw)
 			}
 		}
 	}
@@ -420,11 +404,11 @@ func (r *Router) Status() []PeerStatus {
 		if s.Via == "" {
 			s.Via = ViaNone
 		}
-		if p.Subnet.IsValid() {
-			s.Subnet = p.Subnet.String()
+		if sub := family.First(p.Subnets); sub.IsValid() {
+			s.Subnet = sub.String()
 		}
-		if p.Subnet6.IsValid() {
-			s.Subnet6 = p.Subnet6.String()
+		if sub6 := family.Second(p.Subnets); sub6.IsValid() {
+			s.Subnet6 = sub6.String()
 		}
 		if p.Underlay.IsValid() {
 			s.Underlay = p.Underlay.String()

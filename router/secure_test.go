@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/fakes"
 	"github.com/weftnet/weft/seal"
 )
 
@@ -63,9 +64,9 @@ func newSecurePair(t testing.TB) securePair {
 	return pair
 }
 
-func newSecureRouter(t testing.TB, kind encap.Kind, record bool) (*Router, *fakeDevice, *fakeConn, securePair) {
+func newSecureRouter(t testing.TB, kind encap.Kind, record bool) (*Router, *fakes.Device, *fakes.Socket, securePair) {
 	pair := newSecurePair(t)
-	dev, conn := newFakeDevice(record), newFakeConn(record)
+	dev, conn := fakes.NewDevice(record), fakes.NewSocket(record)
 	r := New(testConfig(kind), Worker{Dev: dev, In: conn, Out: conn})
 	peers := testPeers()
 	peers[0].Secure = pair.aForB // b is encrypted, c is a plaintext static peer
@@ -96,12 +97,12 @@ func TestForwardEncrypted(t *testing.T) {
 			toB := ipv4("10.244.1.0", "10.244.2.7", 300)
 			toC := ipv4("10.244.1.0", "10.244.3.1", 200)
 			r.w(0).forwardOut(loadOut(r, toB, toB, toC), 3)
-			got := conn.groups()
-			if len(got) != 2 || len(got[0].pkts) != 2 || len(got[1].pkts) != 1 {
+			got := conn.Groups()
+			if len(got) != 2 || len(got[0].Pkts) != 2 || len(got[1].Pkts) != 1 {
 				t.Fatalf("sent %+v", got)
 			}
 			hdr := kind.HeaderLen()
-			for _, d := range got[0].pkts {
+			for _, d := range got[0].Pkts {
 				if len(d) != seal.Overhead+hdr+len(toB) || d[0] != seal.TypeData || bytes.Contains(d, toB[20:]) {
 					t.Fatalf("to b: %d bytes, type %d: not sealed", len(d), d[0])
 				}
@@ -110,7 +111,7 @@ func TestForwardEncrypted(t *testing.T) {
 					t.Fatalf("b cannot open it: %v", res)
 				}
 			}
-			if !bytes.Equal(got[1].pkts[0][hdr:], toC) {
+			if !bytes.Equal(got[1].Pkts[0][hdr:], toC) {
 				t.Fatal("the plaintext static peer c got something else")
 			}
 			if tot := r.Totals(); tot.TxBytes != 800 {
@@ -131,7 +132,7 @@ func TestForwardEncrypted(t *testing.T) {
 			forged := bytes.Clone(in.views[1])
 			forged[len(forged)-1] ^= 1
 			r.w(0).forwardIn(in, 2)
-			if w := dev.packets(); len(w) != 2 || !bytes.Equal(w[0], fromB) {
+			if w := dev.Packets(); len(w) != 2 || !bytes.Equal(w[0], fromB) {
 				t.Fatalf("written to the TUN: %d packets", len(w))
 			}
 			for _, d := range [][]byte{captured, forged, payload} {
@@ -139,7 +140,7 @@ func TestForwardEncrypted(t *testing.T) {
 				in.srcs[0] = addrB
 				r.w(0).forwardIn(in, 1)
 			}
-			if w := dev.packets(); len(w) != 2 {
+			if w := dev.Packets(); len(w) != 2 {
 				t.Fatalf("a replayed, forged or plaintext datagram reached the TUN (%d packets)", len(w))
 			}
 			d := r.Drops()
@@ -168,21 +169,21 @@ func TestForwardEncryptedWithoutSessionHolds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, conn := newFakeDevice(true), newFakeConn(true)
+	dev, conn := fakes.NewDevice(true), fakes.NewSocket(true)
 	r := New(testConfig(encap.UDP), Worker{Dev: dev, In: conn, Out: conn})
 	peers := testPeers()
 	p := m.SetPeers([]seal.PeerConfig{{Name: "b", Key: kb.Public, Addr: addrB}})["b"]
 	peers[0].Secure = p
 	r.SetPeers(peers)
 	r.w(0).forwardOut(loadOut(r, ipv4("10.244.1.0", "10.244.2.7", 300)), 1)
-	if len(conn.groups()) != 0 || r.Drops()["no_session"] != 0 {
-		t.Fatalf("sent %d groups, drops %v: want nothing sent, nothing dropped", len(conn.groups()), r.Drops())
+	if len(conn.Groups()) != 0 || r.Drops()["no_session"] != 0 {
+		t.Fatalf("sent %d groups, drops %v: want nothing sent, nothing dropped", len(conn.Groups()), r.Drops())
 	}
 	for range seal.StageFrames {
 		r.w(0).forwardOut(loadOut(r, ipv4("10.244.1.0", "10.244.2.7", 300)), 1)
 	}
-	if len(conn.groups()) != 0 || r.Drops()["no_session"] != 1 {
-		t.Fatalf("sent %d groups, drops %v: want nothing sent, one no_session past the %d held", len(conn.groups()), r.Drops(), seal.StageFrames)
+	if len(conn.Groups()) != 0 || r.Drops()["no_session"] != 1 {
+		t.Fatalf("sent %d groups, drops %v: want nothing sent, one no_session past the %d held", len(conn.Groups()), r.Drops(), seal.StageFrames)
 	}
 	if got := p.Stage([][]byte{make([]byte, seal.Overhead+1)}, 0); got != 0 {
 		t.Fatalf("the stage took %d more frames: it should be full", got)

@@ -9,16 +9,16 @@ import (
 	"github.com/gaissmai/bart"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/seal"
 )
 
 // Peer is another host of the overlay as the control plane sees it.
 type Peer struct {
-	Name   string
-	Subnet netip.Prefix
-	// Subnet6 is a dual-stack peer's IPv6 subnet beside its IPv4 Subnet
-	// (invalid for a single-stack peer).
-	Subnet6  netip.Prefix
+	Name string
+	// Subnets are the peer's subnets: one of either family, or a
+	// dual-stack peer's IPv4 and IPv6 ones, IPv4 first.
+	Subnets  []netip.Prefix
 	Underlay netip.AddrPort // data-plane address
 	MAC      encap.MAC      // VTEP MAC (vxlan)
 	State    string         // alive, suspect, dead, left, static, or pending (its certificate on its way)
@@ -44,23 +44,20 @@ func (p *Peer) routable() bool {
 	return p.Static || p.State == "alive" || p.State == "suspect"
 }
 
-// subnets are the peer's one or two subnets.
-func (p *Peer) subnets() []netip.Prefix {
-	if p.Subnet6.IsValid() {
-		return []netip.Prefix{p.Subnet, p.Subnet6}
-	}
-	return []netip.Prefix{p.Subnet}
-}
-
 // owns reports whether a lies in one of the peer's subnets (the inbound
 // spoofing check, per family).
-func (p *Peer) owns(a netip.Addr) bool {
-	return p.Subnet.Contains(a) || p.Subnet6.Contains(a)
-}
+func (p *Peer) owns(a netip.Addr) bool { return contains(p.Subnets, a) }
 
 // isLocal reports whether a lies in one of our subnets.
-func (t *Table) isLocal(a netip.Addr) bool {
-	return t.local.Contains(a) || t.local6.Contains(a)
+func (t *Table) isLocal(a netip.Addr) bool { return contains(t.local, a) }
+
+func contains(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Via says how a peer is reached.
@@ -84,9 +81,8 @@ type entry struct {
 // Table is an immutable snapshot of where every overlay address lives.
 // Forwarding loops load it once per batch through an atomic pointer.
 type Table struct {
-	local   netip.Prefix // our subnet
-	local6  netip.Prefix // our IPv6 subnet beside an IPv4 local (dual stack)
-	codec   encap.Codec  // the encapsulation, for our identity (VTEP MAC, addresses answered)
+	local   []netip.Prefix // our subnets (Local.Subnets)
+	codec   encap.Codec    // the encapsulation, for our identity (VTEP MAC, addresses answered)
 	lpm     bart.Table[*entry]
 	byAddr  map[netip.Addr]*entry
 	entries []*entry
@@ -125,32 +121,26 @@ type judge struct {
 
 // buildTable resolves overlaps and indexes the routable peers of a host
 // with no history (every peer judged by its claim): see judge.
-func buildTable(local netip.Prefix, localClaimed int64, localName string, peers []Peer) (*Table, []Conflict, map[string]string) {
-	t, c, r, _ := buildTableWith(local, netip.Prefix{}, localClaimed, localName, peers, judge{})
-	return t, c, r
-}
-
-// buildTableDual is buildTable for a host with up to two subnets.
-func buildTableDual(local, local6 netip.Prefix, localClaimed int64, localName string, peers []Peer) (*Table, []Conflict, map[string]string) {
-	t, c, r, _ := buildTableWith(local, local6, localClaimed, localName, peers, judge{})
+func buildTable(local []netip.Prefix, localClaimed int64, localName string, peers []Peer) (*Table, []Conflict, map[string]string) {
+	t, c, r, _ := buildTableWith(local, localClaimed, localName, peers, judge{})
 	return t, c, r
 }
 
 // buildTableWith builds the table for a host with up to two subnets, one
-// per family (local6 invalid: single stack). A peer is routed with both of
+// per family (Local.Subnets). A peer is routed with both of
 // its subnets or not at all: one that overlaps a claim in either family is
 // refused, and the Conflict names the subnet at fault. Two peers that
 // advertise one underlay address are both marked: the one judged first
 // (the incumbent) keeps it, the other is refused. It returns the refusal
 // label of every peer refused.
-func buildTableWith(local, local6 netip.Prefix, localClaimed int64, localName string, peers []Peer, j judge) (*Table, []Conflict, map[string]string, map[string]Refusal) {
+func buildTableWith(local []netip.Prefix, localClaimed int64, localName string, peers []Peer, j judge) (*Table, []Conflict, map[string]string, map[string]Refusal) {
 	if j.incumbent == nil {
 		j.incumbent = func(*Peer) bool { return false }
 	}
 	if j.early == nil {
 		j.early = func(*Peer) bool { return true }
 	}
-	t := &Table{local: local, local6: local6, byAddr: make(map[netip.Addr]*entry)}
+	t := &Table{local: local, byAddr: make(map[netip.Addr]*entry)}
 	reasons := make(map[string]string)
 	refused := make(map[string]Refusal)
 	cands := make([]*Peer, 0, len(peers))
@@ -162,7 +152,7 @@ func buildTableWith(local, local6 netip.Prefix, localClaimed int64, localName st
 			refused[p.Name] = cmp.Or(p.Refused, RefusedInvalidMeta)
 		case !p.routable():
 			reasons[p.Name] = p.State
-		case !p.Subnet.IsValid() || !p.Underlay.IsValid():
+		case !family.First(p.Subnets).IsValid() || !p.Underlay.IsValid():
 			reasons[p.Name] = "invalid metadata"
 			refused[p.Name] = RefusedInvalidMeta
 		default:
@@ -186,16 +176,16 @@ func buildTableWith(local, local6 netip.Prefix, localClaimed int64, localName st
 		name string
 		pfx  netip.Prefix
 	}
-	accepted := []claim{{"", local}}
-	if local6.IsValid() {
-		accepted = append(accepted, claim{"", local6})
+	accepted := make([]claim, 0, len(local)+len(cands))
+	for _, sub := range local {
+		accepted = append(accepted, claim{"", sub})
 	}
 	var conflicts []Conflict
 	for _, p := range cands {
 		var winner *claim
 		var theirs netip.Prefix
 	find:
-		for _, sub := range p.subnets() {
+		for _, sub := range p.Subnets {
 			for i := range accepted {
 				if accepted[i].pfx.Overlaps(sub) {
 					winner, theirs = &accepted[i], sub
@@ -221,7 +211,7 @@ func buildTableWith(local, local6 netip.Prefix, localClaimed int64, localName st
 			continue
 		}
 		e := &entry{peer: *p, ep: encap.NewEndpoint(p.Underlay), via: ViaTunnel}
-		for _, sub := range p.subnets() {
+		for _, sub := range p.Subnets {
 			accepted = append(accepted, claim{p.Name, sub})
 			t.lpm.Insert(sub, e)
 		}

@@ -7,16 +7,17 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/fakes"
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 func TestTableLookupLongestPrefix(t *testing.T) {
 	peers := []Peer{
-		{Name: "wide", Subnet: pfx("10.244.0.0/20"), Underlay: addrB, State: "alive"},
-		{Name: "narrow", Subnet: pfx("10.244.16.0/24"), Underlay: addrC, State: "alive"},
+		{Name: "wide", Subnets: []netip.Prefix{pfx("10.244.0.0/20")}, Underlay: addrB, State: "alive"},
+		{Name: "narrow", Subnets: []netip.Prefix{pfx("10.244.16.0/24")}, Underlay: addrC, State: "alive"},
 	}
-	tb, conflicts, _ := buildTable(pfx("10.244.100.0/24"), 0, "self", peers)
+	tb, conflicts, _ := buildTable([]netip.Prefix{pfx("10.244.100.0/24")}, 0, "self", peers)
 	if len(conflicts) != 0 {
 		t.Fatalf("unexpected conflicts %v", conflicts)
 	}
@@ -36,12 +37,12 @@ func TestTableLookupLongestPrefix(t *testing.T) {
 
 func TestTableConflictsNewcomerRefused(t *testing.T) {
 	peers := []Peer{
-		{Name: "late", Subnet: pfx("10.244.2.0/24"), Underlay: addrC, State: "alive", Claimed: 200},
-		{Name: "early", Subnet: pfx("10.244.2.0/23"), Underlay: addrB, State: "alive", Claimed: 100},
-		{Name: "mine", Subnet: pfx("10.244.1.0/25"), Underlay: netip.MustParseAddrPort("192.0.2.9:1"), State: "alive", Claimed: 50},
-		{Name: "after-me", Subnet: pfx("10.244.1.128/25"), Underlay: netip.MustParseAddrPort("192.0.2.10:1"), State: "alive", Claimed: 900},
+		{Name: "late", Subnets: []netip.Prefix{pfx("10.244.2.0/24")}, Underlay: addrC, State: "alive", Claimed: 200},
+		{Name: "early", Subnets: []netip.Prefix{pfx("10.244.2.0/23")}, Underlay: addrB, State: "alive", Claimed: 100},
+		{Name: "mine", Subnets: []netip.Prefix{pfx("10.244.1.0/25")}, Underlay: netip.MustParseAddrPort("192.0.2.9:1"), State: "alive", Claimed: 50},
+		{Name: "after-me", Subnets: []netip.Prefix{pfx("10.244.1.128/25")}, Underlay: netip.MustParseAddrPort("192.0.2.10:1"), State: "alive", Claimed: 900},
 	}
-	tb, conflicts, reasons := buildTable(pfx("10.244.1.0/24"), 500, "self", peers)
+	tb, conflicts, reasons := buildTable([]netip.Prefix{pfx("10.244.1.0/24")}, 500, "self", peers)
 	if len(tb.entries) != 1 || tb.entries[0].peer.Name != "early" {
 		t.Fatalf("routed %v, want only early", names(tb.entries))
 	}
@@ -67,14 +68,14 @@ func TestTableConflictsNewcomerRefused(t *testing.T) {
 
 func TestTableSkipsUnroutablePeers(t *testing.T) {
 	peers := []Peer{
-		{Name: "dead", Subnet: pfx("10.244.2.0/24"), Underlay: addrB, State: "dead"},
-		{Name: "left", Subnet: pfx("10.244.3.0/24"), Underlay: addrC, State: "left"},
-		{Name: "suspect", Subnet: pfx("10.244.4.0/24"), Underlay: netip.MustParseAddrPort("192.0.2.4:1"), State: "suspect"},
-		{Name: "static", Subnet: pfx("10.244.5.0/24"), Underlay: netip.MustParseAddrPort("192.0.2.5:1"), State: "static", Static: true},
-		{Name: "odd", Subnet: pfx("10.244.6.0/24"), Underlay: netip.MustParseAddrPort("192.0.2.6:1"), State: "alive", Incompatible: "runs encap vxlan"},
+		{Name: "dead", Subnets: []netip.Prefix{pfx("10.244.2.0/24")}, Underlay: addrB, State: "dead"},
+		{Name: "left", Subnets: []netip.Prefix{pfx("10.244.3.0/24")}, Underlay: addrC, State: "left"},
+		{Name: "suspect", Subnets: []netip.Prefix{pfx("10.244.4.0/24")}, Underlay: netip.MustParseAddrPort("192.0.2.4:1"), State: "suspect"},
+		{Name: "static", Subnets: []netip.Prefix{pfx("10.244.5.0/24")}, Underlay: netip.MustParseAddrPort("192.0.2.5:1"), State: "static", Static: true},
+		{Name: "odd", Subnets: []netip.Prefix{pfx("10.244.6.0/24")}, Underlay: netip.MustParseAddrPort("192.0.2.6:1"), State: "alive", Incompatible: "runs encap vxlan"},
 		{Name: "nometa", State: "alive"},
 	}
-	tb, _, reasons := buildTable(pfx("10.244.1.0/24"), 0, "self", peers)
+	tb, _, reasons := buildTable([]netip.Prefix{pfx("10.244.1.0/24")}, 0, "self", peers)
 	if got := names(tb.entries); strings.Join(got, ",") != "static,suspect" && strings.Join(got, ",") != "suspect,static" {
 		t.Errorf("routed %v, want suspect and static", got)
 	}
@@ -110,8 +111,8 @@ func TestDirectRoutesFollowMembership(t *testing.T) {
 		rr := &recRoutes{have: map[netip.Prefix]netip.Addr{}}
 		cfg := testConfig(encap.UDP)
 		cfg.Direct, cfg.OnLink, cfg.Routes = mode, onLink.Contains, rr
-		r := New(cfg, Worker{Dev: newFakeDevice(false), In: newFakeConn(false), Out: newFakeConn(false)})
-		far := Peer{Name: "far", Subnet: pfx("10.244.9.0/24"), Underlay: netip.MustParseAddrPort("198.51.100.9:8285"), State: "alive"}
+		r := New(cfg, Worker{Dev: fakes.NewDevice(false), In: fakes.NewSocket(false), Out: fakes.NewSocket(false)})
+		far := Peer{Name: "far", Subnets: []netip.Prefix{pfx("10.244.9.0/24")}, Underlay: netip.MustParseAddrPort("198.51.100.9:8285"), State: "alive"}
 		r.SetPeers(append(testPeers(), far))
 		want := map[netip.Prefix]netip.Addr{pfx("10.244.2.0/24"): addrB.Addr(), pfx("10.244.3.0/24"): addrC.Addr()}
 		if !maps.Equal(rr.have, want) {
@@ -151,7 +152,7 @@ func TestDirectRoutesFollowMembership(t *testing.T) {
 
 func TestConflictCountedOnce(t *testing.T) {
 	r, _, _ := newTestRouter(encap.UDP, false)
-	dup := append(testPeers(), Peer{Name: "dup", Subnet: pfx("10.244.2.0/24"), Underlay: netip.MustParseAddrPort("192.0.2.77:1"), State: "alive", Claimed: 99})
+	dup := append(testPeers(), Peer{Name: "dup", Subnets: []netip.Prefix{pfx("10.244.2.0/24")}, Underlay: netip.MustParseAddrPort("192.0.2.77:1"), State: "alive", Claimed: 99})
 	r.SetPeers(dup)
 	r.SetPeers(dup)
 	if c := r.conflCnt.Load(); c != 1 {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/fakes"
 	"github.com/weftnet/weft/seal"
 )
 
@@ -25,9 +26,9 @@ func (c *clock) now() time.Time { return c.t }
 
 func trustRouter(c *clock) *Router {
 	cfg := testConfig(encap.UDP)
-	cfg.Claimed = 5_000
+	cfg.Local.Claimed = 5_000
 	cfg.Now = c.now
-	return New(cfg, Worker{Dev: newFakeDevice(false), In: newFakeConn(false), Out: newFakeConn(false)})
+	return New(cfg, Worker{Dev: fakes.NewDevice(false), In: fakes.NewSocket(false), Out: fakes.NewSocket(false)})
 }
 
 func refusedGauge(t *testing.T, r *Router, reason string) float64 {
@@ -57,10 +58,10 @@ func refusedGauge(t *testing.T, r *Router, reason string) float64 {
 func TestForgedEarlyClaimLosesToIncumbent(t *testing.T) {
 	c := &clock{time.Unix(1_800_000_000, 0)}
 	r := trustRouter(c)
-	victim := Peer{Name: "victim", Subnet: pfx("10.244.2.0/24"), Underlay: addrB, State: "alive", Claimed: 10_000}
+	victim := Peer{Name: "victim", Subnets: []netip.Prefix{pfx("10.244.2.0/24")}, Underlay: addrB, State: "alive", Claimed: 10_000}
 	r.SetPeers([]Peer{victim})
 	c.t = c.t.Add(time.Minute)
-	forger := Peer{Name: "aaa", Subnet: pfx("10.244.2.0/25"), Underlay: addrC, State: "alive", Claimed: 1}
+	forger := Peer{Name: "aaa", Subnets: []netip.Prefix{pfx("10.244.2.0/25")}, Underlay: addrC, State: "alive", Claimed: 1}
 	conflicts := r.SetPeers([]Peer{victim, forger})
 	if len(conflicts) != 1 || conflicts[0].Loser != "aaa" || conflicts[0].Winner != "victim" {
 		t.Fatalf("conflicts %+v, want aaa the loser", conflicts)
@@ -89,7 +90,7 @@ func TestForgedEarlyClaimLosesToIncumbent(t *testing.T) {
 // up later may not, whatever claim time it advertises.
 func TestLocalSubnetYieldsOnlyToEarlyPeers(t *testing.T) {
 	c := &clock{time.Unix(1_800_000_000, 0)}
-	forger := Peer{Name: "zz", Subnet: pfx("10.244.1.0/24"), Underlay: addrC, State: "alive", Claimed: 1}
+	forger := Peer{Name: "zz", Subnets: []netip.Prefix{pfx("10.244.1.0/24")}, Underlay: addrC, State: "alive", Claimed: 1}
 
 	r := trustRouter(c)
 	c.t = c.t.Add(DefaultClaimGrace / 2)
@@ -113,8 +114,8 @@ func TestLocalSubnetYieldsOnlyToEarlyPeers(t *testing.T) {
 		t.Fatalf("later again: %+v", cs)
 	}
 	// After we move (SetLocal), a peer seen within the grace may win again.
-	r.SetLocal(Local{Subnet: pfx("10.244.9.0/24"), Addr: netip.MustParseAddr("10.244.9.0"), Claimed: 9_000})
-	late := Peer{Name: "yy", Subnet: pfx("10.244.9.0/24"), Underlay: addrB, State: "alive", Claimed: 8_000}
+	r.SetLocal(Local{Subnets: []netip.Prefix{pfx("10.244.9.0/24")}, Addrs: []netip.Addr{netip.MustParseAddr("10.244.9.0")}, Claimed: 9_000})
+	late := Peer{Name: "yy", Subnets: []netip.Prefix{pfx("10.244.9.0/24")}, Underlay: addrB, State: "alive", Claimed: 8_000}
 	if cs := r.SetPeers([]Peer{forger, late}); len(cs) != 1 || cs[0].Loser != "" || cs[0].Winner != "yy" {
 		t.Fatalf("after a move: %+v, want us the loser to the earlier claim seen within the grace", cs)
 	}
@@ -125,11 +126,11 @@ func TestLocalSubnetYieldsOnlyToEarlyPeers(t *testing.T) {
 func TestUnderlayAddressConflict(t *testing.T) {
 	c := &clock{time.Unix(1_800_000_000, 0)}
 	r := trustRouter(c)
-	first := Peer{Name: "z-first", Subnet: pfx("10.244.2.0/24"), Underlay: addrB, State: "alive", Claimed: 9_000}
+	first := Peer{Name: "z-first", Subnets: []netip.Prefix{pfx("10.244.2.0/24")}, Underlay: addrB, State: "alive", Claimed: 9_000}
 	r.SetPeers([]Peer{first})
 	c.t = c.t.Add(time.Minute)
 	same := netip.AddrPortFrom(addrB.Addr(), 9999) // another weft on the same IP, another port
-	second := Peer{Name: "a-second", Subnet: pfx("10.244.3.0/24"), Underlay: same, State: "alive", Claimed: 1}
+	second := Peer{Name: "a-second", Subnets: []netip.Prefix{pfx("10.244.3.0/24")}, Underlay: same, State: "alive", Claimed: 1}
 	r.SetPeers([]Peer{first, second})
 	tb := r.table.Load()
 	if e := tb.byAddr[addrB.Addr()]; e == nil || e.peer.Name != "z-first" {
@@ -158,8 +159,8 @@ func TestUnderlayAddressConflict(t *testing.T) {
 func TestRefusalsCounted(t *testing.T) {
 	r := trustRouter(&clock{time.Unix(1_800_000_000, 0)})
 	r.SetPeers([]Peer{
-		{Name: "x", Subnet: pfx("10.9.1.0/24"), Underlay: addrB, State: "alive", Incompatible: "runs network 10.9.0.0/16", Refused: RefusedNetwork},
-		{Name: "y", Subnet: pfx("10.244.4.0/24"), Underlay: addrC, State: "alive", Incompatible: "odd"},
+		{Name: "x", Subnets: []netip.Prefix{pfx("10.9.1.0/24")}, Underlay: addrB, State: "alive", Incompatible: "runs network 10.9.0.0/16", Refused: RefusedNetwork},
+		{Name: "y", Subnets: []netip.Prefix{pfx("10.244.4.0/24")}, Underlay: addrC, State: "alive", Incompatible: "odd"},
 	})
 	if v := refusedGauge(t, r, "network"); v != 1 {
 		t.Errorf("network = %v, want 1", v)
@@ -179,7 +180,7 @@ func TestRefusalsCounted(t *testing.T) {
 func TestPeerStatsDroppedWithPeer(t *testing.T) {
 	r := trustRouter(&clock{time.Unix(1_800_000_000, 0)})
 	for i := range 100 {
-		p := Peer{Name: "churn-" + string(rune('a'+i%26)) + string(rune('a'+i/26)), Subnet: pfx("10.244.2.0/24"), Underlay: addrB, State: "alive", Claimed: 1}
+		p := Peer{Name: "churn-" + string(rune('a'+i%26)) + string(rune('a'+i/26)), Subnets: []netip.Prefix{pfx("10.244.2.0/24")}, Underlay: addrB, State: "alive", Claimed: 1}
 		r.SetPeers([]Peer{p})
 	}
 	r.mu.Lock()
@@ -221,8 +222,8 @@ func TestNeighborSolicitationFromEncryptedPeerNotAnswered(t *testing.T) {
 	if why := r.w(0).answer(tb.byAddr[addrB.Addr()], views[0]); why != DropBadEtherType {
 		t.Fatalf("answer: %v, want dropped as bad_ethertype", why)
 	}
-	if len(conn.oneSent) != 0 {
-		t.Fatalf("sent %d advertisements in plaintext", len(conn.oneSent))
+	if len(conn.OneSent()) != 0 {
+		t.Fatalf("sent %d advertisements in plaintext", len(conn.OneSent()))
 	}
 }
 

@@ -193,7 +193,7 @@ func withTestTUNB(b *testing.B, f func(d *Device, wg wgtun.Device)) {
 			ready <- nil
 			return
 		}
-		d, err := Open(Config{Name: "weftbench0", MTU: 1400, Addr: netip.MustParsePrefix("10.99.0.1/24")}, discardLog())
+		d, err := Open(Config{Name: "weftbench0", MTU: 1400, Addrs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")}}, discardLog())
 		if err != nil {
 			b.Errorf("open: %v", err)
 			ready <- nil

@@ -266,7 +266,7 @@ func TestQueueWriteAllocatesNothing(t *testing.T) {
 
 func TestMultiQueue(t *testing.T) {
 	inPrivateNetns(t, func() {
-		d, err := Open(Config{Name: "wefttest1", MTU: 1400, Addr: netip.MustParsePrefix("10.98.0.1/24"), Queues: 3}, discardLog())
+		d, err := Open(Config{Name: "wefttest1", MTU: 1400, Addrs: []netip.Prefix{netip.MustParsePrefix("10.98.0.1/24")}, Queues: 3}, discardLog())
 		if err != nil {
 			t.Errorf("open: %v", err)
 			return
@@ -292,7 +292,7 @@ func TestMultiQueue(t *testing.T) {
 
 func TestNoOffloadOnePacketPerCall(t *testing.T) {
 	inPrivateNetns(t, func() {
-		d, err := Open(Config{Name: "wefttest2", MTU: 1400, Addr: netip.MustParsePrefix("10.97.0.1/24"), NoOffload: true}, discardLog())
+		d, err := Open(Config{Name: "wefttest2", MTU: 1400, Addrs: []netip.Prefix{netip.MustParsePrefix("10.97.0.1/24")}, NoOffload: true}, discardLog())
 		if err != nil {
 			t.Errorf("open: %v", err)
 			return

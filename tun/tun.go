@@ -39,13 +39,11 @@ const RouteProtocol netlink.RouteProtocol = 87
 type Config struct {
 	Name string
 	MTU  int
-	// Addr is the device's address with the prefix length of the whole
-	// overlay network (flannel0 style), e.g. 10.244.1.0/16: the kernel then
-	// routes the whole network through the device.
-	Addr netip.Prefix
-	// Addr6 is a dual-stack host's IPv6 address beside the IPv4 Addr, with
-	// the IPv6 network's prefix length (invalid: single stack).
-	Addr6 netip.Prefix
+	// Addrs are the device's addresses, one per overlay network (IPv4
+	// first in dual stack), each with the prefix length of the whole
+	// network (flannel0 style), e.g. 10.244.1.0/16: the kernel then routes
+	// the whole network through the device.
+	Addrs []netip.Prefix
 	// NoOffload opens the device without the virtio-net header: no TSO/USO
 	// superpackets, no GRO, one packet per read and write (flannel udp's
 	// design, for comparison and for kernels with broken offloads).
@@ -228,7 +226,7 @@ func (d *Device) configure(cfg Config) error {
 	// No IPv6 link-local address: a TUN has no neighbours, and the
 	// kernel's router solicitations would only be dropped as no_route.
 	_ = netlink.LinkSetIP6AddrGenMode(link, addrGenModeNone)
-	for _, a := range []netip.Prefix{cfg.Addr, cfg.Addr6} {
+	for _, a := range cfg.Addrs {
 		if !a.IsValid() {
 			continue
 		}

@@ -40,7 +40,7 @@ func inPrivateNetns(t *testing.T, f func()) {
 func withTestTUN(t *testing.T, f func(d *Device)) {
 	t.Helper()
 	inPrivateNetns(t, func() {
-		d, err := Open(Config{Name: "wefttest0", MTU: 1400, Addr: netip.MustParsePrefix("10.99.0.1/24")}, discardLog())
+		d, err := Open(Config{Name: "wefttest0", MTU: 1400, Addrs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")}}, discardLog())
 		if err != nil {
 			t.Errorf("open: %v", err)
 			return

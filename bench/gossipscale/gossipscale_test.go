@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/membership"
 )
 
@@ -215,7 +216,7 @@ func runScenario(b *testing.B, n, k int) result {
 			AdvertiseAddr: netip.MustParseAddr(loopback),
 			Seeds:         seeds,
 			Meta: membership.Meta{
-				Subnet:   nd.subnet,
+				Subnets:  []netip.Prefix{nd.subnet},
 				Underlay: netip.MustParseAddr(loopback),
 				Port:     51820,
 				Encap:    encap.UDP,
@@ -241,7 +242,7 @@ func runScenario(b *testing.B, n, k int) result {
 	viewDone := func(o *node) (bool, int, time.Time) {
 		ok, last := 0, time.Time{}
 		for _, m := range o.c.Members() {
-			if s, known := want[m.Name]; known && m.State == membership.StateAlive && m.MetaErr == nil && m.Meta.Subnet == s {
+			if s, known := want[m.Name]; known && m.State == membership.StateAlive && m.MetaErr == nil && family.First(m.Meta.Subnets) == s {
 				ok++
 				if m.Since.After(last) {
 					last = m.Since
@@ -254,7 +255,7 @@ func runScenario(b *testing.B, n, k int) result {
 	missing := func(o *node) string {
 		have := map[string]bool{o.name: true}
 		for _, m := range o.c.Members() {
-			if s := want[m.Name]; m.State == membership.StateAlive && m.MetaErr == nil && m.Meta.Subnet == s {
+			if s := want[m.Name]; m.State == membership.StateAlive && m.MetaErr == nil && family.First(m.Meta.Subnets) == s {
 				have[m.Name] = true
 			}
 		}
