@@ -1,0 +1,390 @@
+package kernelvx
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/internal/netlab"
+)
+
+// The real-kernel tests: namespaces of a netlab lab (unique names, removed
+// by t.Cleanup and by netlab's reaper if the test binary dies), our calls
+// made through sockets opened in them (NewSystemAt), checks made with
+// ip(8), bridge(8), ping(8) and nft(8) run there.
+
+const testVNI = 7
+
+// khost is one namespace host of the kernel test.
+type khost struct {
+	h        *netlab.Host
+	ns       netns.NsHandle
+	underIf  string
+	underlay netip.Addr
+	side     netip.Addr // a's address on the intruder's link
+	subnets  []netip.Prefix
+	mac      encap.MAC
+	sys      *System
+	dev      *Device
+}
+
+// peer is how the other hosts see h.
+func (h *khost) peer() Peer {
+	return Peer{Name: h.h.Name(), Subnets: h.subnets, Underlay: netip.AddrPortFrom(h.underlay, 0), MAC: h.mac}
+}
+
+// addr is h's overlay address of the family of a.
+func (h *khost) addr(v6 bool) netip.Addr {
+	for _, s := range h.subnets {
+		if s.Addr().Is6() == v6 {
+			return s.Addr()
+		}
+	}
+	return netip.Addr{}
+}
+
+// open makes a new System and Device for h, as a (re)started weft would.
+func (h *khost) open(t *testing.T) {
+	t.Helper()
+	sys, err := NewSystemAt(h.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Close() })
+	under, err := sys.LinkByName(h.underIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtu := 1500 - encap.VXLAN.Overhead(h.underlay.Is6())
+	dev, err := New(sys, Config{VNI: testVNI, MTU: mtu, Underlay: h.underlay, UnderlayIndex: under.Index, Subnets: h.subnets}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sys, h.dev, h.mac = sys, dev, dev.Config().MAC
+}
+
+func (h *khost) run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := h.h.Run(ctx, name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+// lines returns the non-empty lines of out.
+func lines(out string) []string {
+	var ls []string
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			ls = append(ls, l)
+		}
+	}
+	return ls
+}
+
+// programmed returns what ip(8) and bridge(8) show of weft's entries on
+// the device: routes with weft's protocol, permanent neighbours, FDB.
+func (h *khost) programmed(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, fam := range []string{"-4", "-6"} {
+		for _, l := range lines(h.run(t, "ip", fam, "route", "show", "proto", "87")) {
+			out = append(out, "route "+l)
+		}
+	}
+	for _, l := range lines(h.run(t, "ip", "neigh", "show", "dev", DefaultName, "nud", "permanent")) {
+		out = append(out, "neigh "+l)
+	}
+	for _, l := range lines(h.run(t, "bridge", "fdb", "show", "dev", DefaultName)) {
+		out = append(out, "fdb "+l)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// wantProgrammed is programmed for a host whose peers are ps.
+func wantProgrammed(ps ...*khost) []string {
+	var out []string
+	for _, p := range ps {
+		for _, s := range p.subnets {
+			out = append(out, fmt.Sprintf("route %s via %s dev %s onlink", s, s.Addr(), DefaultName))
+			out = append(out, fmt.Sprintf("neigh %s lladdr %s PERMANENT", s.Addr(), p.mac))
+		}
+		out = append(out, fmt.Sprintf("fdb %s dst %s self permanent", p.mac, p.underlay))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// normalize drops what ip(8) prints beyond what wantProgrammed says
+// (metrics, "proto 87", "pref medium").
+func normalize(ls []string) []string {
+	out := make([]string, 0, len(ls))
+	for _, l := range ls {
+		f := strings.Fields(l)
+		var keep []string
+		for i := 0; i < len(f); i++ {
+			switch f[i] {
+			case "proto", "metric", "pref":
+				i++
+				continue
+			}
+			keep = append(keep, f[i])
+		}
+		out = append(out, strings.Join(keep, " "))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// kernelLab builds hosts a and b joined by a veth pair, and an intruder c
+// joined to a by another, underlays of the family of v6.
+func kernelLab(t *testing.T, v6 bool) (a, b, c *khost) {
+	t.Helper()
+	netlab.RequireRoot(t)
+	netlab.RequireTools(t, "ip", "bridge", "ping", "nft")
+	lab, err := netlab.New("kvx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	under := func(i int) netip.Prefix {
+		if v6 {
+			return netip.MustParsePrefix(fmt.Sprintf("fd00:77::%d/64", i))
+		}
+		return netip.MustParsePrefix(fmt.Sprintf("192.168.77.%d/24", i))
+	}
+	side := func(i int) netip.Prefix {
+		if v6 {
+			return netip.MustParsePrefix(fmt.Sprintf("fd00:78::%d/64", i))
+		}
+		return netip.MustParsePrefix(fmt.Sprintf("192.168.78.%d/24", i))
+	}
+	hosts := make([]*khost, 3)
+	for i, name := range []string{"a", "b", "c"} {
+		h, err := lab.Host(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns, err := netns.GetFromName(h.NS())
+		if err != nil {
+			t.Fatalf("open namespace %s: %v", h.NS(), err)
+		}
+		t.Cleanup(func() { ns.Close() })
+		hosts[i] = &khost{h: h, ns: ns, subnets: []netip.Prefix{
+			netip.MustParsePrefix(fmt.Sprintf("10.201.%d.0/24", i+1)),
+			netip.MustParsePrefix(fmt.Sprintf("fd77:%d::/64", i+1)),
+		}}
+	}
+	a, b, c = hosts[0], hosts[1], hosts[2]
+	if a.underIf, b.underIf, err = lab.Link(a.h, b.h, under(1), under(2)); err != nil {
+		t.Fatal(err)
+	}
+	a.underlay, b.underlay = under(1).Addr(), under(2).Addr()
+	if c.underIf, _, err = lab.Link(c.h, a.h, side(3), side(1)); err != nil {
+		t.Fatal(err)
+	}
+	c.underlay, a.side = side(3).Addr(), side(1).Addr()
+	c.mac = encap.MAC{0x02, 0, 0, 0, 0, 0xcc}
+	return a, b, c
+}
+
+// vxlanDatagram is a VXLAN datagram to dst's MAC carrying an IP packet
+// from src to dstIP (an IPv4 header and an empty ICMP echo, or an IPv6
+// header with no next header).
+func vxlanDatagram(vni uint32, dst, src encap.MAC, from, to netip.Addr) []byte {
+	b := make([]byte, encap.VXLANHeaderLen+encap.EthernetHeaderLen)
+	var inner []byte
+	if from.Is4() {
+		encap.PutVXLAN(b, vni, dst, src, encap.EtherTypeIPv4)
+		inner = make([]byte, 28)
+		inner[0], inner[8], inner[9] = 0x45, 64, 1
+		binary.BigEndian.PutUint16(inner[2:], uint16(len(inner)))
+		copy(inner[12:16], from.AsSlice())
+		copy(inner[16:20], to.AsSlice())
+		inner[20] = 8 // echo request
+	} else {
+		encap.PutVXLAN(b, vni, dst, src, encap.EtherTypeIPv6)
+		inner = make([]byte, 40)
+		inner[0], inner[6], inner[7] = 0x60, 59, 64
+		copy(inner[8:24], from.AsSlice())
+		copy(inner[24:40], to.AsSlice())
+	}
+	return append(b, inner...)
+}
+
+// send sends payload from h to dst:DefaultPort.
+func (h *khost) send(t *testing.T, dst netip.Addr, payload []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	spec := fmt.Sprintf("%s %s", netip.AddrPortFrom(dst, DefaultPort), hex.EncodeToString(payload))
+	cmd, err := h.h.SelfCommand(ctx, []string{sendEnv + "=" + spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("[%s] send to %s: %v: %s", h.h.Name(), dst, err, out)
+	}
+}
+
+func (h *khost) ping(t *testing.T, dst netip.Addr) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := h.h.Ping(ctx, dst, 3)
+	if err != nil {
+		t.Fatalf("[%s] ping %s: %v", h.h.Name(), dst, err)
+	}
+	if res.Received == 0 {
+		t.Fatalf("[%s] ping %s over the kernel VXLAN device: %s", h.h.Name(), dst, res)
+	}
+}
+
+func (h *khost) counters(t *testing.T) FilterCounters {
+	t.Helper()
+	c, err := h.dev.FilterCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestKernel(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ipv4 underlay", true: "ipv6 underlay"}[v6], func(t *testing.T) {
+			a, b, c := kernelLab(t, v6)
+			for cycle := 1; cycle <= 2; cycle++ {
+				t.Logf("cycle %d", cycle)
+				kernelCycle(t, a, b, c)
+			}
+		})
+	}
+}
+
+// kernelCycle is the life of the two peers' devices from creation to
+// Cleanup; run twice, it shows that Cleanup leaves nothing in the way.
+func kernelCycle(t *testing.T, a, b, c *khost) {
+	for _, h := range []*khost{a, b} {
+		h.open(t)
+	}
+	for range 2 { // the second round changes nothing
+		for _, pair := range [][2]*khost{{a, b}, {b, a}} {
+			h, other := pair[0], pair[1]
+			if err := h.dev.Ensure(); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.dev.Reconcile([]Peer{other.peer()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := normalize(a.programmed(t)), wantProgrammed(b); !slices.Equal(got, want) {
+			t.Fatalf("a's device holds\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	for _, v6 := range []bool{false, true} {
+		a.ping(t, b.addr(v6))
+		b.ping(t, a.addr(v6))
+	}
+	st, err := a.dev.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TxPackets < 6 || st.RxPackets < 6 {
+		t.Errorf("a's device counters after 6 pings each way: %+v", st)
+	}
+
+	// A VXLAN datagram from c, no peer, to a's address on c's link:
+	// dropped as unknown_peer, whatever it carries.
+	before := a.counters(t)
+	c.send(t, a.side, vxlanDatagram(testVNI, a.mac, c.mac, b.addr(false), a.addr(false)))
+	after := a.counters(t)
+	if got := after.UnknownPeer.Packets - before.UnknownPeer.Packets; got != 1 || after.Spoofed != before.Spoofed {
+		t.Errorf("after one datagram from a non-peer: counters %+v, before %+v (want unknown_peer +1)", after, before)
+	}
+	// From b, the peer, with inner sources outside b's subnets: spoofed.
+	before = after
+	b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, c.addr(false), a.addr(false)))
+	b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, c.addr(true), a.addr(true)))
+	after = a.counters(t)
+	if got := after.Spoofed.Packets - before.Spoofed.Packets; got != 2 || after.UnknownPeer != before.UnknownPeer {
+		t.Errorf("after two spoofed datagrams from a peer: counters %+v, before %+v (want spoofed +2)", after, before)
+	}
+	// And one from b's subnet passes the filter.
+	before = after
+	b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, b.addr(false), a.addr(false)))
+	if after = a.counters(t); after != before {
+		t.Errorf("a datagram from the peer's subnet was dropped: counters %+v, before %+v", after, before)
+	}
+
+	// kill -9 and restart: a new process finds the device, the filter and
+	// the entries, adopts them and adds no duplicates.
+	a.open(t)
+	if err := a.dev.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.dev.Reconcile([]Peer{b.peer()}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := normalize(a.programmed(t)), wantProgrammed(b); !slices.Equal(got, want) {
+		t.Fatalf("after a restart a's device holds\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	a.ping(t, b.addr(false))
+	t.Logf("a's device and filter with b as its peer:\n%s\n%s", strings.Join(a.programmed(t), "\n"),
+		a.run(t, "nft", "list", "table", "inet", FilterTable))
+
+	// No peers: no routes, neighbours, FDB entries or filter elements.
+	if err := a.dev.Reconcile(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.programmed(t); len(got) != 0 {
+		t.Fatalf("with no peers a's device holds\n%s", strings.Join(got, "\n"))
+	}
+	if fs, err := a.sys.FilterSets(); err != nil || len(fs.Peers)+len(fs.Sources) != 0 {
+		t.Fatalf("with no peers the filter holds %+v (%v)", fs, err)
+	}
+	nft := a.run(t, "nft", "list", "table", "inet", FilterTable)
+	if strings.Contains(nft, b.underlay.String()) {
+		t.Fatalf("with no peers nft still lists b:\n%s", nft)
+	}
+
+	// Cleanup from a fresh process, twice.
+	for _, h := range []*khost{a, b} {
+		sys, err := NewSystemAt(h.ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := Cleanup(sys, "", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := sys.LinkByName(DefaultName); !errors.Is(err, ErrNotExist) {
+			t.Errorf("[%s] after Cleanup, link %s: %v", h.h.Name(), DefaultName, err)
+		}
+		if _, err := sys.FilterSets(); !errors.Is(err, ErrNotExist) {
+			t.Errorf("[%s] after Cleanup, the filter: %v", h.h.Name(), err)
+		}
+		if out := h.run(t, "nft", "list", "tables"); strings.Contains(out, FilterTable) {
+			t.Errorf("[%s] after Cleanup nft lists %s", h.h.Name(), out)
+		}
+		sys.Close()
+	}
+}
