@@ -335,7 +335,9 @@ func (d *Device) current() (state, error) {
 //
 // A peer that cannot be programmed (no name, a MAC or subnet another peer
 // or this host holds, an underlay of the other family or port) is left out
-// and named in the error; the others are programmed. Operations that fail
+// and named in the error; the others are programmed. Of two peers that
+// claim the same name, MAC or subnet, the first by name (then by order in
+// peers) wins: weft's membership resolves such conflicts before this. Operations that fail
 // are reported together; Reconcile can be called again.
 func (d *Device) Reconcile(peers []Peer) error {
 	d.mu.Lock()
