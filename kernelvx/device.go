@@ -185,6 +185,10 @@ type state struct {
 	routes map[netip.Prefix]Route
 	neighs map[netip.Addr]Neigh
 	fdb    map[encap.MAC]FDB
+	// fdbAll is every FDB entry read from the device: the all-zeros MAC
+	// or a multicast one can have several destinations (a flood list,
+	// `bridge fdb append`), each its own entry.
+	fdbAll []FDB
 	filter FilterSets
 }
 
@@ -312,6 +316,7 @@ func (d *Device) current() (state, error) {
 	for _, f := range fdb {
 		s.fdb[f.MAC] = f
 	}
+	s.fdbAll = fdb
 	return s, nil
 }
 
@@ -365,16 +370,19 @@ func (d *Device) Reconcile(peers []Peer) error {
 		}
 		d.logChange(ok, "neighbour", n.String())
 	}
+	dests := map[encap.MAC]int{} // destinations per MAC on the device
+	for _, f := range have.fdbAll {
+		dests[f.MAC]++
+	}
 	for _, f := range sortedValues(want.fdb, compareMACs) {
-		old, ok := have.fdb[f.MAC]
-		if ok && old.Dst == f.Dst {
+		if slices.Contains(have.fdbAll, f) {
 			continue
 		}
 		if err := d.k.FDBSet(f); err != nil {
 			errs = append(errs, fmt.Errorf("kernelvx: set FDB entry %s: %w", f, err))
 			continue
 		}
-		d.logChange(ok, "FDB entry", f.String())
+		d.logChange(dests[f.MAC] > 0, "FDB entry", f.String())
 	}
 	for _, r := range sortedValues(want.routes, comparePrefixes) {
 		old, ok := have.routes[r.Dst]
@@ -408,9 +416,13 @@ func (d *Device) Reconcile(peers []Peer) error {
 		}
 		d.log.Info("removed neighbour", "neigh", n.String())
 	}
-	for _, f := range sortedValues(have.fdb, compareMACs) {
-		if _, ok := want.fdb[f.MAC]; ok {
-			continue
+	slices.SortFunc(have.fdbAll, func(a, b FDB) int {
+		return cmp.Or(compareMACs(a.MAC, b.MAC), a.Dst.Compare(b.Dst))
+	})
+	for _, f := range have.fdbAll {
+		w, ok := want.fdb[f.MAC]
+		if ok && (w.Dst == f.Dst || dests[f.MAC] == 1) {
+			continue // wanted, or replaced above by FDBSet
 		}
 		if err := d.k.FDBDel(f); err != nil {
 			errs = append(errs, fmt.Errorf("kernelvx: remove FDB entry %s: %w", f, err))

@@ -478,7 +478,9 @@ func (f *Fake) FDBDel(e FDB) error {
 	if err != nil {
 		return err
 	}
-	delete(l.fdb, e.MAC)
+	if l.fdb[e.MAC].Dst == e.Dst { // the kernel removes one destination of the MAC
+		delete(l.fdb, e.MAC)
+	}
 	return nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -334,8 +336,31 @@ func kernelCycle(t *testing.T, a, b, c *khost) {
 		t.Errorf("a datagram from the peer's subnet was dropped: counters %+v, before %+v", after, before)
 	}
 
+	// Leftovers of a crash or of a hand: a flood list (the all-zeros MAC
+	// with two destinations; a unicast MAC has one), weft's entries for a
+	// peer that is gone, and an administrator's route through the device
+	// (left alone).
+	stale, stale2 := "192.168.77.99", "192.168.77.98"
+	if a.underlay.Is6() {
+		stale, stale2 = "fd00:77::99", "fd00:77::98"
+	}
+	for _, cmd := range [][]string{
+		{"bridge", "fdb", "append", "00:00:00:00:00:00", "dev", DefaultName, "dst", stale, "self", "permanent"},
+		{"bridge", "fdb", "append", "00:00:00:00:00:00", "dev", DefaultName, "dst", stale2, "self", "permanent"},
+		{"bridge", "fdb", "append", "02:57:0a:c9:09:00", "dev", DefaultName, "dst", stale, "self", "permanent"},
+		{"ip", "neigh", "replace", "10.201.9.0", "lladdr", "02:57:0a:c9:09:00", "dev", DefaultName, "nud", "permanent"},
+		{"ip", "route", "add", "10.201.9.0/24", "via", "10.201.9.0", "dev", DefaultName, "onlink", "proto", "87"},
+		{"ip", "route", "add", "10.201.10.0/24", "via", "10.201.9.0", "dev", DefaultName, "onlink", "proto", "static"},
+	} {
+		a.run(t, cmd[0], cmd[1:]...)
+	}
+	if got, want := len(a.programmed(t)), len(wantProgrammed(b))+5; got != want {
+		t.Fatalf("with the leftovers a's device holds %d of weft's entries, want %d:\n%s", got, want, strings.Join(a.programmed(t), "\n"))
+	}
+
 	// kill -9 and restart: a new process finds the device, the filter and
-	// the entries, adopts them and adds no duplicates.
+	// the entries, adopts them, removes the stale ones and adds no
+	// duplicates.
 	a.open(t)
 	if err := a.dev.Ensure(); err != nil {
 		t.Fatal(err)
@@ -345,6 +370,9 @@ func kernelCycle(t *testing.T, a, b, c *khost) {
 	}
 	if got, want := normalize(a.programmed(t)), wantProgrammed(b); !slices.Equal(got, want) {
 		t.Fatalf("after a restart a's device holds\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if out := a.run(t, "ip", "route", "show", "proto", "static"); !strings.Contains(out, "10.201.10.0/24 via 10.201.9.0 dev "+DefaultName) {
+		t.Errorf("the administrator's route is gone: %q", out)
 	}
 	a.ping(t, b.addr(false))
 	t.Logf("a's device and filter with b as its peer:\n%s\n%s", strings.Join(a.programmed(t), "\n"),
@@ -387,4 +415,80 @@ func kernelCycle(t *testing.T, a, b, c *khost) {
 		}
 		sys.Close()
 	}
+}
+
+// costEnv runs TestFilterCost, a measurement rather than a check.
+const costEnv = "KERNELVX_FILTER_COST"
+
+// TestFilterCost measures what the peer filter costs: iperf3, TCP, one
+// stream, a to b over the kernel VXLAN devices, with the filter and
+// without, alternated, and logs the medians. Set KERNELVX_FILTER_COST=1
+// (and -v) to run it; KERNELVX_FILTER_COST=N runs N rounds (default 3)
+// of 5 s each way.
+func TestFilterCost(t *testing.T) {
+	rounds, err := strconv.Atoi(os.Getenv(costEnv))
+	if err != nil || rounds <= 0 {
+		t.Skipf("SKIPPED: a measurement, not a check: set %s=1 (or a number of rounds) to run it", costEnv)
+	}
+	if rounds == 1 {
+		rounds = 3
+	}
+	netlab.RequireTools(t, "iperf3")
+	a, b, _ := kernelLab(t, false)
+	a.open(t)
+	b.open(t)
+	program := func() {
+		for _, pair := range [][2]*khost{{a, b}, {b, a}} {
+			if err := pair[0].dev.Ensure(); err != nil {
+				t.Fatal(err)
+			}
+			if err := pair[0].dev.Reconcile([]Peer{pair[1].peer()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	program()
+	if _, err := b.h.IPerf3Server(0); err != nil {
+		t.Fatal(err)
+	}
+	a.ping(t, b.addr(false))
+	var with, without []float64
+	for i := 0; i < rounds; i++ {
+		for _, filtered := range []bool{true, false} {
+			if filtered {
+				program()
+			} else {
+				for _, h := range []*khost{a, b} {
+					if err := h.sys.FilterDelete(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			res, err := a.h.IPerf3Client(ctx, b.addr(false), netlab.IPerf3Options{Seconds: 5, Streams: 1})
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			gbps := res.ReceivedBPS / 1e9
+			t.Logf("round %d, filter %v: %.2f Gbit/s, %d retransmits", i+1, filtered, gbps, res.Retransmits)
+			if filtered {
+				with = append(with, gbps)
+			} else {
+				without = append(without, gbps)
+			}
+		}
+	}
+	mw, mo := median(with), median(without)
+	t.Logf("TCP 1 stream over kernel VXLAN, medians of %d × 5 s: with the filter %.2f Gbit/s, without %.2f Gbit/s (%.3f×)",
+		rounds, mw, mo, mw/mo)
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
