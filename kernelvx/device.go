@@ -86,7 +86,7 @@ func (d *Device) Ensure() (err error) {
 			d.base = d.base.add(c)
 		}
 	}
-	if err := d.k.FilterEnsure(d.cfg.Port); err != nil {
+	if err := d.k.FilterEnsure(d.cfg.Port, d.cfg.Subnets); err != nil {
 		return fmt.Errorf("kernelvx: install the peer filter: %w", err)
 	}
 	d.ensured = true
@@ -447,7 +447,7 @@ func (d *Device) syncFilter(want FilterSets) error {
 	have, err := d.k.FilterSets()
 	if errors.Is(err, ErrNotExist) {
 		d.log.Warn("peer filter missing: rebuilding it")
-		if err := d.k.FilterEnsure(d.cfg.Port); err != nil {
+		if err := d.k.FilterEnsure(d.cfg.Port, d.cfg.Subnets); err != nil {
 			return fmt.Errorf("kernelvx: rebuild the peer filter: %w", err)
 		}
 		have, err = FilterSets{}, nil

@@ -78,7 +78,7 @@ var (
 	eth0Line   = "link eth0 #11 veth up"
 	deviceLine = "link weft-vx #12 vxlan vni 1 port 8472 local 192.0.2.1 dev #11 mac 02:57:0a:63:01:00 mtu 1450 up"
 	addrLines  = []string{"addr weft-vx 10.99.1.0/32", "addr weft-vx fd99:1::/128"}
-	filterLine = "filter udp dport 8472"
+	filterLine = "filter udp dport 8472 local [10.99.1.0/24 fd99:1::/64]"
 )
 
 func base(more ...string) []string {
@@ -89,14 +89,14 @@ func TestEnsureCreates(t *testing.T) {
 	f, d := newTestDevice(t, testConfig())
 	mustEnsure(t, d)
 	checkDump(t, f, base()...)
-	checkOps(t, f, "FilterEnsure 8472", "LinkAdd weft-vx", "AddrReplace 10.99.1.0/32", "AddrReplace fd99:1::/128", "LinkSetUp 12")
+	checkOps(t, f, "FilterEnsure 8472 [10.99.1.0/24 fd99:1::/64]", "LinkAdd weft-vx", "AddrReplace 10.99.1.0/32", "AddrReplace fd99:1::/128", "LinkSetUp 12")
 	if d.Index() != 12 {
 		t.Errorf("Index() = %d, want 12", d.Index())
 	}
 	// Again: the link is adopted, nothing else changes.
 	mustEnsure(t, d)
 	checkDump(t, f, base()...)
-	checkOps(t, f, "FilterEnsure 8472", "LinkSetUp 12")
+	checkOps(t, f, "FilterEnsure 8472 [10.99.1.0/24 fd99:1::/64]", "LinkSetUp 12")
 }
 
 // The membership events, in order, and the exact state after each.
@@ -374,7 +374,7 @@ func TestRestartAdopts(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkDump(t, f, before...)
-	checkOps(t, f, "FilterEnsure 8472", "LinkSetUp 12")
+	checkOps(t, f, "FilterEnsure 8472 [10.99.1.0/24 fd99:1::/64]", "LinkSetUp 12")
 }
 
 // Leftovers of a run with another configuration: the device is recreated
@@ -422,7 +422,7 @@ func TestRestartRecreates(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustEnsure(t, d3)
-	checkOps(t, f, "FilterEnsure 8472", "AddrReplace 10.99.7.0/32", "AddrDel 10.99.1.0/32", "AddrDel fd99:1::/128", "LinkSetUp 14")
+	checkOps(t, f, "FilterEnsure 8472 [10.99.7.0/24]", "AddrReplace 10.99.7.0/32", "AddrDel 10.99.1.0/32", "AddrDel fd99:1::/128", "LinkSetUp 14")
 }
 
 // Entries on the device that no peer accounts for: weft's (permanent
@@ -594,7 +594,7 @@ func TestReconcileRebuildsFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkDump(t, f, want...)
-	checkOps(t, f, "FilterEnsure 8472", "FilterReplace 1 peers 1 sources")
+	checkOps(t, f, "FilterEnsure 8472 [10.99.1.0/24 fd99:1::/64]", "FilterReplace 1 peers 1 sources")
 }
 
 // Operations that fail are reported together, and the next Reconcile
@@ -626,13 +626,13 @@ func TestCountersAndStats(t *testing.T) {
 	if err != nil || st != (Stats{RxPackets: 1, RxBytes: 100, TxPackets: 2, TxBytes: 200}) {
 		t.Errorf("Stats() = %+v, %v", st, err)
 	}
-	f.CountDrops(FilterCounters{UnknownPeer: Counter{3, 300}, Spoofed: Counter{1, 90}})
+	f.CountDrops(FilterCounters{UnknownPeer: Counter{3, 300}, Spoofed: Counter{1, 90}, NotLocal: Counter{5, 500}})
 	// Ensure rebuilds the filter (its counters restart from zero); the
 	// Device's counts go on.
 	mustEnsure(t, d)
 	f.CountDrops(FilterCounters{UnknownPeer: Counter{1, 100}})
 	got, err := d.FilterCounters()
-	if want := (FilterCounters{UnknownPeer: Counter{4, 400}, Spoofed: Counter{1, 90}}); err != nil || got != want {
+	if want := (FilterCounters{UnknownPeer: Counter{4, 400}, Spoofed: Counter{1, 90}, NotLocal: Counter{5, 500}}); err != nil || got != want {
 		t.Errorf("FilterCounters() = %+v, %v; want %+v", got, err, want)
 	}
 }

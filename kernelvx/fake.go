@@ -48,6 +48,7 @@ type fakeNeigh struct {
 
 type fakeFilter struct {
 	port     uint16
+	local    []netip.Prefix
 	sets     FilterSets
 	counters FilterCounters
 }
@@ -134,7 +135,7 @@ func (f *Fake) CountDrops(c FilterCounters) {
 //	route 10.99.2.0/24 via 10.99.2.0 dev weft-vx onlink proto weft
 //	neigh 10.99.2.0 lladdr 02:57:0a:63:02:00 dev weft-vx permanent
 //	fdb 02:57:0a:63:02:00 dst 192.0.2.2 dev weft-vx self permanent
-//	filter udp dport 8472
+//	filter udp dport 8472 local [10.99.1.0/24 fd99:1::/64]
 //	filter peer 192.0.2.2
 //	filter source 192.0.2.2 . 10.99.2.0/24
 func (f *Fake) Dump() []string {
@@ -168,7 +169,7 @@ func (f *Fake) Dump() []string {
 		}
 	}
 	if f.filter != nil {
-		out = append(out, fmt.Sprintf("filter udp dport %d", f.filter.port))
+		out = append(out, fmt.Sprintf("filter udp dport %d local %v", f.filter.port, f.filter.local))
 		for _, p := range f.filter.sets.Peers {
 			out = append(out, "filter peer "+p.String())
 		}
@@ -485,17 +486,17 @@ func (f *Fake) FDBDel(e FDB) error {
 }
 
 // FilterEnsure implements Kernel.
-func (f *Fake) FilterEnsure(port uint16) error {
+func (f *Fake) FilterEnsure(port uint16, local []netip.Prefix) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.call("FilterEnsure", port); err != nil {
+	if err := f.call("FilterEnsure", port, local); err != nil {
 		return err
 	}
 	var sets FilterSets
 	if f.filter != nil {
 		sets = f.filter.sets
 	}
-	f.filter = &fakeFilter{port: port, sets: sets}
+	f.filter = &fakeFilter{port: port, local: slices.Clone(local), sets: sets}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package kernelvx
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/google/nftables"
@@ -12,11 +13,12 @@ import (
 )
 
 // The peer filter, as `nft list table inet weft_vx` shows it (PORT the
-// VXLAN port):
+// VXLAN port, NET4/LEN4 and NET6/LEN6 this host's subnets):
 //
 //	table inet weft_vx {
 //		counter unknown_peer { }
 //		counter spoofed { }
+//		counter not_local { }
 //		set peers4 { type ipv4_addr }
 //		set peers6 { type ipv6_addr }
 //		set src4_4 { type ipv4_addr . ipv4_addr; flags interval }
@@ -31,16 +33,20 @@ import (
 //			meta nfproto ipv4 meta l4proto udp udp dport PORT @th,224,16 0x86dd ip saddr . @th,304,128 != @src4_6 counter name "spoofed" drop
 //			meta nfproto ipv6 meta l4proto udp udp dport PORT @th,224,16 0x0800 ip6 saddr . @th,336,32 != @src6_4 counter name "spoofed" drop
 //			meta nfproto ipv6 meta l4proto udp udp dport PORT @th,224,16 0x86dd ip6 saddr . @th,304,128 != @src6_6 counter name "spoofed" drop
+//			meta l4proto udp udp dport PORT @th,224,16 0x0800 @th,368,32 & MASK(LEN4) != NET4 counter name "not_local" drop
+//			meta l4proto udp udp dport PORT @th,224,16 0x86dd @th,432,128 & MASK(LEN6) != NET6 counter name "not_local" drop
 //		}
 //	}
 //
 // The inner frame sits at a fixed offset from the UDP header: 8 bytes of
 // UDP, 8 of VXLAN, then the inner Ethernet header, whose EtherType is at
-// byte 28 (bit 224); the inner IPv4 source is at byte 42 (8+8+14+12), the
-// inner IPv6 source at byte 38 (8+8+14+8). Each src set is keyed by outer
-// source . inner source, the inner part a range (a peer's subnet), so one
-// lookup checks "the inner source lies in the subnet of the peer that
-// sent it". The input hook sees a datagram after reassembly and before
+// byte 28 (bit 224); the inner IPv4 source is at byte 42 (8+8+14+12) and
+// its destination at 46, the inner IPv6 source at byte 38 (8+8+14+8) and
+// its destination at 54. Each src set is keyed by outer source . inner
+// source, the inner part a range (a peer's subnet), so one lookup checks
+// "the inner source lies in the subnet of the peer that sent it"; the
+// not_local rules check the inner destination against this host's subnets
+// (a host without a subnet of a family drops every inner packet of it). The input hook sees a datagram after reassembly and before
 // the VXLAN device does; a datagram too short to hold the inner source
 // does not match the spoofed rules (the inner packet it carries is
 // malformed, and the kernel drops it).
@@ -53,9 +59,12 @@ const (
 	filterChain      = "input"
 	counterUnknown   = "unknown_peer"
 	counterSpoofed   = "spoofed"
+	counterNotLocal  = "not_local"
 	innerEtherOffset = 8 + 8 + 12 // UDP, VXLAN, Ethernet addresses
 	innerIPv4Src     = 8 + 8 + 14 + 12
+	innerIPv4Dst     = innerIPv4Src + 4
 	innerIPv6Src     = 8 + 8 + 14 + 8
+	innerIPv6Dst     = innerIPv6Src + 16
 	// Registers: a 16-byte register (1) holds the outer source; a
 	// concatenation's next field starts at the next 32-bit register
 	// (NFT_REG32_00 is 8, so 9 after an IPv4 address, 12 after IPv6).
@@ -213,7 +222,7 @@ func tableExists(c *nftables.Conn) (bool, error) {
 
 // FilterEnsure implements Kernel: one transaction deletes the table if it
 // is there and builds it anew, with the elements it held.
-func (s *System) FilterEnsure(port uint16) error {
+func (s *System) FilterEnsure(port uint16, local []netip.Prefix) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, err := s.conn()
@@ -239,7 +248,7 @@ func (s *System) FilterEnsure(port uint16) error {
 		Hooknum:  nftables.ChainHookInput,
 		Priority: nftables.ChainPriorityFilter,
 	})
-	for _, name := range []string{counterUnknown, counterSpoofed} {
+	for _, name := range []string{counterUnknown, counterSpoofed, counterNotLocal} {
 		c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
 	}
 	sets := map[string]*nftables.Set{}
@@ -274,10 +283,39 @@ func (s *System) FilterEnsure(port uint16) error {
 		)
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
 	}
+	for _, inner := range []netip.Addr{zero4, zero6} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: notLocal(port, inner, local)})
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables table inet %s: %w", FilterTable, err)
 	}
 	return nil
+}
+
+// notLocal drops VXLAN datagrams carrying an inner packet of the family of
+// inner whose destination lies outside this host's subnet of that family.
+func notLocal(port uint16, inner netip.Addr, local []netip.Prefix) []expr.Any {
+	etherType, off := uint16(unix.ETH_P_IP), uint32(innerIPv4Dst)
+	if inner.Is6() {
+		etherType, off = unix.ETH_P_IPV6, innerIPv6Dst
+	}
+	exprs := append(udpPort(port),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: innerEtherOffset, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(etherType)},
+	)
+	for _, p := range local {
+		if p.Addr().Is4() != inner.Is4() {
+			continue
+		}
+		n := uint32(p.Addr().BitLen() / 8)
+		mask := net.CIDRMask(p.Bits(), p.Addr().BitLen())
+		exprs = append(exprs,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: n},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: p.Masked().Addr().AsSlice()},
+		)
+	}
+	return append(exprs, countAs(counterNotLocal), &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
 // udpTo matches UDP datagrams of the outer family to port.
@@ -286,9 +324,15 @@ func udpTo(outer netip.Addr, port uint16) []expr.Any {
 	if outer.Is6() {
 		proto = unix.NFPROTO_IPV6
 	}
-	return []expr.Any{
+	return append([]expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}, udpPort(port)...)
+}
+
+// udpPort matches UDP datagrams to port.
+func udpPort(port uint16) []expr.Any {
+	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
@@ -395,6 +439,8 @@ func (s *System) FilterCounters() (FilterCounters, error) {
 			fc.UnknownPeer = Counter{Packets: co.Packets, Bytes: co.Bytes}
 		case counterSpoofed:
 			fc.Spoofed = Counter{Packets: co.Packets, Bytes: co.Bytes}
+		case counterNotLocal:
+			fc.NotLocal = Counter{Packets: co.Packets, Bytes: co.Bytes}
 		}
 	}
 	return fc, nil

@@ -64,11 +64,11 @@ type Kernel interface {
 	// FDBDel removes an FDB entry.
 	FDBDel(f FDB) error
 
-	// FilterEnsure (re)builds the peer filter for the VXLAN UDP port in one
-	// atomic transaction, keeping the elements its sets already hold (so
-	// that a restart does not cut off the current peers) and starting its
-	// counters from zero.
-	FilterEnsure(port uint16) error
+	// FilterEnsure (re)builds the peer filter for the VXLAN UDP port and
+	// this host's subnets (local) in one atomic transaction, keeping the
+	// elements its sets already hold (so that a restart does not cut off
+	// the current peers) and starting its counters from zero.
+	FilterEnsure(port uint16, local []netip.Prefix) error
 	// FilterSets reads the filter's sets; an error wrapping ErrNotExist
 	// when there is no filter.
 	FilterSets() (FilterSets, error)
@@ -222,11 +222,16 @@ type FilterCounters struct {
 	// Spoofed counts VXLAN datagrams from a peer whose inner IPv4 or IPv6
 	// source is outside that peer's subnets (reason="spoofed").
 	Spoofed Counter
+	// NotLocal counts VXLAN datagrams whose inner IPv4 or IPv6
+	// destination is outside this host's subnets (reason="not_local"):
+	// the kernel would otherwise route them on, a relay for any peer.
+	NotLocal Counter
 }
 
 func (c FilterCounters) add(o FilterCounters) FilterCounters {
 	return FilterCounters{
 		UnknownPeer: Counter{c.UnknownPeer.Packets + o.UnknownPeer.Packets, c.UnknownPeer.Bytes + o.UnknownPeer.Bytes},
 		Spoofed:     Counter{c.Spoofed.Packets + o.Spoofed.Packets, c.Spoofed.Bytes + o.Spoofed.Bytes},
+		NotLocal:    Counter{c.NotLocal.Packets + o.NotLocal.Packets, c.NotLocal.Bytes + o.NotLocal.Bytes},
 	}
 }

@@ -329,7 +329,16 @@ func kernelCycle(t *testing.T, a, b, c *khost) {
 	if got := after.Spoofed.Packets - before.Spoofed.Packets; got != 2 || after.UnknownPeer != before.UnknownPeer {
 		t.Errorf("after two spoofed datagrams from a peer: counters %+v, before %+v (want spoofed +2)", after, before)
 	}
-	// And one from b's subnet passes the filter.
+	// From b's subnet to addresses outside a's subnets: not_local (the
+	// kernel would route them on).
+	before = after
+	b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, b.addr(false), c.addr(false)))
+	b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, b.addr(true), c.addr(true)))
+	after = a.counters(t)
+	if got := after.NotLocal.Packets - before.NotLocal.Packets; got != 2 || after.UnknownPeer != before.UnknownPeer || after.Spoofed != before.Spoofed {
+		t.Errorf("after two datagrams to addresses not a's: counters %+v, before %+v (want not_local +2)", after, before)
+	}
+	// And one from b's subnet to a's passes the filter.
 	before = after
 	b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, b.addr(false), a.addr(false)))
 	if after = a.counters(t); after != before {
