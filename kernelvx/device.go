@@ -68,6 +68,11 @@ func (d *Device) link() Link {
 	}
 }
 
+// ErrNoVXLAN is wrapped by Ensure's error when the kernel cannot create a
+// VXLAN device (no vxlan module): weft's userspace data path is then the
+// only one.
+var ErrNoVXLAN = errors.New("the kernel has no VXLAN support (module vxlan)")
+
 // Ensure installs the peer filter, then creates the VXLAN link, or adopts
 // an existing one with the same attributes (an existing link that differs
 // is deleted and created anew), gives it the host's addresses (and removes
@@ -128,6 +133,9 @@ func (d *Device) Ensure() (err error) {
 	}
 	if idx == 0 {
 		idx, err = d.k.LinkAdd(want)
+		if errors.Is(err, syscall.EOPNOTSUPP) {
+			err = fmt.Errorf("%w: %w", ErrNoVXLAN, err)
+		}
 		if err != nil {
 			return fmt.Errorf("kernelvx: create VXLAN link %s (vni %d, port %d, local %s, dev #%d): %w",
 				want.Name, want.VNI, want.Port, want.Local, want.UnderlayIndex, err)

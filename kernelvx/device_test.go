@@ -1,6 +1,7 @@
 package kernelvx
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -479,11 +480,13 @@ func TestReconcileTakesOverRouteToPeer(t *testing.T) {
 func TestEnsureFailureCleansUp(t *testing.T) {
 	inUse := fmt.Errorf("set link up: %w", syscall.EADDRINUSE)
 	for _, tc := range []struct {
-		name   string
-		failOn string
-		seed   func(f *Fake)
-		want   string
-		state  []string
+		name    string
+		failOn  string
+		fail    error // default inUse
+		seed    func(f *Fake)
+		want    string
+		state   []string
+		noVXLAN bool // the error is ErrNoVXLAN
 	}{
 		{
 			name: "port taken, new link and filter", failOn: "LinkSetUp",
@@ -499,6 +502,11 @@ func TestEnsureFailureCleansUp(t *testing.T) {
 			name: "link refused", failOn: "LinkAdd",
 			want:  "kernelvx: create VXLAN link weft-vx (vni 1, port 8472, local 192.0.2.1, dev #11)",
 			state: []string{eth0Line},
+		},
+		{
+			name: "no vxlan module", failOn: "LinkAdd", fail: fmt.Errorf("link add: %w", syscall.EOPNOTSUPP),
+			want:  "kernelvx: create VXLAN link weft-vx (vni 1, port 8472, local 192.0.2.1, dev #11): the kernel has no VXLAN support (module vxlan)",
+			state: []string{eth0Line}, noVXLAN: true,
 		},
 		{
 			name: "another link of that name", seed: func(f *Fake) { f.AddLink(Link{Name: DefaultName, Kind: "dummy"}) },
@@ -524,12 +532,15 @@ func TestEnsureFailureCleansUp(t *testing.T) {
 				tc.seed(f)
 			}
 			if tc.failOn != "" {
-				f.FailOn(tc.failOn, inUse)
+				f.FailOn(tc.failOn, cmp.Or(tc.fail, inUse))
 			}
 			_, d := newTestDeviceOn(f)
 			err := d.Ensure()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Ensure: %v, want an error containing %q", err, tc.want)
+			}
+			if errors.Is(err, ErrNoVXLAN) != tc.noVXLAN {
+				t.Errorf("errors.Is(%v, ErrNoVXLAN) = %v", err, !tc.noVXLAN)
 			}
 			f.FailOn(tc.failOn, nil)
 			checkDump(t, f, tc.state...)
