@@ -370,9 +370,13 @@ func kernelCycle(t *testing.T, a, b, c *khost) {
 	// kill -9 and restart: a new process finds the device, the filter and
 	// the entries, adopts them, removes the stale ones and adds no
 	// duplicates.
+	index := a.dev.Index()
 	a.open(t)
 	if err := a.dev.Ensure(); err != nil {
 		t.Fatal(err)
+	}
+	if a.dev.Index() != index {
+		t.Errorf("after a restart the device is #%d, was #%d: recreated, not adopted", a.dev.Index(), index)
 	}
 	if err := a.dev.Reconcile([]Peer{b.peer()}); err != nil {
 		t.Fatal(err)
