@@ -130,6 +130,7 @@ func (d *Device) Ensure() (err error) {
 		if err := d.k.LinkDel(cur.Index); err != nil {
 			return fmt.Errorf("kernelvx: delete link %s to recreate it (%s): %w", want.Name, diff, err)
 		}
+		d.index = 0
 	}
 	if idx == 0 {
 		idx, err = d.k.LinkAdd(want)
@@ -296,7 +297,7 @@ func (d *Device) checkPeer(p Peer, taken *claims) ([]netip.Prefix, error) {
 	return subnets, nil
 }
 
-// current reads what the device holds.
+// current reads what the device holds (its FDB in fdbAll only).
 func (d *Device) current() (state, error) {
 	s := state{
 		routes: map[netip.Prefix]Route{},
@@ -320,9 +321,6 @@ func (d *Device) current() (state, error) {
 	fdb, err := d.k.FDBList(d.index)
 	if err != nil {
 		return s, fmt.Errorf("kernelvx: list FDB of %s: %w", d.cfg.Name, err)
-	}
-	for _, f := range fdb {
-		s.fdb[f.MAC] = f
 	}
 	s.fdbAll = fdb
 	return s, nil
