@@ -92,22 +92,15 @@ func reload(t *testing.T, n *node, what string) {
 // it once.
 func refusedFor(ctx context.Context, t *testing.T, n *node, peer, want string) {
 	t.Helper()
-	err := pollUntil(time.Now().Add(20*time.Second), func() error {
-		st, err := status(n)
-		if err != nil {
-			return err
-		}
-		p := st.Peer(peer)
-		switch {
-		case p == nil:
-			return fmt.Errorf("%s does not list %s yet: %s", n.name, peer, st.summary())
-		case p.Via != router.ViaNone || p.Refused != want:
-			return fmt.Errorf("%s sees %s via %s, refused %q (%s); want refused %q", n.name, peer, p.Via, p.Refused, p.Reason, want)
-		}
-		return nil
-	})
+	if err := refusedBy(n, peer, "", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := status(n)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if p := st.Peer(peer); p.Refused != want {
+		t.Errorf("%s refuses %s as %q (%s), want %q", n.name, peer, p.Refused, p.Reason, want)
 	}
 	if v := counter(ctx, t, n, "weft_peers_refused", "reason", want); v != 1 {
 		t.Errorf("%s: weft_peers_refused{reason=%s} = %v, want 1", n.name, want, v)

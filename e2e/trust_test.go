@@ -18,8 +18,8 @@ import (
 	"github.com/weftnet/weft/router"
 )
 
-// refusedBy waits until n's status shows peer refused (via none) with a
-// reason containing want.
+// refusedBy waits until n's status shows peer refused (via none, with a
+// refusal label) with a reason containing want.
 func refusedBy(n *node, peer, want string, within time.Duration) error {
 	return pollUntil(time.Now().Add(within), func() error {
 		st, err := status(n)
@@ -30,8 +30,8 @@ func refusedBy(n *node, peer, want string, within time.Duration) error {
 		switch {
 		case p == nil:
 			return fmt.Errorf("%s does not list %s yet: %s", n.name, peer, st.summary())
-		case p.Via != router.ViaNone || !strings.Contains(p.Reason, want):
-			return fmt.Errorf("%s sees %s via %s, reason %q; want refused for %q", n.name, peer, p.Via, p.Reason, want)
+		case p.Via != router.ViaNone || p.Refused == "" || !strings.Contains(p.Reason, want):
+			return fmt.Errorf("%s sees %s via %s, refused %q, reason %q; want refused for %q", n.name, peer, p.Via, p.Refused, p.Reason, want)
 		}
 		return nil
 	})
