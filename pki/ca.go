@@ -28,13 +28,37 @@ type CA struct {
 }
 
 // NewCA makes a CA with a new key pair and a self-signed certificate named
-// name, valid from now (less a minute of clock skew) for lifetime.
+// name, valid from now (less a minute of clock skew) for lifetime, whose
+// networks are all of IPv4 and IPv6: NewCAFor(name, nil, lifetime, now).
 func NewCA(name string, lifetime time.Duration, now time.Time) (*CA, error) {
+	return NewCAFor(name, nil, lifetime, now)
+}
+
+// NewCAFor makes a CA as NewCA does, limited to networks: the certificate
+// carries them as its RFC 3779 address blocks, and the CA grants host
+// subnets and pools inside them only. At most one network per address
+// family; a family without one can be granted nothing. Nil or empty
+// networks means all of IPv4 and IPv6 (0.0.0.0/0 and ::/0).
+func NewCAFor(name string, networks []netip.Prefix, lifetime time.Duration, now time.Time) (*CA, error) {
 	if err := CheckName(name); err != nil {
 		return nil, fmt.Errorf("CA name: %w", err)
 	}
 	if lifetime <= 0 {
 		return nil, fmt.Errorf("CA lifetime %s: want a positive duration", lifetime)
+	}
+	if len(networks) == 0 {
+		networks = allNetworks()
+	}
+	networks, err := canonicalPrefixes("network", networks)
+	if err != nil {
+		return nil, fmt.Errorf("CA %q: %w", name, err)
+	}
+	if err := checkNetworks(networks); err != nil {
+		return nil, fmt.Errorf("CA %q: %w", name, err)
+	}
+	blocks, err := encodeGrants(networks)
+	if err != nil {
+		return nil, fmt.Errorf("CA %q: networks: %w", name, err)
 	}
 	key, err := GenerateKey()
 	if err != nil {
@@ -55,6 +79,7 @@ func NewCA(name string, lifetime time.Duration, now time.Time) (*CA, error) {
 		MaxPathLen:            0,
 		MaxPathLenZero:        true,
 		// SubjectKeyId: x509 derives it from the key (a CRL needs it).
+		ExtraExtensions: []pkix.Extension{{Id: oidIPAddrBlocks, Critical: true, Value: blocks}},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
@@ -172,8 +197,9 @@ type Request struct {
 
 // Sign issues a host certificate for r, valid from now less a minute (clock
 // skew) for r.Lifetime. It refuses a request outside the profile (see the
-// package doc) and a lifetime that would outlast the CA's certificate.
-// Groups are sorted and duplicates dropped.
+// package doc), a subnet or pool outside the CA's networks, and a lifetime
+// that would outlast the CA's certificate. Groups are sorted and
+// duplicates dropped.
 func (ca *CA) Sign(r Request, now time.Time) (*Cert, error) {
 	if err := CheckName(r.Name); err != nil {
 		return nil, fmt.Errorf("sign: name: %w", err)
@@ -191,6 +217,9 @@ func (ca *CA) Sign(r Request, now time.Time) (*Cert, error) {
 	}
 	if err := checkGrants(subnets, pools); err != nil {
 		return nil, fmt.Errorf("sign %q: %w", r.Name, err)
+	}
+	if kind, p := outsideNetworks(ca.Cert, subnets, pools); kind != "" {
+		return nil, fmt.Errorf("sign %q: %s %s lies outside the CA %q's networks (%s)", r.Name, kind, p, ca.Cert.Name, networksString(ca.Cert))
 	}
 	groups := slices.Compact(slices.Sorted(slices.Values(r.Groups)))
 	if err := CheckGroups(groups); err != nil {

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"io/fs"
 	"math/big"
@@ -30,6 +31,12 @@ func TestNewCA(t *testing.T) {
 	if !c.NotBefore.Equal(t0.Add(-time.Minute)) || !c.NotAfter.Equal(t0.Add(10*year)) {
 		t.Errorf("valid %s to %s", c.NotBefore, c.NotAfter)
 	}
+	if want := prefixes(t, "0.0.0.0/0", "::/0"); !slices.Equal(c.Networks, want) {
+		t.Errorf("networks %v, want %v", c.Networks, want)
+	}
+	if len(c.Subnets)+len(c.Pools) != 0 {
+		t.Errorf("a CA with subnets %v, pools %v", c.Subnets, c.Pools)
+	}
 	for _, tt := range []struct {
 		name     string
 		lifetime time.Duration
@@ -42,6 +49,119 @@ func TestNewCA(t *testing.T) {
 	} {
 		_, err := NewCA(tt.name, tt.lifetime, t0)
 		wantErr(t, "NewCA("+tt.name+")", err, tt.want)
+	}
+}
+
+func TestNewCAFor(t *testing.T) {
+	tests := []struct {
+		name     string
+		networks []string
+		want     []string // the certificate's networks
+		err      string
+	}{
+		{"nil: everything", nil, []string{"0.0.0.0/0", "::/0"}, ""},
+		{"IPv4 only", []string{"10.244.0.0/16"}, []string{"10.244.0.0/16"}, ""},
+		{"IPv6 only", []string{"fd00:1::/48"}, []string{"fd00:1::/48"}, ""},
+		{"both, IPv6 given first", []string{"fd00::/8", "10.0.0.0/8"}, []string{"10.0.0.0/8", "fd00::/8"}, ""},
+		{"one address", []string{"10.1.2.3/32"}, []string{"10.1.2.3/32"}, ""},
+		{"all of IPv4 alone", []string{"0.0.0.0/0"}, []string{"0.0.0.0/0"}, ""},
+		{"two IPv4 networks", []string{"10.0.0.0/16", "10.2.0.0/16"}, nil, "networks 10.0.0.0/16 and 10.2.0.0/16: at most one network per address family"},
+		{"overlapping networks", []string{"10.0.0.0/8", "10.1.0.0/16"}, nil, "networks 10.0.0.0/8 and 10.1.0.0/16 overlap"},
+		{"host bits", []string{"10.244.1.1/16"}, nil, "network 10.244.1.1/16: host bits are set (did you mean 10.244.0.0/16?)"},
+		{"IPv4-mapped", []string{"::ffff:10.0.0.0/104"}, nil, "an IPv4-mapped IPv6 prefix"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ca, err := NewCAFor("limited CA", prefixes(t, tt.networks...), year, t0)
+			wantErr(t, "NewCAFor", err, tt.err)
+			if err == nil && CheckNetworks(prefixes(t, tt.networks...)) != nil {
+				t.Errorf("CheckNetworks refuses what NewCAFor takes")
+			}
+			if err != nil {
+				wantErr(t, "CheckNetworks", CheckNetworks(prefixes(t, tt.networks...)), tt.err)
+				return
+			}
+			if !slices.Equal(ca.Cert.Networks, prefixes(t, tt.want...)) {
+				t.Errorf("networks %v, want %v", ca.Cert.Networks, tt.want)
+			}
+			// The certificate says so itself, in a critical RFC 3779
+			// extension, and parses back to the same networks.
+			i := slices.IndexFunc(ca.Cert.X509.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(oidIPAddrBlocks) })
+			if i < 0 || !ca.Cert.X509.Extensions[i].Critical {
+				t.Fatalf("no critical RFC 3779 extension in %v", ca.Cert.X509.Extensions)
+			}
+			back, err := ParseCert(ca.Cert.Raw)
+			if err != nil || !slices.Equal(back.Networks, ca.Cert.Networks) {
+				t.Errorf("parsed back: %v, networks %v", err, back.Networks)
+			}
+		})
+	}
+	_, err := NewCAFor("", nil, year, t0)
+	wantErr(t, "no name", err, "CA name: empty")
+	if err := CheckNetworks(nil); err != nil {
+		t.Errorf("CheckNetworks(nil): %v", err)
+	}
+}
+
+// TestLegacyCA: a CA certificate made before CAs carried address blocks
+// still parses, grants everything, signs and verifies as before.
+func TestLegacyCA(t *testing.T) {
+	ca := legacyCA(t, "old CA", 2*year, t0)
+	if !ca.Cert.IsCA || !slices.Equal(ca.Cert.Networks, prefixes(t, "0.0.0.0/0", "::/0")) {
+		t.Errorf("IsCA %v, networks %v; want a CA granting everything", ca.Cert.IsCA, ca.Cert.Networks)
+	}
+	r := hostRequest(t, "h", "192.168.7.0/24", "2001:db8::/64")
+	r.Pools = prefixes(t, "172.16.0.0/12")
+	c := mustSign(t, ca, r, t0)
+	tr, err := NewTrust([]*Cert{ca.Cert}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Verify(c, t0.Add(day)); err != nil {
+		t.Errorf("a legacy CA's host: %v", err)
+	}
+	dir := t.TempDir()
+	if err := ca.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	if back, err := LoadCA(dir); err != nil || !slices.Equal(back.Cert.Networks, ca.Cert.Networks) {
+		t.Errorf("LoadCA of a legacy CA: %v", err)
+	}
+}
+
+func TestSignWithinNetworks(t *testing.T) {
+	v4 := mustCAFor(t, "v4 CA", []string{"10.244.0.0/16"}, 2*year, t0)
+	both := mustCAFor(t, "dual CA", []string{"10.244.0.0/16", "fd00:1::/48"}, 2*year, t0)
+	tests := []struct {
+		name           string
+		ca             *CA
+		subnets, pools []string
+		want           string
+	}{
+		{"subnet inside", v4, []string{"10.244.1.0/24"}, nil, ""},
+		{"subnet is the network", v4, []string{"10.244.0.0/16"}, nil, ""},
+		{"pool inside", v4, nil, []string{"10.244.128.0/17"}, ""},
+		{"both families inside", both, []string{"10.244.1.0/24", "fd00:1:0:1::/64"}, []string{"10.244.128.0/17", "fd00:1:0:8000::/49"}, ""},
+		{"subnet beside", v4, []string{"10.245.0.0/24"}, nil, `subnet 10.245.0.0/24 lies outside the CA "v4 CA"'s networks (10.244.0.0/16)`},
+		{"subnet larger", v4, []string{"10.0.0.0/8"}, nil, "subnet 10.0.0.0/8 lies outside"},
+		{"IPv6 from an IPv4-only CA", v4, []string{"10.244.1.0/24", "fd00:1::/64"}, nil, `subnet fd00:1::/64 lies outside the CA "v4 CA"'s networks (10.244.0.0/16)`},
+		{"pool straddling the edge", v4, nil, []string{"10.244.0.0/15"}, "pool 10.244.0.0/15 lies outside"},
+		{"one pool of two outside", both, nil, []string{"10.244.0.0/17", "fd00:2::/48"}, `pool fd00:2::/48 lies outside the CA "dual CA"'s networks (10.244.0.0/16, fd00:1::/48)`},
+	}
+	for _, tt := range tests {
+		r := Request{Name: "h", PublicKey: pubOf(mustKey(t)), Subnets: prefixes(t, tt.subnets...), Pools: prefixes(t, tt.pools...), Lifetime: year}
+		c, err := tt.ca.Sign(r, t0)
+		wantErr(t, tt.name, err, tt.want)
+		if err != nil {
+			continue
+		}
+		tr, err := NewTrust([]*Cert{tt.ca.Cert}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Verify(c, t0.Add(day)); err != nil {
+			t.Errorf("%s: Verify of what Sign issued: %v", tt.name, err)
+		}
 	}
 }
 

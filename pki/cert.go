@@ -49,11 +49,18 @@ var (
 
 // Cert is a parsed weft certificate: a host's or a CA's.
 type Cert struct {
-	Raw                 []byte // DER
-	X509                *x509.Certificate
-	Name                string         // CommonName
-	Subnets             []netip.Prefix // granted subnets (RFC 3779), canonical, IPv4 first
-	Pools               []netip.Prefix // granted pools (weft extension), canonical, IPv4 first
+	Raw     []byte // DER
+	X509    *x509.Certificate
+	Name    string         // CommonName
+	Subnets []netip.Prefix // a host's granted subnets (RFC 3779), canonical, IPv4 first
+	Pools   []netip.Prefix // a host's granted pools (weft extension), canonical, IPv4 first
+	// Networks is a CA's address blocks (RFC 3779): the space its hosts'
+	// subnets and pools must lie in, canonical, IPv4 first, at most one
+	// per family. A family without a block grants nothing in it. A CA
+	// certificate without blocks (made before CAs carried them) grants
+	// everything, and Networks is then 0.0.0.0/0 and ::/0. Nil for a
+	// host.
+	Networks            []netip.Prefix
 	Groups              []string
 	PublicKey           ed25519.PublicKey
 	NotBefore, NotAfter time.Time
@@ -156,10 +163,15 @@ func parseSubject(x *x509.Certificate, c *Cert) error {
 	return nil
 }
 
-// parseExtensions decodes the grants and marks the RFC 3779 extension
-// handled (see the package doc): any other critical extension Go's x509
-// does not know is refused.
+// parseExtensions decodes the address blocks (a host's subnets, a CA's
+// networks) and pools, and marks the RFC 3779 extension handled (see the
+// package doc): any other critical extension Go's x509 does not know is
+// refused.
 func parseExtensions(x *x509.Certificate, c *Cert) error {
+	blocksName := "subnets"
+	if c.IsCA {
+		blocksName = "networks"
+	}
 	for _, e := range x.Extensions {
 		var err error
 		switch {
@@ -167,8 +179,14 @@ func parseExtensions(x *x509.Certificate, c *Cert) error {
 			if !e.Critical {
 				return errors.New("IP address delegation extension (RFC 3779) is not critical")
 			}
-			if c.Subnets, err = decodeGrants(e.Value); err != nil {
-				return fmt.Errorf("subnets (RFC 3779 extension): %w", err)
+			var blocks []netip.Prefix
+			if blocks, err = decodeGrants(e.Value); err != nil {
+				return fmt.Errorf("%s (RFC 3779 extension): %w", blocksName, err)
+			}
+			if c.IsCA {
+				c.Networks = blocks
+			} else {
+				c.Subnets = blocks
 			}
 		case e.Id.Equal(oidWeftPools):
 			if e.Critical {
@@ -201,10 +219,51 @@ func checkCAProfile(x *x509.Certificate, c *Cert) error {
 	if len(x.SubjectKeyId) == 0 {
 		return errors.New("CA certificate without a subject key identifier")
 	}
-	if len(c.Subnets)+len(c.Pools) > 0 {
-		return errors.New("CA certificate with granted subnets or pools (weft CAs are not constrained)")
+	if len(c.Pools) > 0 {
+		return errors.New("CA certificate with pools (a CA's space is its RFC 3779 networks)")
+	}
+	if !hasExtension(x, oidIPAddrBlocks) {
+		c.Networks = allNetworks() // made before CAs carried blocks: grants everything
+		return nil
+	}
+	return checkNetworks(c.Networks)
+}
+
+// allNetworks is all of IPv4 and IPv6: a CA's networks by default.
+func allNetworks() []netip.Prefix {
+	return []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0)}
+}
+
+// checkNetworks applies the rules of a CA's canonical networks: at least
+// one, at most one per family.
+func checkNetworks(networks []netip.Prefix) error {
+	if len(networks) == 0 {
+		return errors.New("no network: a CA certificate's address blocks must hold at least one")
+	}
+	for i := 1; i < len(networks); i++ {
+		if networks[i-1].Addr().Is4() == networks[i].Addr().Is4() {
+			return fmt.Errorf("networks %s and %s: at most one network per address family", networks[i-1], networks[i])
+		}
 	}
 	return nil
+}
+
+// CheckNetworks checks a CA's networks as NewCAFor takes them: valid CIDR
+// prefixes without host bits, zones or IPv4-mapped IPv6 addresses, at most
+// one per family. Nil or empty is fine (all of IPv4 and IPv6).
+func CheckNetworks(networks []netip.Prefix) error {
+	if len(networks) == 0 {
+		return nil
+	}
+	canon, err := canonicalPrefixes("network", networks)
+	if err != nil {
+		return err
+	}
+	return checkNetworks(canon)
+}
+
+func hasExtension(x *x509.Certificate, id asn1.ObjectIdentifier) bool {
+	return slices.ContainsFunc(x.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(id) })
 }
 
 func checkHostProfile(x *x509.Certificate, c *Cert) error {
@@ -368,18 +427,54 @@ func (c *Cert) PEM() []byte {
 // of its family. An invalid sub is granted nothing; host bits in sub are
 // ignored.
 func (c *Cert) Grants(sub netip.Prefix) bool {
+	return within(sub, c.Subnets) || within(sub, c.Pools)
+}
+
+// MayGrant reports whether a CA certificate's networks hold sub wholly,
+// that is whether the CA may grant it to a host as a subnet or pool. A
+// host certificate may grant nothing; an invalid sub is never granted;
+// host bits in sub are ignored.
+func (c *Cert) MayGrant(sub netip.Prefix) bool {
+	return c.IsCA && within(sub, c.Networks)
+}
+
+// within reports whether sub lies wholly inside one of ps (of its family).
+func within(sub netip.Prefix, ps []netip.Prefix) bool {
 	if !sub.IsValid() {
 		return false
 	}
 	sub = sub.Masked()
-	for _, list := range [][]netip.Prefix{c.Subnets, c.Pools} {
-		for _, p := range list {
-			if p.Addr().Is4() == sub.Addr().Is4() && p.Bits() <= sub.Bits() && p.Contains(sub.Addr()) {
-				return true
-			}
+	for _, p := range ps {
+		if p.Addr().Is4() == sub.Addr().Is4() && p.Bits() <= sub.Bits() && p.Contains(sub.Addr()) {
+			return true
 		}
 	}
 	return false
+}
+
+// outsideNetworks returns the first of subnets and pools that the CA
+// certificate ca may not grant ("subnet" or "pool", and the prefix), or ""
+// if it may grant them all.
+func outsideNetworks(ca *Cert, subnets, pools []netip.Prefix) (string, netip.Prefix) {
+	for _, p := range subnets {
+		if !ca.MayGrant(p) {
+			return "subnet", p
+		}
+	}
+	for _, p := range pools {
+		if !ca.MayGrant(p) {
+			return "pool", p
+		}
+	}
+	return "", netip.Prefix{}
+}
+
+// networksString words a CA's networks for an error or Describe.
+func networksString(ca *Cert) string {
+	if len(ca.Networks) == 0 {
+		return "none"
+	}
+	return prefixList(ca.Networks)
 }
 
 // MatchesKey reports whether k is the private key of the certificate's
@@ -402,7 +497,13 @@ func (c *Cert) Describe(now time.Time) string {
 		kind = "certificate authority"
 	}
 	fmt.Fprintf(&b, "%s (%s)\n", c.Name, kind)
-	if !c.IsCA {
+	if c.IsCA {
+		nets := networksString(c)
+		if !hasExtension(c.X509, oidIPAddrBlocks) {
+			nets += " (the certificate carries no address blocks, so `openssl verify` refuses its hosts' certificates)"
+		}
+		line("networks", nets)
+	} else {
 		line("subnets", prefixList(c.Subnets))
 		line("pools", prefixList(c.Pools))
 		line("groups", orNone(strings.Join(c.Groups, ", ")))

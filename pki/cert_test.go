@@ -155,6 +155,63 @@ func TestDescribe(t *testing.T) {
 	if d := ca.Cert.Describe(t0); strings.Contains(d, "subnets") {
 		t.Errorf("a CA's description lists subnets:\n%s", d)
 	}
+	// A CA's networks: all by default, its own when limited, and a word
+	// about a CA made before CAs carried them.
+	for _, tt := range []struct {
+		name   string
+		ca     *CA
+		want   string
+		legacy bool
+	}{
+		{"default", ca, "  networks:    0.0.0.0/0, ::/0\n", false},
+		{"limited", mustCAFor(t, "limited CA", []string{"10.244.0.0/16"}, year, t0), "  networks:    10.244.0.0/16\n", false},
+		{"legacy", legacyCA(t, "old CA", year, t0), "  networks:    0.0.0.0/0, ::/0 (the certificate carries no address blocks", true},
+	} {
+		d := tt.ca.Cert.Describe(t0)
+		if !strings.Contains(d, tt.want) || strings.Contains(d, "no address blocks") != tt.legacy {
+			t.Errorf("%s CA: description lacks %q (or says more):\n%s", tt.name, tt.want, d)
+		}
+	}
+	if d := c.Describe(t0); strings.Contains(d, "networks") {
+		t.Errorf("a host's description lists networks:\n%s", d)
+	}
+}
+
+func TestMayGrant(t *testing.T) {
+	v4 := mustCAFor(t, "v4 CA", []string{"10.244.0.0/16"}, year, t0)
+	all := mustCA(t, "weft CA", year, t0)
+	legacy := legacyCA(t, "old CA", year, t0)
+	host := mustSign(t, all, hostRequest(t, "h", "10.244.1.0/24"), t0)
+	tests := []struct {
+		name string
+		cert *Cert
+		sub  string
+		want bool
+	}{
+		{"inside", v4.Cert, "10.244.9.0/24", true},
+		{"the network itself", v4.Cert, "10.244.0.0/16", true},
+		{"host bits ignored", v4.Cert, "10.244.9.9/24", true},
+		{"larger", v4.Cert, "10.244.0.0/15", false},
+		{"beside", v4.Cert, "10.245.0.0/24", false},
+		{"IPv6 from an IPv4-only CA", v4.Cert, "fd00::/64", false},
+		{"IPv4-mapped is IPv6", v4.Cert, "::ffff:10.244.1.0/120", false},
+		{"everything: IPv4", all.Cert, "0.0.0.0/0", true},
+		{"everything: IPv6", all.Cert, "2001:db8::/32", true},
+		{"legacy CA: IPv4", legacy.Cert, "192.168.0.0/16", true},
+		{"legacy CA: IPv6", legacy.Cert, "::/0", true},
+		{"a host may grant nothing", host, "10.244.1.0/24", false},
+	}
+	for _, tt := range tests {
+		if got := tt.cert.MayGrant(netip.MustParsePrefix(tt.sub)); got != tt.want {
+			t.Errorf("%s: MayGrant(%s) = %v, want %v", tt.name, tt.sub, got, tt.want)
+		}
+	}
+	if all.Cert.MayGrant(netip.Prefix{}) {
+		t.Error("MayGrant(invalid prefix) = true")
+	}
+	if all.Cert.Grants(netip.MustParsePrefix("10.0.0.0/24")) {
+		t.Error("a CA's Grants (a host's subnets and pools) holds its networks")
+	}
 }
 
 func TestParsePEMRefuses(t *testing.T) {
@@ -318,11 +375,31 @@ func TestParseCertProfile(t *testing.T) {
 			c.KeyUsage = x509.KeyUsageCertSign
 			return c
 		}, false, true, "want certificate and CRL signing"},
-		{"CA with a subnet", func() *x509.Certificate {
+		{"CA with networks", func() *x509.Certificate {
 			c := caTmpl()
-			c.ExtraExtensions = []pkix.Extension{subnetExt(true, "10.0.0.0/8")}
+			c.ExtraExtensions = []pkix.Extension{subnetExt(true, "10.0.0.0/8", "fd00::/8")}
 			return c
-		}, false, true, "CA certificate with granted subnets"},
+		}, false, true, ""},
+		{"CA with two IPv4 networks", func() *x509.Certificate {
+			c := caTmpl()
+			c.ExtraExtensions = []pkix.Extension{subnetExt(true, "10.0.0.0/16", "10.2.0.0/16")}
+			return c
+		}, false, true, "networks 10.0.0.0/16 and 10.2.0.0/16: at most one network per address family"},
+		{"CA with non-critical networks", func() *x509.Certificate {
+			c := caTmpl()
+			c.ExtraExtensions = []pkix.Extension{subnetExt(false, "10.0.0.0/8")}
+			return c
+		}, false, true, "not critical"},
+		{"CA with a bad RFC 3779 value", func() *x509.Certificate {
+			c := caTmpl()
+			c.ExtraExtensions = []pkix.Extension{{Id: oidIPAddrBlocks, Critical: true, Value: []byte{0x30, 0}}}
+			return c
+		}, false, true, "networks (RFC 3779 extension): no address family"},
+		{"CA with pools", func() *x509.Certificate {
+			c := caTmpl()
+			c.ExtraExtensions = []pkix.Extension{subnetExt(true, "10.0.0.0/8"), poolExt(false, "10.1.0.0/16")}
+			return c
+		}, false, true, "CA certificate with pools"},
 		{"negative serial", func() *x509.Certificate {
 			c := host()
 			c.SerialNumber = big.NewInt(0)

@@ -41,7 +41,12 @@
 //     alone.
 //   - A CA certificate: BasicConstraints critical with IsCA and MaxPathLen
 //     0 (host certificates are signed by the CA itself: no intermediates),
-//     KeyUsage CertSign|CRLSign, and no grants.
+//     KeyUsage CertSign|CRLSign, no pools, and its networks (Cert.Networks)
+//     in the RFC 3779 extension, critical, encoded as for hosts: at most
+//     one prefix per family, all of IPv4 and IPv6 (0.0.0.0/0, ::/0) unless
+//     made with NewCAFor (`weft ca init --network`). A family without a
+//     block grants nothing in it. A CA certificate without the extension
+//     (made before CAs carried it) still parses, and grants everything.
 //   - Serial numbers: 128 random bits, positive. Fingerprint: SHA-256 of
 //     the DER.
 //   - Unknown non-critical extensions are ignored (as X.509 requires);
@@ -60,14 +65,16 @@
 // signed by a CA directly, so there is no path to build, and the checks
 // are few and explicit: the signature (CheckSignatureFrom, which also
 // requires the issuer to be a CA allowed to sign certificates), the CA's
-// and the host's validity periods, revocation. Each failure maps to one
-// Reason, which x509's path-building errors would not give.
+// and the host's validity periods, every granted subnet and pool inside
+// the CA's networks, revocation. Each failure maps to one Reason, which
+// x509's path-building errors would not give.
 //
-// `openssl verify` does check RFC 3779 resources along the path, and
-// refuses weft's host certificates ("RFC 3779 resource not subset of
-// parent's resources") because the CA carries no address blocks of its
-// own: openssl reads weft certificates, but `weft cert show --ca-cert` is
-// what verifies them.
+// `openssl verify` checks RFC 3779 resources along the path as well: a host
+// certificate's subnets must lie inside its CA's blocks. It accepts weft
+// host certificates ("OK"), except those of a CA made before CAs carried
+// blocks ("RFC 3779 resource not subset of parent's resources"), which
+// weft still trusts. openssl knows nothing of the pool extension: Sign and
+// Trust.Verify hold pools to the CA's networks.
 //
 // # The pool extension's OID
 //

@@ -16,6 +16,8 @@ import (
 func FuzzParseCert(f *testing.F) {
 	ca := mustCA(f, "weft CA", 10*year, t0)
 	f.Add(ca.Cert.Raw)
+	f.Add(mustCAFor(f, "limited CA", []string{"10.244.0.0/16", "fd00:1::/48"}, 10*year, t0).Cert.Raw)
+	f.Add(legacyCA(f, "old CA", 10*year, t0).Cert.Raw)
 	for _, r := range []Request{
 		hostRequest(f, "v4", "10.244.1.0/24"),
 		hostRequest(f, "v6", "fd00:1::/64"),
@@ -70,6 +72,22 @@ func FuzzParseCert(f *testing.F) {
 		if !c.IsCA {
 			if err := checkGrants(c.Subnets, c.Pools); err != nil {
 				t.Fatalf("accepted a host certificate breaking the grant rules: %v", err)
+			}
+			if c.Networks != nil {
+				t.Fatalf("a host certificate with networks %v", c.Networks)
+			}
+		} else {
+			if len(c.Subnets)+len(c.Pools) > 0 {
+				t.Fatalf("a CA certificate with subnets %v and pools %v", c.Subnets, c.Pools)
+			}
+			canon, err := canonicalPrefixes("network", c.Networks)
+			if err != nil || !slices.Equal(canon, c.Networks) || checkNetworks(c.Networks) != nil {
+				t.Fatalf("accepted CA networks %v that are not canonical: %v", c.Networks, err)
+			}
+			for _, p := range c.Networks {
+				if !c.MayGrant(p) {
+					t.Fatalf("the CA may not grant its own network %s", p)
+				}
 			}
 		}
 		_ = c.Describe(t0)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -19,15 +20,22 @@ import (
 // loudly, where openssl is not installed.
 func openssl(t *testing.T, args ...string) string {
 	t.Helper()
+	out, err := opensslErr(t, args...)
+	if err != nil {
+		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// opensslErr is openssl that returns a failure instead of failing the test.
+func opensslErr(t *testing.T, args ...string) (string, error) {
+	t.Helper()
 	bin, err := exec.LookPath("openssl")
 	if err != nil {
 		t.Skip("SKIP: openssl is not installed, so this test cannot check that openssl reads weft's certificates (apt-get install openssl)")
 	}
 	out, err := exec.Command(bin, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return string(out), err
 }
 
 // ipAddrBlockLines returns the lines openssl prints under the
@@ -83,6 +91,14 @@ func TestOpenSSLPrintsCertificate(t *testing.T) {
 			t.Errorf("openssl's text of the CA lacks %q:\n%s", want, caText)
 		}
 	}
+	if got, want := ipAddrBlockLines(t, caText), []string{"IPv4:", "0.0.0.0/0", "IPv6:", "::/0"}; !slices.Equal(got, want) {
+		t.Errorf("openssl prints the CA's blocks as %q, want %q\n%s", got, want, caText)
+	}
+	limited := mustCAFor(t, "limited CA", []string{"fd00:1::/48", "10.244.0.0/16"}, year, t0)
+	limitedText := openssl(t, "x509", "-in", writeTemp(t, "limited.crt", limited.Cert.PEM()), "-noout", "-text")
+	if got, want := ipAddrBlockLines(t, limitedText), []string{"IPv4:", "10.244.0.0/16", "IPv6:", "fd00:1::/48"}; !slices.Equal(got, want) {
+		t.Errorf("openssl prints the limited CA's blocks as %q, want %q\n%s", got, want, limitedText)
+	}
 	l, err := ca.Revoke(nil, []*big.Int{c.X509.SerialNumber}, t0, day)
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +106,56 @@ func TestOpenSSLPrintsCertificate(t *testing.T) {
 	crlText := openssl(t, "crl", "-in", writeTemp(t, "ca.crl", l.PEM()), "-noout", "-text")
 	if want := fmt.Sprintf("Serial Number: %X", c.X509.SerialNumber); !strings.Contains(crlText, want) {
 		t.Errorf("openssl's text of the CRL lacks %q:\n%s", want, crlText)
+	}
+}
+
+// TestOpenSSLVerify: `openssl verify`, which checks RFC 3779 resources
+// along the chain, accepts what Sign issues, and refuses what Trust.Verify
+// refuses for the same reason.
+func TestOpenSSLVerify(t *testing.T) {
+	all := mustCA(t, "weft CA", 10*year, t0)
+	limited := mustCAFor(t, "limited CA", []string{"10.244.0.0/16"}, 10*year, t0)
+	legacy := legacyCA(t, "old CA", 10*year, t0)
+	both := hostRequest(t, "both", "10.244.1.0/24", "fd00:1::/64")
+	both.Pools = prefixes(t, "10.250.0.0/16")
+	pool := Request{Name: "pool", PublicKey: pubOf(mustKey(t)), Pools: prefixes(t, "10.244.128.0/17"), Lifetime: year}
+	tests := []struct {
+		name string
+		ca   *CA
+		host *Cert
+		ok   bool
+	}{
+		{"default CA, both families and a pool", all, mustSign(t, all, both, t0), true},
+		{"CA limited to 10.244.0.0/16", limited, mustSign(t, limited, hostRequest(t, "v4", "10.244.1.0/24"), t0), true},
+		{"limited CA, the whole network", limited, mustSign(t, limited, hostRequest(t, "whole", "10.244.0.0/16"), t0), true},
+		{"limited CA, a pool only (not RFC 3779)", limited, mustSign(t, limited, pool, t0), true},
+		{"limited CA, a forged subnet outside", limited, forgeHost(t, limited, "outside", []string{"10.9.0.0/24"}, nil), false},
+		{"limited CA, a forged IPv6 subnet", limited, forgeHost(t, limited, "v6", []string{"fd00:1::/64"}, nil), false},
+		{"a CA without blocks (before this change)", legacy, mustSign(t, legacy, hostRequest(t, "old", "10.244.1.0/24"), t0), false},
+	}
+	attime := strconv.FormatInt(t0.Add(day).Unix(), 10) // the certificates are valid around t0, in 2030
+	for _, tt := range tests {
+		caFile := writeTemp(t, "ca.crt", tt.ca.Cert.PEM())
+		hostFile := writeTemp(t, "host.crt", tt.host.PEM())
+		out, err := opensslErr(t, "verify", "-attime", attime, "-CAfile", caFile, hostFile)
+		if tt.ok {
+			if err != nil || strings.TrimSpace(out) != hostFile+": OK" {
+				t.Errorf("%s: openssl verify: %v, want OK:\n%s", tt.name, err, out)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(out, "RFC 3779 resource not subset of parent's resources") {
+			t.Errorf("%s: openssl verify: %v, want the RFC 3779 refusal:\n%s", tt.name, err, out)
+		}
+		// Trust.Verify refuses the forged ones too; the legacy CA's host
+		// it trusts (a CA without blocks grants everything in weft).
+		tr, err := NewTrust([]*Cert{tt.ca.Cert}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Verify(tt.host, t0.Add(day)); (err == nil) != (tt.ca == legacy) {
+			t.Errorf("%s: Trust.Verify: %v", tt.name, err)
+		}
 	}
 }
 

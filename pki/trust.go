@@ -72,7 +72,7 @@ type Reason string
 
 // Reasons of a VerifyError.
 const (
-	ReasonUntrusted Reason = "cert_untrusted" // no trusted CA signed it (or it is a CA cert, or the CA itself is expired)
+	ReasonUntrusted Reason = "cert_untrusted" // no trusted CA signed it (or it is a CA cert, or the CA itself is expired, or it grants outside the CA's networks)
 	ReasonExpired   Reason = "cert_expired"   // now outside [NotBefore, NotAfter] (also "not yet valid": Error() says which)
 	ReasonRevoked   Reason = "cert_revoked"
 )
@@ -86,7 +86,8 @@ type VerifyError struct {
 func (e *VerifyError) Error() string { return string(e.Reason) + ": " + e.Detail }
 
 // Verify checks a host certificate at now: signed by a trusted CA that is
-// itself valid at now, not revoked by that CA's CRLs, and within its own
+// itself valid at now and whose networks hold every subnet and pool the
+// certificate grants, not revoked by that CA's CRLs, and within its own
 // validity period. It returns nil or a *VerifyError.
 func (t *Trust) Verify(c *Cert, now time.Time) error {
 	if c == nil || c.X509 == nil {
@@ -95,7 +96,10 @@ func (t *Trust) Verify(c *Cert, now time.Time) error {
 	if c.IsCA {
 		return &VerifyError{ReasonUntrusted, fmt.Sprintf("%q is a CA certificate, not a host's", c.Name)}
 	}
-	var signer, outOfDate *Cert
+	// Two trusted CA certificates may share a name and key (a CA re-made
+	// with other networks): the signer is one that is in date and whose
+	// networks hold the grants.
+	var signer, outOfDate, tooNarrow *Cert
 	for _, ca := range t.cas {
 		if !bytes.Equal(c.X509.RawIssuer, ca.X509.RawSubject) || c.X509.CheckSignatureFrom(ca.X509) != nil {
 			continue
@@ -104,10 +108,19 @@ func (t *Trust) Verify(c *Cert, now time.Time) error {
 			outOfDate = ca
 			continue
 		}
+		if kind, _ := outsideNetworks(ca, c.Subnets, c.Pools); kind != "" {
+			tooNarrow = ca
+			continue
+		}
 		signer = ca
 		break
 	}
 	if signer == nil {
+		if ca := tooNarrow; ca != nil {
+			kind, p := outsideNetworks(ca, c.Subnets, c.Pools)
+			return &VerifyError{ReasonUntrusted, fmt.Sprintf("%q grants the %s %s, outside the networks of its CA %q (sha256:%x…): %s",
+				c.Name, kind, p, ca.Name, ca.Fingerprint[:8], networksString(ca))}
+		}
 		if ca := outOfDate; ca != nil {
 			when := "expired at " + ca.NotAfter.UTC().Format(time.RFC3339)
 			if now.Before(ca.NotBefore) {

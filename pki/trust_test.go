@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"encoding/hex"
 	"errors"
 	"math/big"
 	"strings"
@@ -81,6 +82,68 @@ func TestVerify(t *testing.T) {
 		}
 		if ve.Reason != tt.reason || !strings.Contains(ve.Error(), tt.detail) || !strings.HasPrefix(ve.Error(), string(tt.reason)+": ") {
 			t.Errorf("%s: %q, want reason %s and %q", tt.name, ve.Error(), tt.reason, tt.detail)
+		}
+	}
+}
+
+// TestVerifyNetworks: a host certificate is trusted only if its issuing
+// CA's networks hold every subnet and pool it grants. Sign refuses to issue
+// such a certificate, so the bad ones are forged with the CA's key (as a
+// buggy or older signer could).
+func TestVerifyNetworks(t *testing.T) {
+	key := mustKey(t)
+	narrow := caCert(t, key, "limited CA", mustEncode(t, "10.244.0.0/16"), 2*year, t0)
+	// The same CA (name and key) re-made with both families: hosts it
+	// signed are trusted where either certificate is.
+	wide := caCert(t, key, "limited CA", mustEncode(t, "10.0.0.0/8", "fd00::/8"), 2*year, t0)
+	legacy := legacyCA(t, "old CA", 2*year, t0)
+
+	inside := mustSign(t, narrow, hostRequest(t, "inside", "10.244.1.0/24"), t0)
+	subnetOut := forgeHost(t, narrow, "subnet-out", []string{"10.9.1.0/24"}, nil)
+	v6 := forgeHost(t, narrow, "v6", []string{"10.244.2.0/24", "fd00:1::/64"}, nil)
+	poolOut := forgeHost(t, narrow, "pool-out", nil, []string{"10.244.128.0/17", "192.168.0.0/16"})
+	legacyHost := forgeHost(t, legacy, "anything", []string{"198.51.100.0/24", "2001:db8::/64"}, []string{"172.16.0.0/12"})
+
+	trust := func(cas ...*CA) *Trust {
+		var certs []*Cert
+		for _, ca := range cas {
+			certs = append(certs, ca.Cert)
+		}
+		tr, err := NewTrust(certs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	now := t0.Add(day)
+	tests := []struct {
+		name   string
+		trust  *Trust
+		cert   *Cert
+		detail string // "" = trusted
+	}{
+		{"inside", trust(narrow), inside, ""},
+		{"subnet outside", trust(narrow), subnetOut,
+			`"subnet-out" grants the subnet 10.9.1.0/24, outside the networks of its CA "limited CA" (sha256:` +
+				hex.EncodeToString(narrow.Cert.Fingerprint[:8]) + `…): 10.244.0.0/16`},
+		{"IPv6 subnet from an IPv4-only CA", trust(narrow), v6, "grants the subnet fd00:1::/64, outside the networks"},
+		{"pool outside", trust(narrow), poolOut, "grants the pool 192.168.0.0/16, outside the networks"},
+		{"the wider certificate of the same CA", trust(wide), subnetOut, ""},
+		{"both certificates of the same CA, narrow first", trust(narrow, wide), v6, ""},
+		{"both certificates: still outside both", trust(narrow, wide), poolOut, "grants the pool 192.168.0.0/16"},
+		{"legacy CA grants everything", trust(legacy, narrow), legacyHost, ""},
+	}
+	for _, tt := range tests {
+		err := tt.trust.Verify(tt.cert, now)
+		if tt.detail == "" {
+			if err != nil {
+				t.Errorf("%s: %v, want trusted", tt.name, err)
+			}
+			continue
+		}
+		var ve *VerifyError
+		if !errors.As(err, &ve) || ve.Reason != ReasonUntrusted || !strings.Contains(ve.Detail, tt.detail) {
+			t.Errorf("%s: %v, want %s with %q", tt.name, err, ReasonUntrusted, tt.detail)
 		}
 	}
 }

@@ -23,7 +23,7 @@ import (
 // and `weft cert keygen|sign|show|revoke`.
 
 const (
-	caUsage   = "usage: weft ca init --dir DIR [--name NAME] [--lifetime D]"
+	caUsage   = "usage: weft ca init --dir DIR [--name NAME] [--network CIDR ...] [--lifetime D]"
 	certUsage = "usage: weft cert keygen|sign|show|revoke [flags] (weft cert COMMAND -h lists its flags)"
 )
 
@@ -186,9 +186,12 @@ func caInit(args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	dir := fset.String("dir", "", "directory for "+pki.CACertFile+" and "+pki.CAKeyFile+" (made if missing)")
 	name := fset.String("name", "weft CA", "the CA's name (its certificate's CommonName)")
+	var networkArgs listFlag
+	fset.Var(&networkArgs, "network", "the address space the CA may grant subnets and pools from, CIDR (repeatable, at most one per address family; "+
+		"a family without one gets nothing; default all of IPv4 and IPv6)")
 	lifetime := durationFlag{10 * 365 * 24 * time.Hour}
 	fset.Var(&lifetime, "lifetime", "how long the CA is valid: a Go duration or days (365d)")
-	if done, code := parseFlags(fset, "--dir DIR [--name NAME] [--lifetime D]", args, stderr); done {
+	if done, code := parseFlags(fset, "--dir DIR [--name NAME] [--network CIDR ...] [--lifetime D]", args, stderr); done {
 		return code
 	}
 	switch {
@@ -200,7 +203,17 @@ func caInit(args []string, stdout, stderr io.Writer) int {
 	if err := pki.CheckName(*name); err != nil {
 		return fail(stderr, exitUsage, cmd, "--name %q: %v", *name, err)
 	}
-	ca, err := pki.NewCA(*name, lifetime.d, time.Now())
+	networks, err := prefixFlags("network", networkArgs)
+	if err != nil {
+		return fail(stderr, exitUsage, cmd, "%v", err)
+	}
+	if err := onePerFamily("network", networks); err != nil {
+		return fail(stderr, exitUsage, cmd, "%v", err)
+	}
+	if err := pki.CheckNetworks(networks); err != nil {
+		return fail(stderr, exitUsage, cmd, "--network: %v", err)
+	}
+	ca, err := pki.NewCAFor(*name, networks, lifetime.d, time.Now())
 	if err != nil {
 		return fail(stderr, exitFailure, cmd, "%v", err)
 	}
@@ -283,6 +296,30 @@ func prefixFlags(flagName string, values []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// onePerFamily refuses two prefixes of one address family.
+func onePerFamily(flagName string, ps []netip.Prefix) error {
+	for i, a := range ps {
+		for _, b := range ps[:i] {
+			if a.Addr().Is4() == b.Addr().Is4() {
+				return fmt.Errorf("--%s %s and --%s %s: at most one %s per address family", flagName, b, flagName, a, flagName)
+			}
+		}
+	}
+	return nil
+}
+
+// networkList words a CA's networks.
+func networkList(ps []netip.Prefix) string {
+	if len(ps) == 0 {
+		return "none"
+	}
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
 func certSign(args []string, stdout, stderr io.Writer) int {
 	const cmd = "weft cert sign"
 	fset := flag.NewFlagSet(cmd, flag.ContinueOnError)
@@ -322,12 +359,8 @@ func certSign(args []string, stdout, stderr io.Writer) int {
 	if req.Subnets, err = prefixFlags("subnet", subnets); err != nil {
 		return fail(stderr, exitUsage, cmd, "%v", err)
 	}
-	for i, a := range req.Subnets {
-		for _, b := range req.Subnets[:i] {
-			if a.Addr().Is4() == b.Addr().Is4() {
-				return fail(stderr, exitUsage, cmd, "--subnet %s and --subnet %s: at most one subnet per address family", b, a)
-			}
-		}
+	if err := onePerFamily("subnet", req.Subnets); err != nil {
+		return fail(stderr, exitUsage, cmd, "%v", err)
 	}
 	if req.Pools, err = prefixFlags("pool", pools); err != nil {
 		return fail(stderr, exitUsage, cmd, "%v", err)
@@ -341,6 +374,17 @@ func certSign(args []string, stdout, stderr io.Writer) int {
 	ca, err := pki.LoadCA(*caDir)
 	if err != nil {
 		return fail(stderr, exitFailure, cmd, "--ca-dir %s: %v", *caDir, err)
+	}
+	for _, g := range []struct {
+		flag string
+		ps   []netip.Prefix
+	}{{"subnet", req.Subnets}, {"pool", req.Pools}} {
+		for _, p := range g.ps {
+			if !ca.Cert.MayGrant(p) {
+				return fail(stderr, exitUsage, cmd, "--%s %s: outside the networks of the CA %q (%s); grant inside them, or make a CA with wider ones (weft ca init --network)",
+					g.flag, p, ca.Cert.Name, networkList(ca.Cert.Networks))
+			}
+		}
 	}
 	now := time.Now()
 	if end := now.Add(lifetime.d); end.After(ca.Cert.NotAfter) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,7 +43,7 @@ func TestPKIFlow(t *testing.T) {
 	caDir, hosts := filepath.Join(dir, "ca"), filepath.Join(dir, "hosts")
 
 	out := mustRun(t, "ca", "init", "--dir", caDir, "--name", "test CA", "--lifetime", "730d")
-	if !strings.Contains(out, "test CA (certificate authority)") {
+	if !strings.Contains(out, "test CA (certificate authority)") || !strings.Contains(out, "networks:    0.0.0.0/0, ::/0\n") {
 		t.Errorf("ca init printed:\n%s", out)
 	}
 	ca, err := pki.LoadCA(caDir)
@@ -149,6 +150,11 @@ func TestPKIRefusals(t *testing.T) {
 		{"ca init with a zero lifetime", []string{"ca", "init", "--dir", filepath.Join(dir, "x"), "--lifetime", "0d"}, exitUsage, "want a positive duration"},
 		{"ca init with a bad name", []string{"ca", "init", "--dir", filepath.Join(dir, "x"), "--name", ""}, exitUsage, `--name "": empty`},
 		{"ca unknown", []string{"ca", "frob"}, exitUsage, `unknown command "frob"`},
+		{"ca init with a bad network", []string{"ca", "init", "--dir", filepath.Join(dir, "x"), "--network", "10.0.0.0/33"}, exitUsage, `--network "10.0.0.0/33": not a CIDR prefix`},
+		{"ca init with a network with host bits", []string{"ca", "init", "--dir", filepath.Join(dir, "x"), "--network", "10.244.1.0/16"}, exitUsage, `--network "10.244.1.0/16": host bits are set; the prefix is 10.244.0.0/16`},
+		{"ca init with two IPv4 networks", []string{"ca", "init", "--dir", filepath.Join(dir, "x"), "--network", "10.0.0.0/16", "--network", "10.1.0.0/16"}, exitUsage,
+			"--network 10.0.0.0/16 and --network 10.1.0.0/16: at most one network per address family"},
+		{"ca init with an IPv4-mapped network", []string{"ca", "init", "--dir", filepath.Join(dir, "x"), "--network", "::ffff:10.0.0.0/104"}, exitUsage, "--network: network ::ffff:10.0.0.0/104: an IPv4-mapped IPv6 prefix; write it as IPv4"},
 		{"keygen over a key", []string{"cert", "keygen", "--out-dir", hosts, "--name", "h"}, exitFailure, "h.key exists; refusing to overwrite it"},
 		{"keygen without --name", []string{"cert", "keygen", "--out-dir", hosts}, exitUsage, "--name is required"},
 		{"keygen with a path as name", []string{"cert", "keygen", "--out-dir", hosts, "--name", "../evil"}, exitUsage, `--name "../evil": must be usable as a file name`},
@@ -208,6 +214,66 @@ func TestPKIRefusals(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(caDir, pki.CRLFile)); err == nil {
 		t.Error("a refused revoke wrote a CRL")
+	}
+}
+
+// TestCANetworks: a CA limited with --network signs only inside it, and
+// `openssl verify` accepts the host certificates of a default CA and of a
+// limited one, made by the commands as an operator makes them.
+func TestCANetworks(t *testing.T) {
+	openssl, _ := exec.LookPath("openssl")
+	tests := []struct {
+		name     string
+		networks []string // --network
+		describe string   // ca init's networks line
+		subnets  []string // signed and verified
+		refused  []string // flag and value Sign must refuse, e.g. "--subnet", "10.9.0.0/24"
+		want     string   // the refusal's stderr
+	}{
+		{"default", nil, "networks:    0.0.0.0/0, ::/0\n", []string{"--subnet", "10.244.1.0/24", "--subnet", "fd00:1::/64"}, nil, ""},
+		{"limited to 10.244.0.0/16", []string{"--network", "10.244.0.0/16"}, "networks:    10.244.0.0/16\n", []string{"--subnet", "10.244.1.0/24"},
+			[]string{"--subnet", "10.9.0.0/24"}, `--subnet 10.9.0.0/24: outside the networks of the CA "weft CA" (10.244.0.0/16); grant inside them, or make a CA with wider ones (weft ca init --network)`},
+		{"limited, an IPv6 subnet", []string{"--network", "10.244.0.0/16"}, "networks:    10.244.0.0/16\n", []string{"--subnet", "10.244.0.0/16"},
+			[]string{"--subnet", "10.244.2.0/24", "--subnet", "fd00:1::/64"}, "--subnet fd00:1::/64: outside the networks"},
+		{"both families limited, a pool outside", []string{"--network", "fd00:1::/48", "--network", "10.244.0.0/16"}, "networks:    10.244.0.0/16, fd00:1::/48\n",
+			[]string{"--pool", "10.244.128.0/17", "--pool", "fd00:1:0:8000::/49"},
+			[]string{"--pool", "10.244.128.0/17", "--pool", "fd00:2::/48"}, "--pool fd00:2::/48: outside the networks of the CA \"weft CA\" (10.244.0.0/16, fd00:1::/48)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			caDir, hosts := filepath.Join(dir, "ca"), filepath.Join(dir, "hosts")
+			out := mustRun(t, append([]string{"ca", "init", "--dir", caDir}, tt.networks...)...)
+			if !strings.Contains(out, tt.describe) {
+				t.Errorf("ca init printed no %q:\n%s", tt.describe, out)
+			}
+			caFile := filepath.Join(caDir, pki.CACertFile)
+			mustRun(t, append([]string{"cert", "sign", "--ca-dir", caDir, "--name", "good", "--out-dir", hosts}, tt.subnets...)...)
+			good := filepath.Join(hosts, "good.crt")
+			if code, out, errOut := run(t, "cert", "show", "--ca-cert", caFile, good); code != exitOK || !strings.Contains(out, "trust:       trusted") {
+				t.Errorf("show: exit %d\n%s%s", code, out, errOut)
+			}
+			if tt.refused != nil {
+				code, _, errOut := run(t, append([]string{"cert", "sign", "--ca-dir", caDir, "--name", "bad", "--out-dir", hosts}, tt.refused...)...)
+				if code != exitUsage || !strings.Contains(errOut, tt.want) || strings.Count(errOut, "\n") != 1 {
+					t.Errorf("sign %v: exit %d, stderr %q; want exit %d and one line containing %q", tt.refused, code, errOut, exitUsage, tt.want)
+				}
+				for _, f := range []string{"bad.crt", "bad.key"} {
+					if _, err := os.Stat(filepath.Join(hosts, f)); err == nil {
+						t.Errorf("a refused sign wrote %s", f)
+					}
+				}
+			}
+			t.Run("openssl verify", func(t *testing.T) {
+				if openssl == "" {
+					t.Skip("SKIP: openssl is not installed, so this test cannot check that openssl verify accepts weft host certificates (apt-get install openssl)")
+				}
+				out, err := exec.Command(openssl, "verify", "-CAfile", caFile, good).CombinedOutput()
+				if err != nil || strings.TrimSpace(string(out)) != good+": OK" {
+					t.Errorf("openssl verify -CAfile %s %s: %v, want OK:\n%s", caFile, good, err, out)
+				}
+			})
+		})
 	}
 }
 
