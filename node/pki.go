@@ -84,7 +84,8 @@ const (
 	certRecheck = 10 * time.Second
 	// certWait: how long a peer whose new certificate (a renewal) has not
 	// arrived yet keeps the routes its previous, believed metadata gave
-	// it. A peer never believed waits unrouted ("pending").
+	// it; a peer never believed waits unrouted ("pending"). After it,
+	// either is refused (cert_missing).
 	certWait = 10 * time.Second
 	// certWarn: how long before our certificate runs out the log warns.
 	certWarn = 24 * time.Hour
@@ -154,7 +155,8 @@ func (n *Node) ownCert() []byte {
 // certPeers judges the gossip peers' certificates (static peers are the
 // operator's word and have none): a peer that fails is refused with the
 // reason; one whose certificate has not arrived yet waits ("pending"),
-// keeping for certWait the routes its last believed metadata gave it.
+// keeping for certWait the routes its last believed metadata gave it, and
+// is refused after that.
 // Called with syncMu held, before securePeers (a refused peer gets no
 // session).
 func (n *Node) certPeers(peers []router.Peer, members []membership.Member, now time.Time) []router.Peer {
@@ -193,11 +195,18 @@ func (n *Node) certPeers(peers []router.Peer, members []membership.Member, now t
 				since = now
 				st.waiting[pr.Name] = now
 			}
-			if ok && now.Sub(since) < certWait {
+			switch {
+			case now.Sub(since) >= certWait:
+				// Asked for every 2 s and never answered: a forged
+				// fingerprint, or a host that cannot hand it out.
+				pr.Refused, pr.Incompatible = router.RefusedCertMissing,
+					fmt.Sprintf("the certificate its metadata names (sha256:%x) has not arrived in %v", m.Meta.Proof.Cert[:8], certWait)
+				delete(st.good, pr.Name)
+			case ok:
 				g.State = pr.State
 				*pr = g // a renewal in flight: keep what we believed
-			} else {
-				pr.State = "pending" // not routed, not refused: its certificate is on its way
+			default:
+				pr.State = "pending" // not routed, not refused (yet): its certificate is on its way
 			}
 			continue
 		}

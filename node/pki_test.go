@@ -188,8 +188,8 @@ func TestCertPeersOverTime(t *testing.T) {
 		t.Errorf("renewal in flight: %+v, want the believed peer", got)
 	}
 	later := now.Add(certWait + time.Second)
-	if got := judgeOne(n, inFlight, later); got.State != "pending" {
-		t.Errorf("renewal after certWait: state %q, want pending", got.State)
+	if got := judgeOne(n, inFlight, later); got.Refused != router.RefusedCertMissing || !strings.Contains(got.Incompatible, "has not arrived") {
+		t.Errorf("renewal after certWait: %v %q, want cert_missing", got.Refused, got.Incompatible)
 	}
 	arrived := member("x", sub, 3, renewed, renewedKey, now.Add(2*time.Second))
 	if got := judgeOne(n, arrived, later); got.Refused != router.RefusedNone || got.State != "alive" {
