@@ -233,3 +233,24 @@ func TestMetaEqualCoversEveryField(t *testing.T) {
 		}
 	}
 }
+
+// Push/pull state carries a certificate and nothing else.
+func TestMergeRemoteStateTakesOnlyCertificates(t *testing.T) {
+	metrics := NewMetrics(prometheus.NewRegistry())
+	cfg := testConfig(t, "a", 1)
+	cfg.Metrics = metrics
+	a := start(t, cfg)
+	d := (*delegate)(a)
+	d.MergeRemoteState(nil, false)
+	d.MergeRemoteState(encodeLeaveIntent(7, "b"), false)
+	if got := refusedCount(t, metrics, RefusedMalformed); got != 1 {
+		t.Errorf("a leave intent in push/pull state: malformed refusals %v, want 1", got)
+	}
+	d.MergeRemoteState(append([]byte{msgCert}, "a certificate"...), false)
+	a.mu.Lock()
+	spares := len(a.certs.spare)
+	a.mu.Unlock()
+	if spares != 1 {
+		t.Errorf("the certificate was not kept (spares %d)", spares)
+	}
+}

@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -57,10 +58,15 @@ func (d *delegate) LocalState(bool) []byte {
 // memberlist merges the node states first, so the metadata that names it
 // is already known.
 func (d *delegate) MergeRemoteState(b []byte, _ bool) {
-	if len(b) == 0 {
+	c := d.cluster()
+	switch {
+	case len(b) == 0:
 		return // a host without a certificate
+	case b[0] != msgCert:
+		c.refuse(RefusedMalformed, "push/pull state", "", fmt.Errorf("type %d, want a certificate (%d bytes)", b[0], len(b)))
+	case c.admitCert(b[1:]):
+		c.notify()
 	}
-	d.cluster().handleMsg(b)
 }
 
 func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.cluster().nodeEvent(n, evJoin) }
