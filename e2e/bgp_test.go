@@ -256,6 +256,7 @@ func (l *bgpLab) waitRoutes(t *testing.T, within time.Duration, want map[string]
 }
 
 func TestBGP(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the other parallel tests (make e2e -parallel 4)
 	l := newBGPLab(t, "none", false)
 	l.startAll()
 	l.waitFormed(formationTimeout)
@@ -543,6 +544,7 @@ func TestBGP(t *testing.T) {
 // router learns each IPv6 subnet with the host's IPv6 underlay address as
 // next hop, over the same IPv4 session (MP-BGP).
 func TestBGPTunnel(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the other parallel tests (make e2e -parallel 4)
 	l := newBGPLab(t, "udp", true)
 	l.startAll()
 	l.waitFormed(formationTimeout)

@@ -105,6 +105,7 @@ func TestRestartWithNewAddress(t *testing.T) {
 // the cluster heals by itself (no daemon restarts) and the overlay works
 // both ways within 30 s.
 func TestPartitionHeals(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the other parallel tests (make e2e -parallel 4)
 	c := newCluster(t, "a", "b", "c")
 	c.startAll()
 	c.waitFormed(formationTimeout)

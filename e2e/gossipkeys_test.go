@@ -76,6 +76,7 @@ func gossipCounters(ctx context.Context, n *node) (keyErrs, joinFails float64, e
 // and b form a cluster, c never becomes a member, and the refusal is
 // counted.
 func TestWrongGossipKeyRefused(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the other parallel tests (make e2e -parallel 4)
 	c := newCluster(t, "a", "b", "c")
 	a, b, cc := c.by["a"], c.by["b"], c.by["c"]
 	k1, k2 := keygen(t, a), keygen(t, a)

@@ -38,6 +38,7 @@ func refusedBy(n *node, peer, want string, within time.Duration) error {
 }
 
 func TestForeignNetworkRefused(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the other parallel tests (make e2e -parallel 4)
 	c := newCluster(t, "a", "b", "x")
 	a, b, x := c.by["a"], c.by["b"], c.by["x"]
 	// a routes on-link peers directly, b through the tunnel: neither may
@@ -95,6 +96,7 @@ func TestForeignNetworkRefused(t *testing.T) {
 }
 
 func TestForgedEarlyClaimRefused(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the other parallel tests (make e2e -parallel 4)
 	c := newCluster(t, "a", "b", "c", "m")
 	a, b, cc, m := c.by["a"], c.by["b"], c.by["c"], c.by["m"]
 	victim := netip.MustParsePrefix("10.244.2.0/24")
