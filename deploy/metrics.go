@@ -48,6 +48,7 @@ func Metrics() map[string]Metric {
 		"weft_peers_refused":               {"gauge", map[string][]string{"reason": router.Refusals()}, ""},
 		"weft_staged_packets_total":        {"counter", map[string][]string{"result": seal.StagedResults()}, ""},
 		"weft_start_time_seconds":          {"gauge", nil, ""},
+		"weft_datapath":                    {"gauge", map[string][]string{"mode": {"userspace", "kernel"}}, ""},
 		"process_cpu_seconds_total":        {"counter", nil, ""},
 		"process_resident_memory_bytes":    {"gauge", nil, ""},
 		"process_virtual_memory_bytes":     {"gauge", nil, ""},
