@@ -614,3 +614,30 @@ func counter(t *testing.T, h *host, name, label string) float64 {
 	t.Fatalf("no %s{%s}", name, label)
 	return 0
 }
+
+// The underlay address changes while running: the VXLAN device sends from
+// the new one (kernelvx makes it anew, the filter keeps its peers), and
+// the peer's kernel learns it (FDB entry and filter).
+func TestKernelUnderlayChange(t *testing.T) {
+	u := fakes.NewHub()
+	vxA, vxB := newFakeVXLAN(), newFakeVXLAN()
+	a := kernelHost(newHost(t, u, "a", 1, "10.244.1.0/24"), DatapathKernel, vxA)
+	b := kernelHost(newHost(t, u, "b", 2, "10.244.2.0/24"), DatapathKernel, vxB)
+	a.mustStart()
+	b.mustStart(a)
+	eventually(t, "a programs b", stateIs(vxA, wantState("10.244.1.0/24", peerB)))
+	eventually(t, "b watches its underlay", func() error {
+		if !b.kernel.Watching() {
+			return errors.New("no watcher")
+		}
+		return nil
+	})
+	b.kernel.SetAddr(netip.MustParseAddr("127.0.0.22"))
+	eventually(t, "a programs b's new address", stateIs(vxA, wantState("10.244.1.0/24", peerLines("10.244.2.0/24", "02:57:0a:f4:02:00", "127.0.0.22"))))
+	eventually(t, "b's device sends from its new address", func() error {
+		if l := linkLine(vxB); !strings.Contains(l, " local 127.0.0.22 ") || !strings.HasSuffix(l, " up") {
+			return fmt.Errorf("b's device: %s", l)
+		}
+		return stateIs(vxB, wantState("10.244.2.0/24", peerLines("10.244.1.0/24", "02:57:0a:f4:01:00", "127.0.0.1")))()
+	})
+}
