@@ -27,6 +27,7 @@ import (
 	"github.com/weftnet/weft/encap"
 	"github.com/weftnet/weft/internal/family"
 	"github.com/weftnet/weft/internal/keyfile"
+	"github.com/weftnet/weft/kernelvx"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/node"
 )
@@ -85,6 +86,9 @@ type Config struct {
 	Key    string     `yaml:"key" flag:"key"`
 	CRL    stringList `yaml:"crl" flag:"crl"`
 	PKIDir string     `yaml:"pkiDir" flag:"pki-dir"`
+	// The data path engine (datapath.go).
+	Datapath    string `yaml:"datapath" flag:"datapath"`
+	VXLANDevice string `yaml:"vxlanDevice" flag:"vxlan-device"`
 }
 
 // PeerConfig is a static peer: a host that does not gossip (a kernel VTEP,
@@ -224,7 +228,7 @@ func (p peerFlag) Set(s string) error {
 func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *bool) {
 	fs.StringVar(configFile, "config", "", "YAML config file (flags override its keys)")
 	fs.BoolVar(check, "check", false, "validate the configuration and exit (0: valid, 2: invalid)")
-	fs.BoolVar(cleanup, "cleanup", false, "remove the TUN link and routes a crashed run left behind, and exit")
+	fs.BoolVar(cleanup, "cleanup", false, "remove the TUN link, the kernel VXLAN device, its filter and the routes a crashed run left behind, and exit")
 	fs.StringVar(&c.Name, "name", "", "node name, unique in the cluster (default: hostname)")
 	fs.Var(listFlag{(*[]string)(&c.Network)}, "network", "overlay network CIDR, the whole cluster (required); twice (or comma-separated), one IPv4 and one IPv6, for dual stack")
 	fs.Var(listFlag{(*[]string)(&c.Subnet)}, "subnet", "this host's subnet CIDR inside --network, one per network (default: automatic)")
@@ -274,6 +278,7 @@ func runFlags(fs *flag.FlagSet, c *Config, configFile *string, check, cleanup *b
 	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line, the first used to encrypt; mode 0600, owned by weft's user (required unless --insecure-gossip; weft keygen makes one)")
 	fs.BoolVar(&c.InsecureGossip, "insecure-gossip", false, "run without a gossip key: membership, subnets and addresses are unauthenticated and anyone who reaches the gossip port can join (tests only)")
 	encryptionFlags(fs, c)
+	datapathFlags(fs, c)
 	bgpFlags(fs, c)
 	pkiFlags(fs, c)
 }
@@ -312,7 +317,7 @@ func mergeFlags(c *Config, flags *Config, set map[string]bool) {
 // Parse parses weft run's arguments: the config file, then the flags over
 // it, validated. With -h it prints the flags to stderr and returns
 // flag.ErrHelp. check and cleanup report --check and --cleanup (with
-// --cleanup only TUN is set). It never touches the kernel.
+// --cleanup only TUN and VXLANDevice are set). It never touches the kernel.
 func Parse(args []string, stderr io.Writer) (s node.Settings, check, cleanup bool, err error) {
 	fs := flag.NewFlagSet("weft run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -344,9 +349,10 @@ func Parse(args []string, stderr io.Writer) (s node.Settings, check, cleanup boo
 	mergeFlags(&c, &flags, set)
 	src := source{file: configFile, fromArg: set}
 	if cleanup {
-		// --cleanup needs only the device name.
+		// --cleanup needs only the devices' names.
 		s.TUN = cmp.Or(c.TUN, defaultTUN)
-		return s, check, cleanup, validIfName(src.name("tun", "tun"), s.TUN)
+		s.VXLANDevice = cmp.Or(c.VXLANDevice, kernelvx.DefaultName)
+		return s, check, cleanup, errors.Join(validIfName(src.name("tun", "tun"), s.TUN), validIfName(src.name("vxlan-device", "vxlanDevice"), s.VXLANDevice))
 	}
 	s, err = validate(c, src)
 	return s, check, cleanup, err
@@ -373,6 +379,7 @@ func validate(c Config, src source) (node.Settings, error) {
 		validateGossipKey,
 		validatePeers,
 		validateEncryption,
+		validateEngine,
 		validatePKI,
 		requireGossipKey,
 		validateBGP,

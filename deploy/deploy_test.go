@@ -317,7 +317,7 @@ func TestSystemdUnitContents(t *testing.T) {
 
 var configKeys = []string{"name", "network", "subnet", "subnetLen", "subnetMin", "subnetMax", "publicIp",
 	"iface", "port", "encap", "vni", "vtepMac", "gossipPort", "join", "tun", "mtu", "metricsAddr", "socket",
-	"logLevel", "logFormat", "directRouting", "stateDir", "subnetFile", "flannelCompat", "gossipKeyFile", "encrypt", "peers",
+	"logLevel", "logFormat", "directRouting", "datapath", "stateDir", "subnetFile", "flannelCompat", "gossipKeyFile", "encrypt", "peers",
 	"pprofAddr"}
 
 func TestConfigExample(t *testing.T) {

@@ -13,7 +13,8 @@ type Metric struct {
 	Type   string // counter, gauge, histogram, summary
 	Labels map[string][]string
 	// Only is the flag without which the daemon does not export the
-	// metric ("": always).
+	// metric ("": always; "--datapath userspace": not on the kernel data
+	// path).
 	Only string
 }
 
@@ -31,8 +32,8 @@ func Metrics() map[string]Metric {
 		"weft_rx_bytes_total":              {"counter", nil, ""},
 		"weft_dropped_packets_total":       {"counter", map[string][]string{"reason": router.DropReasons()}, ""},
 		"weft_batch_size_packets":          {"histogram", map[string][]string{"direction": {"tx", "rx"}}, ""},
-		"weft_offload_enabled":             {"gauge", map[string][]string{"feature": {"udp_gso", "udp_gro", "tun_vnet_hdr"}}, ""},
-		"weft_syscalls_total":              {"counter", map[string][]string{"op": {"tun_read", "tun_write", "sendmmsg", "recvmmsg"}}, ""},
+		"weft_offload_enabled":             {"gauge", map[string][]string{"feature": {"udp_gso", "udp_gro", "tun_vnet_hdr"}}, "--datapath userspace"},
+		"weft_syscalls_total":              {"counter", map[string][]string{"op": {"tun_read", "tun_write", "sendmmsg", "recvmmsg"}}, "--datapath userspace"},
 		"weft_subnet_conflicts_total":      {"counter", nil, ""},
 		"weft_gossip_join_attempts_total":  {"counter", nil, ""},
 		"weft_gossip_join_failures_total":  {"counter", nil, ""},
@@ -48,6 +49,7 @@ func Metrics() map[string]Metric {
 		"weft_peers_refused":               {"gauge", map[string][]string{"reason": router.Refusals()}, ""},
 		"weft_staged_packets_total":        {"counter", map[string][]string{"result": seal.StagedResults()}, ""},
 		"weft_start_time_seconds":          {"gauge", nil, ""},
+		"weft_datapath":                    {"gauge", map[string][]string{"mode": {"userspace", "kernel"}}, ""},
 		"process_cpu_seconds_total":        {"counter", nil, ""},
 		"process_resident_memory_bytes":    {"gauge", nil, ""},
 		"process_virtual_memory_bytes":     {"gauge", nil, ""},
@@ -66,8 +68,8 @@ func Metrics() map[string]Metric {
 		"weft_bgp_session_up":         {"gauge", map[string][]string{"neighbor": nil}, "--bgp-asn"},
 		"weft_bgp_announced_prefixes": {"gauge", nil, "--bgp-asn"},
 		"weft_bgp_received_prefixes":  {"gauge", map[string][]string{"neighbor": nil}, "--bgp-asn"},
-		"weft_workers":                {"gauge", nil, ""},
-		"weft_tun_multiqueue_refused": {"gauge", nil, ""},
+		"weft_workers":                {"gauge", nil, "--datapath userspace"},
+		"weft_tun_multiqueue_refused": {"gauge", nil, "--datapath userspace"},
 		"weft_session_age_seconds":    {"gauge", map[string][]string{"peer": nil}, "--encrypt"},
 		"weft_cert_expiry_seconds":    {"gauge", map[string][]string{"cert": {"host", "ca"}}, "--ca-cert"},
 		"weft_peer_tx_packets_total":  {"counter", map[string][]string{"peer": nil}, "--per-peer-metrics"},

@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/encap"
+	"github.com/weftnet/weft/kernelvx"
 	"github.com/weftnet/weft/router"
 	"github.com/weftnet/weft/tun"
 )
@@ -23,6 +24,12 @@ type Deps struct {
 	Listen func(addr netip.AddrPort, batch int, offload, reusePort bool) (Socket, error)
 	// Kernel finds the underlay and installs routes.
 	Kernel Kernel
+	// VXLAN opens what the kernel data path takes from the kernel (its
+	// VXLAN device, peer filter and probe: kernel.go). The node opens it
+	// once at start, in every mode: a start in userspace mode removes what
+	// a kernel-mode run left. nil: no kernel data path (--datapath kernel
+	// fails, auto takes the userspace one).
+	VXLAN func() (VXLANKernel, error)
 	// Now is the clock (subnet claims, reclaim times).
 	Now func() time.Time
 	// Logger receives the node's logs.
@@ -83,8 +90,21 @@ type Kernel interface {
 	OurRoutes() ([]tun.Route, error)
 }
 
+// VXLANKernel is the kernel data path's view of the kernel: the VXLAN
+// device, its routes, neighbour and forwarding entries and the peer
+// filter (package kernelvx), and the watchdog's probe through them.
+type VXLANKernel interface {
+	kernelvx.Kernel
+	// ProbeVXLAN sends p's datagram into the kernel's VXLAN path as
+	// peer p.From would, and reports, within timeout, whether its inner
+	// packet was delivered (nil) or why not.
+	ProbeVXLAN(p VXLANProbe, timeout time.Duration) error
+	// Close releases what it holds (netlink sockets).
+	Close() error
+}
+
 // SystemDeps are the real operating system's: a TUN device with offloads,
-// a batched UDP socket, netlink.
+// a batched UDP socket, netlink, nftables.
 func SystemDeps(log *slog.Logger) Deps {
 	return Deps{
 		OpenTUN: func(cfg tun.Config, log *slog.Logger) (TUN, error) {
@@ -106,6 +126,13 @@ func SystemDeps(log *slog.Logger) Deps {
 			return udpSocket{c}, nil
 		},
 		Kernel: netlinkKernel{},
+		VXLAN: func() (VXLANKernel, error) {
+			k, err := kernelvx.NewSystem()
+			if err != nil {
+				return nil, err
+			}
+			return systemVXLAN{k}, nil
+		},
 		Now:    time.Now,
 		Logger: log,
 	}

@@ -71,7 +71,7 @@ func (n *Node) meta() membership.Meta {
 		Claimed:  l.Claimed,
 		// Capabilities that change nothing without offloads are not
 		// advertised (--offload=false implies full checksums).
-		PartialChecksums: n.s.PartialChecksums,
+		PartialChecksums: n.advertisePartial(),
 		Encryption:       n.secureMeta(),
 		Networks:         n.s.Networks,
 	}

@@ -24,6 +24,7 @@ func (n *Node) registerMetrics() {
 			Name: "weft_start_time_seconds", Help: "When the daemon started, in seconds since the Unix epoch.",
 		}, func() float64 { return float64(n.started.UnixNano()) / 1e9 }),
 		certCollector{n},
+		datapathCollector{n},
 	)
 }
 

@@ -20,9 +20,10 @@ import (
 // alerts and the README rely on (deploy.Metrics) are the same, both ways:
 // a new metric must be added to the contract, a contract entry must be
 // exported, types and label names agree, and enumerated labels take only
-// their listed values. Four nodes cover every metric: a plain one with
+// their listed values. Five nodes cover every metric: a plain one with
 // per-peer metrics, a plain peer and a BGP speaker, and two encrypted ones (session
-// ages); the two plain ones hold certificates.
+// ages); the two plain ones hold certificates; one runs the kernel data
+// path.
 func TestMetricsContract(t *testing.T) {
 	u := fakes.NewHub()
 	a := newHost(t, u, "a", 1, "10.244.1.0/24")
@@ -34,7 +35,10 @@ func TestMetricsContract(t *testing.T) {
 	b := encrypted(newHost(t, u, "b", 2, "10.244.2.0/24"))
 	c := encrypted(newHost(t, u, "c", 3, "10.244.3.0/24"))
 	d := newHost(t, u, "d", 4, "10.244.4.0/24")
-	a.s.Live.GossipKeys, d.s.Live.GossipKeys = b.s.Live.GossipKeys, b.s.Live.GossipKeys // one cluster
+	// e runs the kernel data path (plaintext VXLAN: a cluster of its
+	// own kind, refused by the others' encapsulation, and they by it).
+	e := kernelHost(newHost(t, u, "e", 5, "10.244.5.0/24"), DatapathKernel, newFakeVXLAN())
+	a.s.Live.GossipKeys, d.s.Live.GossipKeys, e.s.Live.GossipKeys = b.s.Live.GossipKeys, b.s.Live.GossipKeys, b.s.Live.GossipKeys // one cluster
 	// a and d hold certificates from one CA (weft_cert_expiry_seconds).
 	lab := newPKILab(t, time.Now())
 	trust := lab.trust([]*pki.CA{lab.ca})
@@ -46,6 +50,7 @@ func TestMetricsContract(t *testing.T) {
 	b.mustStart(a)
 	c.mustStart(a, b)
 	d.mustStart(a)
+	e.mustStart(a)
 	eventually(t, "b and c have a session", func() error {
 		if p := b.n.Status().Peer("c"); p == nil || p.Encryption == nil || p.Encryption.Session != "established" {
 			return fmt.Errorf("b sees c as %+v", p)
@@ -58,7 +63,7 @@ func TestMetricsContract(t *testing.T) {
 
 	contract := deploy.Metrics()
 	exported := map[string]bool{}
-	for _, h := range []*host{a, b, c} {
+	for _, h := range []*host{a, b, c, e} {
 		mfs, err := h.n.reg.Gather()
 		if err != nil {
 			t.Fatalf("%s: gather: %v", h.name, err)

@@ -41,7 +41,9 @@ type Node struct {
 	underlay tun.Underlay
 	local    router.Local
 
-	dp     Datapath    // the data path, opened at start (datapath.go)
+	dp     Datapath // the data path, opened at start (datapath.go)
+	dpc    atomic.Pointer[dpChoice]
+	vx     VXLANKernel // the kernel data path's view of the kernel (nil: none)
 	secure secureState // --encrypt (secure.go)
 	bgp    bgpState    // the BGP speaker (bgp.go)
 	certs  certState   // peers' certificates (pki.go); guarded by syncMu
@@ -238,9 +240,19 @@ func (n *Node) start(ctx context.Context) error {
 		n.mtu = u.MTU - s.Encap.Overhead(u.Addr.Is6()) - n.sealOverhead()
 	}
 
-	// Routes a crashed run left behind go before anything new is made.
+	if err := n.openVXLAN(); err != nil {
+		return err
+	}
+	// Routes a crashed run left behind go before anything new is made,
+	// but for those through a kernel-mode run's VXLAN device, which the
+	// kernel data path adopts (and a userspace start removes with the
+	// device).
+	keep := n.kernelDeviceIndex()
 	if routes, err := n.d.Kernel.OurRoutes(); err == nil {
 		for _, r := range routes {
+			if keep != 0 && r.LinkIndex == keep {
+				continue
+			}
 			n.log.Warn("removing stale route left by an earlier run", "route", r.String())
 			_ = n.d.Kernel.DeleteRoute(r)
 		}
@@ -291,14 +303,21 @@ func (n *Node) start(ctx context.Context) error {
 	return n.startBGP(ctx)
 }
 
-// openDataPath opens the data path (the userspace engine, userspace.go),
+// openDataPath opens the data path the settings ask for (chooseDataPath),
 // running, registers its metrics and its shutdown, and gives it the peers.
 func (n *Node) openDataPath() error {
-	dp, err := n.openUserspace()
+	dp, err := n.chooseDataPath()
 	if err != nil {
 		return err
 	}
 	n.dp = dp
+	if n.s.Datapath == DatapathAuto && n.dpc.Load().Mode == DatapathUserspace && n.s.PartialChecksums {
+		// Partial checksums were not advertised while the choice was
+		// open (the kernel path cannot take them): they are now.
+		if err := n.gossip().UpdateMeta(n.advertised()); err != nil {
+			n.log.Error("advertising partial checksums", "err", err)
+		}
+	}
 	n.reg.MustRegister(dp)
 	// Shutdown order: the routes go (first thing Close does), then the
 	// data path closes.

@@ -32,6 +32,9 @@ func (n *Node) Status() Status {
 	if s.Encap.HasVTEP() {
 		ns.VNI, ns.VTEPMAC = s.VNI, l.MAC.String()
 	}
+	if c := n.dpc.Load(); c != nil {
+		ns.Datapath, ns.DatapathReason = string(c.Mode), c.Reason
+	}
 	if c := n.gossip(); c != nil {
 		ns.GossipHealth = c.Health()
 	}

@@ -49,6 +49,12 @@ type Settings struct {
 	// PartialChecksums advertises, and uses with peers that advertise it
 	// too, inner checksums left partial (membership.Meta.PartialChecksums).
 	PartialChecksums bool
+	// Datapath is the data path engine asked for (datapath.go): the
+	// userspace one, the kernel's VXLAN device (kernel.go), or auto, the
+	// kernel where it can carry the configuration. VXLANDevice is the
+	// kernel VXLAN device's name (kernelvx.DefaultName).
+	Datapath    DatapathMode
+	VXLANDevice string
 
 	AutoSubnet    bool         // no Subnets: lease one from each of Pools
 	Pools         []lease.Pool // where each network's automatic subnet comes from, in the order of Networks
@@ -136,6 +142,8 @@ func fixedChanges(a, b Settings) []string {
 	check("workers", a.Workers, b.Workers)
 	check("busyPoll", a.BusyPoll, b.BusyPoll)
 	check("partialChecksums", a.PartialChecksums, b.PartialChecksums)
+	check("datapath", a.Datapath, b.Datapath)
+	check("vxlanDevice", a.VXLANDevice, b.VXLANDevice)
 	check("stateDir", a.StateDir, b.StateDir)
 	check("subnetFile", a.SubnetFile, b.SubnetFile)
 	check("flannelCompat", a.FlannelCompat, b.FlannelCompat)

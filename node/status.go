@@ -23,32 +23,39 @@ type Status struct {
 	Drops  map[string]uint64   `json:"drops"`
 	Totals router.Totals       `json:"totals"`
 	BGP    *BGPStatus          `json:"bgp,omitempty"` // the BGP speaker (absent without --bgp-asn)
+	// Kernel is the kernel data path's VXLAN device and its entries
+	// (absent on the userspace path).
+	Kernel *KernelStatus `json:"kernel,omitempty"`
 }
 
 // NodeStatus is this host's part of the status.
 type NodeStatus struct {
-	Name          string          `json:"name"`
-	Network       string          `json:"network"`
-	Subnet        string          `json:"subnet"`
-	AutoSubnet    bool            `json:"autoSubnet"`
-	Address       string          `json:"address"`
-	Network6      string          `json:"network6,omitempty"` // dual stack: the IPv6 network
-	Subnet6       string          `json:"subnet6,omitempty"`  // ... this host's IPv6 subnet
-	Address6      string          `json:"address6,omitempty"` // ... and its IPv6 address on the TUN
-	Underlay      string          `json:"underlay"`
-	Iface         string          `json:"iface"`
-	Encap         string          `json:"encap"`
-	VNI           uint32          `json:"vni,omitempty"`
-	VTEPMAC       string          `json:"vtepMac,omitempty"`
-	TUN           string          `json:"tun"`
-	MTU           int             `json:"mtu"`
-	Workers       int             `json:"workers"`
-	Version       string          `json:"version"`
-	Ready         bool            `json:"ready"`
-	Started       time.Time       `json:"started"`
-	UptimeSeconds float64         `json:"uptimeSeconds"`
-	Offloads      map[string]bool `json:"offloads,omitempty"`
-	GossipHealth  int             `json:"gossipHealth"`
+	Name       string `json:"name"`
+	Network    string `json:"network"`
+	Subnet     string `json:"subnet"`
+	AutoSubnet bool   `json:"autoSubnet"`
+	Address    string `json:"address"`
+	Network6   string `json:"network6,omitempty"` // dual stack: the IPv6 network
+	Subnet6    string `json:"subnet6,omitempty"`  // ... this host's IPv6 subnet
+	Address6   string `json:"address6,omitempty"` // ... and its IPv6 address on the TUN
+	Underlay   string `json:"underlay"`
+	Iface      string `json:"iface"`
+	Encap      string `json:"encap"`
+	VNI        uint32 `json:"vni,omitempty"`
+	VTEPMAC    string `json:"vtepMac,omitempty"`
+	TUN        string `json:"tun"`
+	// Datapath is the data path this host runs, userspace or kernel, and
+	// DatapathReason why (the setting, or what --datapath auto found).
+	Datapath       string          `json:"datapath"`
+	DatapathReason string          `json:"datapathReason"`
+	MTU            int             `json:"mtu"`
+	Workers        int             `json:"workers"`
+	Version        string          `json:"version"`
+	Ready          bool            `json:"ready"`
+	Started        time.Time       `json:"started"`
+	UptimeSeconds  float64         `json:"uptimeSeconds"`
+	Offloads       map[string]bool `json:"offloads,omitempty"`
+	GossipHealth   int             `json:"gossipHealth"`
 	// Encryption is the encrypted data plane (--encrypt; absent without).
 	Encryption *seal.Status `json:"encryption,omitempty"`
 	// Cert is this host's certificate (--ca-cert; absent without).

@@ -46,12 +46,13 @@ func (r *Router) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	counter(descTxPackets, r.ctr.txPackets.Load())
-	counter(descTxBytes, r.ctr.txBytes.Load())
-	counter(descRxPackets, r.ctr.rxPackets.Load())
-	counter(descRxBytes, r.ctr.rxBytes.Load())
-	for i := range numDropReasons {
-		counter(descDropped, r.ctr.drops[i].Load(), i.String())
+	tot := r.Totals()
+	counter(descTxPackets, tot.TxPackets)
+	counter(descTxBytes, tot.TxBytes)
+	counter(descRxPackets, tot.RxPackets)
+	counter(descRxBytes, tot.RxBytes)
+	for i, n := range r.dropCounts() {
+		counter(descDropped, n, DropReason(i).String())
 	}
 	counter(descConflicts, r.conflCnt.Load())
 	var fallback float64

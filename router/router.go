@@ -56,6 +56,12 @@ type Config struct {
 	ClaimGrace time.Duration
 
 	PerPeerMetrics bool
+	// Beside, if set, returns the counts of a data path that carries the
+	// peers' packets beside the router (node's kernel engine: the
+	// kernel's VXLAN device and its peer filter); they are added to the
+	// router's own in Totals, Drops and the metrics. It is called on
+	// every such read, without the router's lock held.
+	Beside func() Counts
 	// BusyPoll is how long a worker spins for another TUN packet after a
 	// batch before it blocks (0: it blocks at once).
 	BusyPoll time.Duration
@@ -428,11 +434,40 @@ func (r *Router) Status() []PeerStatus {
 
 // Drops returns the drop counters by reason name.
 func (r *Router) Drops() map[string]uint64 {
+	drops := r.dropCounts()
 	m := make(map[string]uint64, numDropReasons)
 	for i := range numDropReasons {
-		m[i.String()] = r.ctr.drops[i].Load()
+		m[i.String()] = drops[i]
 	}
 	return m
+}
+
+// Counts are packets counted outside the router (Config.Beside).
+type Counts struct {
+	Totals Totals
+	Drops  map[DropReason]uint64
+}
+
+// beside returns Config.Beside's counts (none without it).
+func (r *Router) beside() Counts {
+	if r.cfg.Beside == nil {
+		return Counts{}
+	}
+	return r.cfg.Beside()
+}
+
+// dropCounts are the drop counters by reason, Beside's added.
+func (r *Router) dropCounts() [numDropReasons]uint64 {
+	var out [numDropReasons]uint64
+	for i := range numDropReasons {
+		out[i] = r.ctr.drops[i].Load()
+	}
+	for reason, n := range r.beside().Drops {
+		if reason < numDropReasons {
+			out[reason] += n
+		}
+	}
+	return out
 }
 
 // Totals are the data path's packet and byte counts.
@@ -443,9 +478,11 @@ type Totals struct {
 	RxBytes   uint64 `json:"rxBytes"`
 }
 
-// Totals returns the data path's packet and byte counts.
+// Totals returns the data path's packet and byte counts (Beside's added).
 func (r *Router) Totals() Totals {
-	return Totals{r.ctr.txPackets.Load(), r.ctr.txBytes.Load(), r.ctr.rxPackets.Load(), r.ctr.rxBytes.Load()}
+	b := r.beside().Totals
+	return Totals{r.ctr.txPackets.Load() + b.TxPackets, r.ctr.txBytes.Load() + b.TxBytes,
+		r.ctr.rxPackets.Load() + b.RxPackets, r.ctr.rxBytes.Load() + b.RxBytes}
 }
 
 func (r *Router) drop(reason DropReason, n int) {

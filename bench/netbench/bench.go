@@ -493,7 +493,10 @@ func (b *bench) upWeft(ctx context.Context, p pathDef, pr *pathResult, errf func
 			pr.Daemons[i].Offloads = st.Node.Offloads
 			pr.Daemons[i].Workers = st.Node.Workers
 			want := p.Workers
-			if want == 0 {
+			switch {
+			case p.KernelPath:
+				want = 0 // the kernel forwards
+			case want == 0:
 				want = min(runtime.NumCPU(), 256)
 			}
 			if st.Node.Workers != want {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/weftnet/weft/internal/netlab"
 	"github.com/weftnet/weft/internal/weftrun"
+	"github.com/weftnet/weft/kernelvx"
 	weftnode "github.com/weftnet/weft/node"
 	"github.com/weftnet/weft/router"
 )
@@ -76,6 +77,9 @@ type pathDef struct {
 	// Workers is the worker count the daemons must report (0: the
 	// default, the number of CPUs; --offload=false implies 1).
 	Workers int
+	// KernelPath: weft runs the kernel data path (no workers of its own;
+	// its VXLAN device must be gone after it stops).
+	KernelPath bool
 }
 
 // pathDefs, in the order they run.
@@ -100,6 +104,8 @@ var pathDefs = []pathDef{
 		Args: []string{"--encap", "vxlan"}, Via: "tunnel"},
 	{Name: "weft-direct", Desc: "weft --encap udp --direct-routing: the on-link peer is reached by a plain kernel route", Kind: kindWeft,
 		Args: []string{"--encap", "udp", "--direct-routing"}, Via: "direct"},
+	{Name: "weft-kernel", Desc: "weft --encap vxlan --datapath kernel: the kernel's VXLAN device programmed by weft from gossip, behind its nftables peer filter", Kind: kindWeft,
+		Args: []string{"--encap", "vxlan", "--datapath", "kernel"}, Via: "tunnel", KernelPath: true},
 	encryptedPath,
 	encryptedChaChaPath,
 	wireguardPath,
@@ -433,9 +439,15 @@ func (b *bench) stopWeft(ds []*daemon) (issues []string, logMark []int) {
 	// Leftovers would break the next path: report and remove them.
 	for _, d := range ds {
 		ctx, cancel := context.WithTimeout(context.Background(), setupCmdTimeout)
-		if ok, _ := d.host.LinkExists(ctx, "weft0"); ok {
-			issues = append(issues, fmt.Sprintf("weft on %s left its TUN device weft0 behind after exiting", d.name))
-			_, _ = d.host.IP(ctx, "link", "del", "weft0")
+		for _, dev := range []string{"weft0", kernelvx.DefaultName} {
+			if ok, _ := d.host.LinkExists(ctx, dev); ok {
+				issues = append(issues, fmt.Sprintf("weft on %s left its device %s behind after exiting", d.name, dev))
+				_, _ = d.host.IP(ctx, "link", "del", dev)
+			}
+		}
+		if out, err := d.host.Run(ctx, "nft", "list", "table", "inet", kernelvx.FilterTable); err == nil && len(out) > 0 {
+			issues = append(issues, fmt.Sprintf("weft on %s left its nftables table %s behind after exiting", d.name, kernelvx.FilterTable))
+			_, _ = d.host.Run(ctx, "nft", "delete", "table", "inet", kernelvx.FilterTable)
 		}
 		if out, err := d.host.IP(ctx, "-4", "route", "show", "root", overlayNet); err == nil && len(strings.TrimSpace(string(out))) > 0 {
 			issues = append(issues, fmt.Sprintf("weft on %s left routes behind after exiting: %s", d.name, strings.Join(strings.Fields(string(out)), " ")))

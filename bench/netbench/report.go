@@ -237,6 +237,10 @@ const (
 	targetRSSLimit = 64   // MiB, every daemon at the default worker count
 	targetEncWG    = 2.0  // weft-udp-encrypt TCP 1 stream and UDP, x wireguard-go (issue 13)
 	targetEncPlain = 0.6  // weft-udp-encrypt TCP 1 stream, x weft-udp (issue 13)
+	// Issue 25: the kernel data path against the kernel VXLAN it programs.
+	targetKernelTCP1    = 0.95 // weft-kernel TCP 1 stream, x kvxlan
+	targetKernelPingMs  = 0.02 // weft-kernel ping, kvxlan + this
+	targetKernelPerCore = 0.9  // weft-kernel Gbit/s per busy core, x kvxlan's (the filter's cost)
 )
 
 // evalTargets checks the issue's targets.
@@ -292,6 +296,21 @@ func (r *results) evalTargets() []target {
 	cmp(fmt.Sprintf("weft-udp-encrypt TCP 1 stream >= %.2gx wireguard-go", targetEncWG), et1, gt1, targetEncWG, "Gbit/s", 1e9, "weft-udp-encrypt and wireguard-go")
 	cmp(fmt.Sprintf("weft-udp-encrypt UDP %d-byte delivered >= %.2gx wireguard-go", r.Options.UDPLen, targetEncWG), eu, gu, targetEncWG, "kpps", 1e3, "weft-udp-encrypt and wireguard-go")
 	cmp(fmt.Sprintf("weft-udp-encrypt TCP 1 stream >= %.2gx weft-udp", targetEncPlain), et1, wt1, targetEncPlain, "Gbit/s", 1e9, "weft-udp-encrypt and weft-udp")
+
+	// Issue 25: the kernel data path (the device weft programs and its
+	// peer filter) against a hand-made kernel VXLAN device.
+	kn := r.path("weft-kernel")
+	knt1, _, _, knpc := get(kn)
+	cmp(fmt.Sprintf("weft-kernel TCP 1 stream >= %.2gx kernel VXLAN", targetKernelTCP1), knt1, kt1, targetKernelTCP1, "Gbit/s", 1e9, "weft-kernel and kvxlan")
+	t = target{Name: fmt.Sprintf("weft-kernel ping RTT <= kernel VXLAN + %.2g ms", targetKernelPingMs)}
+	if kn == nil || k == nil || kn.Ping == nil || k.Ping == nil {
+		t.Status, t.Detail = "n/a", "not measured in this run (needs weft-kernel and kvxlan)"
+	} else {
+		t.Status = passFail(kn.Ping.AvgMs <= k.Ping.AvgMs+targetKernelPingMs)
+		t.Detail = fmt.Sprintf("%.3f vs %.3f ms (%+.3f ms)", kn.Ping.AvgMs, k.Ping.AvgMs, kn.Ping.AvgMs-k.Ping.AvgMs)
+	}
+	ts = append(ts, t)
+	cmp(fmt.Sprintf("weft-kernel TCP 1 stream Gbit/s per busy core >= %.2gx kernel VXLAN's", targetKernelPerCore), knpc, kpc, targetKernelPerCore, "Gbit/s per busy core", 1, "weft-kernel and kvxlan")
 
 	t = target{Name: fmt.Sprintf("every weft daemon's peak RSS < %d MiB at the default worker count", targetRSSLimit)}
 	var parts []string

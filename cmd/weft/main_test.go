@@ -26,6 +26,11 @@ func TestExitCodes(t *testing.T) {
 		!strings.Contains(stderr.String(), "weft keygen > /etc/weft/gossip.key") {
 		t.Errorf("--check without a gossip key: exit %d, %q; want %d and how to make a key", code, stderr.String(), exitUsage)
 	}
+	stderr.Reset()
+	if code := weft(t.Context(), []string{"run", "--check", "--network", "10.244.0.0/16", "--insecure-gossip", "--datapath", "kernel"}, io.Discard, &stderr); code != exitUsage ||
+		strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), "--datapath kernel with --encap udp") {
+		t.Errorf("--datapath kernel with udp: exit %d, %q; want %d and one line naming both", code, stderr.String(), exitUsage)
+	}
 	if code := weft(t.Context(), []string{"status", "--socket", filepath.Join(t.TempDir(), "none.sock")}, io.Discard, io.Discard); code != exitFailure {
 		t.Errorf("status without a daemon exit %d, want %d", code, exitFailure)
 	}

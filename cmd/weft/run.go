@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/config"
+	"github.com/weftnet/weft/kernelvx"
 	"github.com/weftnet/weft/node"
 	"github.com/weftnet/weft/tun"
 )
@@ -60,7 +61,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) int {
 	logs := newSwitchHandler(stderr, s.Live.LogFormat, s.Live.LogLevel)
 	log := slog.New(logs)
 	if cleanup {
-		if err := tun.Cleanup(s.TUN, log); err != nil {
+		if err := runCleanup(s, log); err != nil {
 			log.Error("cleanup", "err", err)
 			return exitFailure
 		}
@@ -101,6 +102,20 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) int {
 			reload(n, args, d, log)
 		}
 	}
+}
+
+// runCleanup removes what a crashed or killed run left, whatever its data
+// path: the TUN link and the routes carrying weft's protocol, and the
+// kernel data path's VXLAN device (with its routes, neighbour and FDB
+// entries) and peer filter. Nothing left is success.
+func runCleanup(s node.Settings, log *slog.Logger) error {
+	errs := []error{tun.Cleanup(s.TUN, log)}
+	k, err := kernelvx.NewSystem()
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("open netlink: %w", err))...)
+	}
+	defer k.Close()
+	return errors.Join(append(errs, kernelvx.Cleanup(k, s.VXLANDevice, log))...)
 }
 
 // reload re-reads the configuration (SIGHUP) and hands it to the node. A

@@ -24,7 +24,11 @@ func printStatus(w io.Writer, r node.Status) {
 	if n.VTEPMAC != "" {
 		fmt.Fprintf(w, " (VNI %d, VTEP MAC %s)", n.VNI, n.VTEPMAC)
 	}
-	fmt.Fprintf(w, "\nuptime    %s, version %s\n", time.Duration(n.UptimeSeconds*float64(time.Second)), n.Version)
+	fmt.Fprintf(w, "\n")
+	if n.Datapath != "" {
+		fmt.Fprintf(w, "datapath  %s (%s)\n", n.Datapath, n.DatapathReason)
+	}
+	fmt.Fprintf(w, "uptime    %s, version %s\n", time.Duration(n.UptimeSeconds*float64(time.Second)), n.Version)
 	if len(n.Offloads) > 0 {
 		var on []string
 		for k, v := range n.Offloads {
@@ -62,6 +66,7 @@ func printStatus(w io.Writer, r node.Status) {
 	if len(r.Peers) == 0 {
 		fmt.Fprintln(w, "(no peers yet)")
 	}
+	printKernel(w, r.Kernel)
 	printBGP(w, r.BGP)
 	var drops []string
 	for k, v := range r.Drops {
@@ -74,6 +79,23 @@ func printStatus(w io.Writer, r node.Status) {
 		drops = []string{"none"}
 	}
 	fmt.Fprintf(w, "\ndrops     %s\n", strings.Join(drops, " "))
+}
+
+// printKernel shows the kernel data path's VXLAN device and its entries,
+// as the kernel holds them.
+func printKernel(w io.Writer, k *node.KernelStatus) {
+	if k == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nkernel    VXLAN device %s (index %d), accepting VXLAN from %s\n", k.Device, k.Index, orNone(strings.Join(k.FilterPeers, ", ")))
+	for _, l := range [][]string{k.Routes, k.Neighbors, k.FDB} {
+		for _, e := range l {
+			fmt.Fprintf(w, "          %s\n", e)
+		}
+	}
+	if k.Error != "" {
+		fmt.Fprintf(w, "error     %s\n", k.Error)
+	}
 }
 
 // printBGP shows the BGP speaker's neighbours and what it announces.

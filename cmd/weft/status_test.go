@@ -71,3 +71,29 @@ func TestPrintStatusBGP(t *testing.T) {
 		t.Errorf("a status without BGP shows a bgp block:\n%s", b.String())
 	}
 }
+
+// The data path and, on the kernel path, the VXLAN device's entries.
+func TestPrintStatusKernel(t *testing.T) {
+	var b bytes.Buffer
+	printStatus(&b, node.Status{
+		Node: node.NodeStatus{Name: "a", Network: "10.244.0.0/16", Subnet: "10.244.1.0/24", Address: "10.244.1.0", TUN: "weft0", MTU: 1450,
+			Datapath: "kernel", DatapathReason: "--datapath auto: plaintext VXLAN, and the kernel has a VXLAN device"},
+		Kernel: &node.KernelStatus{Device: "weft-vx", Index: 7, FilterPeers: []string{"192.0.2.2"},
+			Routes:    []string{"10.244.2.0/24 via 10.244.2.0 dev weft-vx onlink"},
+			Neighbors: []string{"10.244.2.0 lladdr 02:57:0a:f4:02:00 dev weft-vx permanent"},
+			FDB:       []string{"02:57:0a:f4:02:00 dst 192.0.2.2 dev weft-vx self permanent"}, Error: "kernelvx: set neighbour: EPERM"},
+	})
+	for _, want := range []string{"datapath  kernel (--datapath auto: plaintext VXLAN, and the kernel has a VXLAN device)",
+		"kernel    VXLAN device weft-vx (index 7), accepting VXLAN from 192.0.2.2",
+		"          10.244.2.0/24 via 10.244.2.0 dev weft-vx onlink\n          10.244.2.0 lladdr 02:57:0a:f4:02:00 dev weft-vx permanent\n          02:57:0a:f4:02:00 dst 192.0.2.2 dev weft-vx self permanent\n",
+		"error     kernelvx: set neighbour: EPERM"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	printStatus(&b, node.Status{Node: node.NodeStatus{Name: "a", Datapath: "userspace", DatapathReason: "--datapath userspace (the default)"}})
+	if !strings.Contains(b.String(), "datapath  userspace (--datapath userspace (the default))") || strings.Contains(b.String(), "kernel ") {
+		t.Errorf("userspace status:\n%s", b.String())
+	}
+}
