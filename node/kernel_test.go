@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/weftnet/weft/encap"
 	"github.com/weftnet/weft/internal/fakes"
 	"github.com/weftnet/weft/kernelvx"
@@ -370,8 +372,18 @@ func TestDatapathChoice(t *testing.T) {
 	}
 }
 
-// gauge reads a one-label gauge from h's registry.
+// gauge and counter read a one-label gauge or counter from h's registry.
 func gauge(t *testing.T, h *host, name, label string) float64 {
+	t.Helper()
+	return metricValue(t, h, name, label).GetGauge().GetValue()
+}
+
+func counter(t *testing.T, h *host, name, label string) float64 {
+	t.Helper()
+	return metricValue(t, h, name, label).GetCounter().GetValue()
+}
+
+func metricValue(t *testing.T, h *host, name, label string) *dto.Metric {
 	t.Helper()
 	mfs, err := h.n.reg.Gather()
 	if err != nil {
@@ -383,12 +395,12 @@ func gauge(t *testing.T, h *host, name, label string) float64 {
 		}
 		for _, m := range mf.GetMetric() {
 			if m.GetLabel()[0].GetValue() == label {
-				return m.GetGauge().GetValue()
+				return m
 			}
 		}
 	}
 	t.Fatalf("no %s{%s}", name, label)
-	return 0
+	return nil
 }
 
 // A kernel-mode start that fails after the device was made takes the
@@ -592,27 +604,6 @@ func TestKernelCounters(t *testing.T) {
 	vx.SetStats(kp.dev.Load().Index(), kernelvx.Stats{TxPackets: 1, TxBytes: 100})
 	vx.CountDrops(kernelvx.FilterCounters{UnknownPeer: kernelvx.Counter{Packets: 1}})
 	check("after the device was replaced", router.Totals{TxPackets: 11, TxBytes: 1100, RxPackets: 20, RxBytes: 2000}, 6)
-}
-
-// counter reads a one-label counter from h's registry.
-func counter(t *testing.T, h *host, name, label string) float64 {
-	t.Helper()
-	mfs, err := h.n.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == label {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no %s{%s}", name, label)
-	return 0
 }
 
 // The underlay address changes while running: the VXLAN device sends from

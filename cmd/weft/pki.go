@@ -234,13 +234,8 @@ func certKeygen(args []string, stdout, stderr io.Writer) int {
 	if done, code := parseFlags(fset, "--out-dir OUT --name NAME", args, stderr); done {
 		return code
 	}
-	switch {
-	case fset.NArg() > 0:
-		return fail(stderr, exitUsage, cmd, "unexpected argument %q", fset.Arg(0))
-	case *outDir == "":
-		return fail(stderr, exitUsage, cmd, "--out-dir is required")
-	case *name == "":
-		return fail(stderr, exitUsage, cmd, "--name is required")
+	if code, bad := badArgs(fset, cmd, stderr, "out-dir", "name"); bad {
+		return code
 	}
 	if err := fileName(*name); err != nil {
 		return fail(stderr, exitUsage, cmd, "--name %q: %v", *name, err)
@@ -337,15 +332,10 @@ func certSign(args []string, stdout, stderr io.Writer) int {
 	if done, code := parseFlags(fset, synopsis, args, stderr); done {
 		return code
 	}
+	if code, bad := badArgs(fset, cmd, stderr, "ca-dir", "name", "out-dir"); bad {
+		return code
+	}
 	switch {
-	case fset.NArg() > 0:
-		return fail(stderr, exitUsage, cmd, "unexpected argument %q", fset.Arg(0))
-	case *caDir == "":
-		return fail(stderr, exitUsage, cmd, "--ca-dir is required")
-	case *name == "":
-		return fail(stderr, exitUsage, cmd, "--name is required")
-	case *outDir == "":
-		return fail(stderr, exitUsage, cmd, "--out-dir is required")
 	case len(subnets) == 0 && len(pools) == 0:
 		return fail(stderr, exitUsage, cmd, "give --subnet (the host's fixed subnets) or --pool (where it picks its own)")
 	case len(subnets) > 0 && len(pools) > 0:
@@ -542,12 +532,10 @@ func certRevoke(args []string, stdout, stderr io.Writer) int {
 	if done, code := parseFlags(fset, "--ca-dir DIR (--cert FILE | --serial HEX) ... [--crl-lifetime D]", args, stderr); done {
 		return code
 	}
-	switch {
-	case fset.NArg() > 0:
-		return fail(stderr, exitUsage, cmd, "unexpected argument %q", fset.Arg(0))
-	case *caDir == "":
-		return fail(stderr, exitUsage, cmd, "--ca-dir is required")
-	case len(certFiles) == 0 && len(serialArgs) == 0:
+	if code, bad := badArgs(fset, cmd, stderr, "ca-dir"); bad {
+		return code
+	}
+	if len(certFiles) == 0 && len(serialArgs) == 0 {
 		return fail(stderr, exitUsage, cmd, "give --cert FILE or --serial HEX: what to revoke")
 	}
 	var serials []*big.Int
@@ -596,4 +584,18 @@ func certRevoke(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "revoked %s\nwrote %s: CRL number %v, %d revoked in all, current until %s; hand it to every host\n",
 		strings.Join(what, ", "), crlPath, l.List.Number, len(l.List.RevokedCertificateEntries), l.List.NextUpdate.UTC().Format(time.RFC3339))
 	return exitOK
+}
+
+// badArgs refuses positional arguments and, in the order given, the first
+// of the required flags left empty; it reports the exit code when it did.
+func badArgs(fset *flag.FlagSet, cmd string, stderr io.Writer, required ...string) (int, bool) {
+	if fset.NArg() > 0 {
+		return fail(stderr, exitUsage, cmd, "unexpected argument %q", fset.Arg(0)), true
+	}
+	for _, name := range required {
+		if fset.Lookup(name).Value.String() == "" {
+			return fail(stderr, exitUsage, cmd, "--%s is required", name), true
+		}
+	}
+	return 0, false
 }
