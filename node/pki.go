@@ -78,9 +78,10 @@ func (n *Node) readvertise(old, nw *PKI) {
 
 // Certificate checks' timing.
 const (
-	// certRecheck: how often the peers' certificates are judged again
-	// without a membership change (expiry), and the longest a verdict is
-	// kept; a reload (revocation) judges at once.
+	// certRecheck: how often the peers are judged again without a
+	// membership change (a certificate that runs out), and how long a
+	// refusal is kept; a belief is kept until its certificate or a
+	// trusted CA runs out. A reload (revocation) judges at once.
 	certRecheck = 10 * time.Second
 	// certWait: how long a peer whose new certificate (a renewal) has not
 	// arrived yet keeps the routes its previous, believed metadata gave
@@ -242,9 +243,19 @@ func (st *certState) judge(m *membership.Member, trust *pki.Trust, now time.Time
 		return v
 	}
 	v := certVerdict{meta: m.Meta, trust: trust, expires: now.Add(certRecheck)}
-	v.refused, v.why = st.check(m, trust, now)
+	var cert *pki.Cert
+	v.refused, v.why, cert = st.check(m, trust, now)
 	if v.refused == router.RefusedNone {
 		st.signed[m.Name] = m.Meta.Proof.Signed
+		// Nothing but the clock changes a belief while the metadata
+		// and the trust stay: keep it until the certificate or a
+		// trusted CA runs out, not a verification every recheck.
+		v.expires = cert.NotAfter
+		for _, ca := range trust.CAs() {
+			if ca.NotAfter.Before(v.expires) {
+				v.expires = ca.NotAfter
+			}
+		}
 	}
 	st.verdicts[m.Name] = v
 	return v
@@ -255,14 +266,14 @@ func (st *certState) judge(m *membership.Member, trust *pki.Trust, now time.Time
 // key under the member's name, not in the future, and not older than what
 // we last believed (a replay); the certificate names the member and grants
 // every subnet it claims.
-func (st *certState) check(m *membership.Member, trust *pki.Trust, now time.Time) (router.Refusal, string) {
+func (st *certState) check(m *membership.Member, trust *pki.Trust, now time.Time) (router.Refusal, string, *pki.Cert) {
 	proof := m.Meta.Proof
 	if !proof.Present() {
-		return router.RefusedCertMissing, "it shows no certificate: this host trusts a CA (--ca-cert) and refuses peers without one"
+		return router.RefusedCertMissing, "it shows no certificate: this host trusts a CA (--ca-cert) and refuses peers without one", nil
 	}
 	cert, err := pki.ParseCert(m.Cert)
 	if err != nil {
-		return router.RefusedCertUntrusted, fmt.Sprintf("its certificate does not parse: %v", err)
+		return router.RefusedCertUntrusted, fmt.Sprintf("its certificate does not parse: %v", err), nil
 	}
 	if err := trust.Verify(cert, now); err != nil {
 		r := router.RefusedCertUntrusted
@@ -274,29 +285,29 @@ func (st *certState) check(m *membership.Member, trust *pki.Trust, now time.Time
 				r = router.RefusedCertRevoked
 			}
 		}
-		return r, fmt.Sprintf("its certificate (serial %x): %v", cert.X509.SerialNumber, err)
+		return r, fmt.Sprintf("its certificate (serial %x): %v", cert.X509.SerialNumber, err), nil
 	}
 	msg, err := membership.ProofMessage(m.Name, m.Meta)
 	if err != nil || !ed25519.Verify(cert.PublicKey, msg, proof.Sig[:]) {
-		return router.RefusedBadSignature, fmt.Sprintf("its metadata is not signed by the key of the certificate it shows (%q, serial %x): a copied certificate, or forged metadata", cert.Name, cert.X509.SerialNumber)
+		return router.RefusedBadSignature, fmt.Sprintf("its metadata is not signed by the key of the certificate it shows (%q, serial %x): a copied certificate, or forged metadata", cert.Name, cert.X509.SerialNumber), nil
 	}
 	if cert.Name != m.Name {
-		return router.RefusedCertName, fmt.Sprintf("its certificate is for %q", cert.Name)
+		return router.RefusedCertName, fmt.Sprintf("its certificate is for %q", cert.Name), nil
 	}
 	signed := time.UnixMilli(proof.Signed).UTC()
 	if latest := now.Add(MaxClaimSkew); signed.After(latest) {
-		return router.RefusedSignatureTime, fmt.Sprintf("its metadata is signed at %s, more than %v ahead of our clock", signed.Format(time.RFC3339), MaxClaimSkew)
+		return router.RefusedSignatureTime, fmt.Sprintf("its metadata is signed at %s, more than %v ahead of our clock", signed.Format(time.RFC3339), MaxClaimSkew), nil
 	}
 	if last, ok := st.signed[m.Name]; ok && proof.Signed < last {
 		return router.RefusedSignatureTime, fmt.Sprintf("its metadata is signed at %s, before the metadata we believed (signed %s): a replay",
-			signed.Format(time.RFC3339Nano), time.UnixMilli(last).UTC().Format(time.RFC3339Nano))
+			signed.Format(time.RFC3339Nano), time.UnixMilli(last).UTC().Format(time.RFC3339Nano)), nil
 	}
 	for _, sub := range m.Meta.Subnets {
 		if sub.IsValid() && !cert.Grants(sub) {
-			return router.RefusedSubnetNotGranted, fmt.Sprintf("claims %s, which its certificate does not grant (it grants %s)", sub, grantsString(cert))
+			return router.RefusedSubnetNotGranted, fmt.Sprintf("claims %s, which its certificate does not grant (it grants %s)", sub, grantsString(cert)), nil
 		}
 	}
-	return router.RefusedNone, ""
+	return router.RefusedNone, "", cert
 }
 
 func grantsString(c *pki.Cert) string {

@@ -211,6 +211,9 @@ func TestCertPeersOverTime(t *testing.T) {
 	if got := judgeOne(n, arrived, later); got.Refused != router.RefusedNone {
 		t.Fatalf("unrevoked: %v %s", got.Refused, got.Incompatible)
 	}
+	if v := n.certs.verdicts["x"]; !v.expires.Equal(renewed.NotAfter) {
+		t.Errorf("a belief is kept until %v, want until the certificate runs out (%v)", v.expires, renewed.NotAfter)
+	}
 	end := renewed.NotAfter.Add(time.Second)
 	if got := judgeOne(n, arrived, end); got.Refused != router.RefusedCertExpired {
 		t.Errorf("after its lifetime: %v %s", got.Refused, got.Incompatible)
