@@ -516,3 +516,19 @@ func TestWorkers(t *testing.T) {
 		}
 	}
 }
+
+// A lost subnet is never the one moved to, even before the winner's
+// metadata arrives: with two subnets in the pool, every move lands on
+// the other.
+func TestMoveSubnetLeavesTheLostOne(t *testing.T) {
+	h := newHost(t, fakes.NewHub(), "a", 1, "")
+	h.s.Pools[0].Min, h.s.Pools[0].Max = netip.MustParseAddr("10.244.10.0"), netip.MustParseAddr("10.244.11.0")
+	h.mustStart()
+	for range 20 {
+		cur := family.First(h.n.getLocal().Subnets)
+		h.n.moveSubnet(router.Conflict{Subnet: cur, Winner: "b"})
+		if next := family.First(h.n.getLocal().Subnets); next == cur || !h.s.Pools[0].Contains(next) {
+			t.Fatalf("moved from %s to %s", cur, next)
+		}
+	}
+}

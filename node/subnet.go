@@ -66,8 +66,10 @@ func (n *Node) leaseFits(l lease.Lease) bool {
 }
 
 // freeSubnet picks, at random, a subnet of pool that nobody holds.
-func (n *Node) freeSubnet(pool lease.Pool) (netip.Prefix, error) {
-	return pool.Free(n.takenSubnets(), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
+// Also excluded are the subnets in avoid (one just lost: the winner's
+// metadata may not have reached us yet).
+func (n *Node) freeSubnet(pool lease.Pool, avoid ...netip.Prefix) (netip.Prefix, error) {
+	return pool.Free(append(n.takenSubnets(), avoid...), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 }
 
 // takenSubnets are the subnets no fresh lease may overlap: every peer's
@@ -173,7 +175,7 @@ func (n *Node) saveLeaseOf(l router.Local) error {
 func (n *Node) moveSubnet(c router.Conflict) {
 	old := n.getLocal()
 	i := max(0, slices.Index(old.Subnets, c.Subnet)) // the conflict's family (the first if it names neither)
-	next, err := n.freeSubnet(n.s.Pools[i])
+	next, err := n.freeSubnet(n.s.Pools[i], old.Subnets[i])
 	if err != nil {
 		n.log.Error("lost a subnet conflict but no free subnet is left", "subnet", old.Subnets[i], "winner", c.Winner, "err", err)
 		return
