@@ -226,6 +226,10 @@ type FilterCounters struct {
 	// destination is outside this host's subnets (reason="not_local"):
 	// the kernel would otherwise route them on, a relay for any peer.
 	NotLocal Counter
+	// SlowPath counts VXLAN datagrams the filter let through that its
+	// fast rules did not take (frames that are not IP, a peer's subnet of
+	// a length other than ours): each cost an interval lookup or more.
+	SlowPath Counter
 }
 
 func (c FilterCounters) add(o FilterCounters) FilterCounters {
@@ -233,5 +237,6 @@ func (c FilterCounters) add(o FilterCounters) FilterCounters {
 		UnknownPeer: Counter{c.UnknownPeer.Packets + o.UnknownPeer.Packets, c.UnknownPeer.Bytes + o.UnknownPeer.Bytes},
 		Spoofed:     Counter{c.Spoofed.Packets + o.Spoofed.Packets, c.Spoofed.Bytes + o.Spoofed.Bytes},
 		NotLocal:    Counter{c.NotLocal.Packets + o.NotLocal.Packets, c.NotLocal.Bytes + o.NotLocal.Bytes},
+		SlowPath:    Counter{c.SlowPath.Packets + o.SlowPath.Packets, c.SlowPath.Bytes + o.SlowPath.Bytes},
 	}
 }

@@ -55,6 +55,26 @@ func (h *khost) addr(v6 bool) netip.Addr {
 	return netip.Addr{}
 }
 
+// subnet is h's subnet of the family of a.
+func (h *khost) subnet(v6 bool) netip.Prefix {
+	for _, s := range h.subnets {
+		if s.Addr().Is6() == v6 {
+			return s
+		}
+	}
+	return netip.Prefix{}
+}
+
+// lastOf is the last address of p.
+func lastOf(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
 // open makes a new System and Device for h, as a (re)started weft would.
 func (h *khost) open(t *testing.T) {
 	t.Helper()
@@ -313,9 +333,15 @@ func kernelCycle(t *testing.T, a, b, c *khost) {
 			t.Fatalf("a's device holds\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	}
+	beforeA, beforeB := a.counters(t), b.counters(t)
 	for _, v6 := range []bool{false, true} {
 		a.ping(t, b.addr(v6))
 		b.ping(t, a.addr(v6))
+	}
+	// The pings took the filter's fast rules: nothing dropped, nothing
+	// through the slow ones.
+	if afterA, afterB := a.counters(t), b.counters(t); afterA != beforeA || afterB != beforeB {
+		t.Errorf("the pings changed the filter's counters: a %+v to %+v, b %+v to %+v", beforeA, afterA, beforeB, afterB)
 	}
 	st, err := a.dev.Stats()
 	if err != nil {
@@ -350,11 +376,37 @@ func kernelCycle(t *testing.T, a, b, c *khost) {
 	if got := after.NotLocal.Packets - before.NotLocal.Packets; got != 2 || after.UnknownPeer != before.UnknownPeer || after.Spoofed != before.Spoofed {
 		t.Errorf("after two datagrams to addresses not a's: counters %+v, before %+v (want not_local +2)", after, before)
 	}
-	// And one from b's subnet to a's passes the filter.
+	// And from b's subnet to a's, from and to the last address of each
+	// (the masks must be right), passes the filter, by a fast rule.
 	before = after
-	b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, b.addr(false), a.addr(false)))
+	for _, v6 := range []bool{false, true} {
+		b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, lastOf(b.subnet(v6)), lastOf(a.subnet(v6))))
+	}
 	if after = a.counters(t); after != before {
-		t.Errorf("a datagram from the peer's subnet was dropped: counters %+v, before %+v", after, before)
+		t.Errorf("a datagram from the peer's subnet was dropped or took the slow rules: counters %+v, before %+v", after, before)
+	}
+	// What the fast rules do not take, the slow ones let through and
+	// count: a frame that is not IP, and a datagram from a peer whose
+	// subnet has another length than ours.
+	arp := vxlanDatagram(testVNI, a.mac, b.mac, b.addr(false), a.addr(false))
+	binary.BigEndian.PutUint16(arp[encap.VXLANHeaderLen+12:], 0x0806)
+	b.send(t, a.underlay, arp)
+	if after = a.counters(t); after.SlowPath.Packets != before.SlowPath.Packets+1 || after.UnknownPeer != before.UnknownPeer || after.Spoofed != before.Spoofed || after.NotLocal != before.NotLocal {
+		t.Errorf("after a frame that is not IP from the peer: counters %+v, before %+v (want slow_path +1)", after, before)
+	}
+	wide := b.peer()
+	wide.Subnets = []netip.Prefix{netip.PrefixFrom(b.addr(false), 23).Masked(), netip.PrefixFrom(b.addr(true), 60).Masked()}
+	if err := a.dev.Reconcile([]Peer{wide}); err != nil {
+		t.Fatal(err)
+	}
+	before = a.counters(t)
+	b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, b.addr(false).Next(), a.addr(false)))
+	b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, b.addr(true).Next(), a.addr(true)))
+	if after = a.counters(t); after.SlowPath.Packets != before.SlowPath.Packets+2 || after.UnknownPeer != before.UnknownPeer || after.Spoofed != before.Spoofed || after.NotLocal != before.NotLocal {
+		t.Errorf("after two datagrams from a peer with wider subnets: counters %+v, before %+v (want slow_path +2)", after, before)
+	}
+	if err := a.dev.Reconcile([]Peer{b.peer()}); err != nil {
+		t.Fatal(err)
 	}
 
 	// Leftovers of a crash or of a hand: a flood list (the all-zeros MAC

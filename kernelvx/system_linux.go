@@ -23,6 +23,9 @@ type System struct {
 	mu      sync.Mutex
 	h       *netlink.Handle
 	nftOpts []nftables.ConnOption // each nftables transaction has a Conn of its own
+	// fastBits are the subnet lengths the filter's fast sets hold (IPv4,
+	// IPv6; -1: none), as the last FilterEnsure built it.
+	fastBits [2]int
 }
 
 var _ Kernel = (*System)(nil)
@@ -50,7 +53,7 @@ func NewSystemAt(ns netns.NsHandle) (*System, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernelvx: open rtnetlink: %w", err)
 	}
-	return &System{h: h, nftOpts: opts}, nil
+	return &System{h: h, nftOpts: opts, fastBits: [2]int{-1, -1}}, nil
 }
 
 // Close closes the rtnetlink handle.

@@ -51,6 +51,7 @@ type kernelPath struct {
 
 	dev  atomic.Pointer[kernelvx.Device]
 	base atomic.Pointer[router.Counts] // counts of the devices replaced (Beside adds them)
+	slow atomic.Uint64                 // the filter's slow_path count of the devices replaced
 
 	mu     sync.Mutex      // serializes programming; guards the fields below
 	cfg    kernelvx.Config // the device's, defaults filled in
@@ -247,6 +248,7 @@ func (kp *kernelPath) replace(cfg kernelvx.Config) {
 		return
 	}
 	last := kp.deviceCounts(old)
+	kp.slow.Add(slowPath(old))
 	oldIndex := old.Index()
 	err = dev.Ensure()
 	kp.cfg = dev.Config()
@@ -446,8 +448,30 @@ func (kp *kernelPath) Close() {
 	kp.sink.Close()
 }
 
-func (kp *kernelPath) Describe(ch chan<- *prometheus.Desc) { kp.rt.Describe(ch) }
-func (kp *kernelPath) Collect(ch chan<- prometheus.Metric) { kp.rt.Collect(ch) }
+var descSlowPath = prometheus.NewDesc("weft_kernel_filter_slow_path_packets_total",
+	"VXLAN datagrams the kernel data path's peer filter let through by its slow rules, not its fast ones: frames that are not IP, or from a peer whose subnet has another length than ours (0 when every subnet has one length).", nil, nil)
+
+func (kp *kernelPath) Describe(ch chan<- *prometheus.Desc) {
+	kp.rt.Describe(ch)
+	ch <- descSlowPath
+}
+
+func (kp *kernelPath) Collect(ch chan<- prometheus.Metric) {
+	kp.rt.Collect(ch)
+	ch <- prometheus.MustNewConstMetric(descSlowPath, prometheus.CounterValue, float64(kp.slow.Load()+slowPath(kp.dev.Load())))
+}
+
+// slowPath is dev's filter's slow_path count (0 if it cannot be read).
+func slowPath(dev *kernelvx.Device) uint64 {
+	if dev == nil {
+		return 0
+	}
+	fc, err := dev.FilterCounters()
+	if err != nil {
+		return 0
+	}
+	return fc.SlowPath.Packets
+}
 
 // counts are the kernel's counts for the router (Config.Beside): the
 // device's traffic counters and the filter's drops, with those of the

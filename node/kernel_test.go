@@ -394,7 +394,7 @@ func metricValue(t *testing.T, h *host, name, label string) *dto.Metric {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == label {
+			if ls := m.GetLabel(); len(ls) == 0 && label == "" || len(ls) > 0 && ls[0].GetValue() == label {
 				return m
 			}
 		}
@@ -575,7 +575,7 @@ func TestKernelCounters(t *testing.T) {
 	a.mustStart()
 	kp := a.n.dp.(*kernelPath)
 	vx.SetStats(kp.dev.Load().Index(), kernelvx.Stats{TxPackets: 10, TxBytes: 1000, RxPackets: 20, RxBytes: 2000})
-	vx.CountDrops(kernelvx.FilterCounters{UnknownPeer: kernelvx.Counter{Packets: 5, Bytes: 500}, Spoofed: kernelvx.Counter{Packets: 2}, NotLocal: kernelvx.Counter{Packets: 1}})
+	vx.CountDrops(kernelvx.FilterCounters{UnknownPeer: kernelvx.Counter{Packets: 5, Bytes: 500}, Spoofed: kernelvx.Counter{Packets: 2}, NotLocal: kernelvx.Counter{Packets: 1}, SlowPath: kernelvx.Counter{Packets: 3}})
 	check := func(when string, tot router.Totals, unknown uint64) {
 		t.Helper()
 		st := a.n.Status()
@@ -584,6 +584,9 @@ func TestKernelCounters(t *testing.T) {
 		}
 		if got := counter(t, a, "weft_dropped_packets_total", "unknown_peer"); got != float64(unknown) {
 			t.Errorf("%s: weft_dropped_packets_total{reason=unknown_peer} = %v", when, got)
+		}
+		if got := counter(t, a, "weft_kernel_filter_slow_path_packets_total", ""); got != 3 {
+			t.Errorf("%s: weft_kernel_filter_slow_path_packets_total = %v", when, got)
 		}
 	}
 	check("counted", router.Totals{TxPackets: 10, TxBytes: 1000, RxPackets: 20, RxBytes: 2000}, 5)
