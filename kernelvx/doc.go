@@ -44,7 +44,11 @@
 //     on the inner packet at a fixed offset from the UDP header);
 //   - not_local: the inner destination is outside this host's subnets.
 //
-// These are the userspace path's checks of the same names. The kernel
+// These are the userspace path's checks of the same names. Fast rules
+// ahead of them accept what a healthy cluster sends with one hash lookup
+// (the inner source masked to our subnet length, keyed with the outer
+// source); what they do not take, the rules above classify, and what
+// those let through counts as slow_path (FilterCounters.SlowPath). The kernel
 // makes the VXLAN ones itself (a wrong VNI, a frame for another MAC,
 // malformed frames), without weft's counters. See filter_linux.go for the
 // rules as nft(8) lists them.
