@@ -45,17 +45,10 @@ func (h *khost) peer() Peer {
 	return Peer{Name: h.h.Name(), Subnets: h.subnets, Underlay: netip.AddrPortFrom(h.underlay, 0), MAC: h.mac}
 }
 
-// addr is h's overlay address of the family of a.
-func (h *khost) addr(v6 bool) netip.Addr {
-	for _, s := range h.subnets {
-		if s.Addr().Is6() == v6 {
-			return s.Addr()
-		}
-	}
-	return netip.Addr{}
-}
+// addr is h's overlay address of the family v6 says.
+func (h *khost) addr(v6 bool) netip.Addr { return h.subnet(v6).Addr() }
 
-// subnet is h's subnet of the family of a.
+// subnet is h's subnet of the family v6 says.
 func (h *khost) subnet(v6 bool) netip.Prefix {
 	for _, s := range h.subnets {
 		if s.Addr().Is6() == v6 {
@@ -63,16 +56,6 @@ func (h *khost) subnet(v6 bool) netip.Prefix {
 		}
 	}
 	return netip.Prefix{}
-}
-
-// lastOf is the last address of p.
-func lastOf(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // open makes a new System and Device for h, as a (re)started weft would.
@@ -380,7 +363,7 @@ func kernelCycle(t *testing.T, a, b, c *khost) {
 	// (the masks must be right), passes the filter, by a fast rule.
 	before = after
 	for _, v6 := range []bool{false, true} {
-		b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, lastOf(b.subnet(v6)), lastOf(a.subnet(v6))))
+		b.send(t, a.underlay, vxlanDatagram(testVNI, a.mac, b.mac, lastAddr(b.subnet(v6)), lastAddr(a.subnet(v6))))
 	}
 	if after = a.counters(t); after != before {
 		t.Errorf("a datagram from the peer's subnet was dropped or took the slow rules: counters %+v, before %+v", after, before)
