@@ -29,8 +29,8 @@ import (
 //		set src6_4 { type ipv6_addr . ipv4_addr; flags interval }
 //		set src6_6 { type ipv6_addr . ipv6_addr; flags interval }
 //		set fast4_4 { type ipv4_addr . ipv4_addr }
-//		set fast4_6 { type ipv4_addr . ipv6_addr }
 //		set fast6_4 { type ipv6_addr . ipv4_addr }
+//		set fast4_6 { type ipv4_addr . ipv6_addr }
 //		set fast6_6 { type ipv6_addr . ipv6_addr }
 //		chain input {
 //			type filter hook input priority filter; policy accept;
@@ -119,10 +119,12 @@ var (
 		{name: "src6_4", outer: zero6, inner: zero4},
 		{name: "src6_6", outer: zero6, inner: zero6},
 	}
+	// fastSets, in the order of their rules: inner IPv4 first (the
+	// common case).
 	fastSets = []setDef{
 		{name: "fast4_4", outer: zero4, inner: zero4, fast: true},
-		{name: "fast4_6", outer: zero4, inner: zero6, fast: true},
 		{name: "fast6_4", outer: zero6, inner: zero4, fast: true},
+		{name: "fast4_6", outer: zero4, inner: zero6, fast: true},
 		{name: "fast6_6", outer: zero6, inner: zero6, fast: true},
 	}
 	// readSets are the sets FilterSets reads back; the fast ones are
@@ -314,16 +316,10 @@ func (s *System) FilterEnsure(port uint16, local []netip.Prefix) error {
 		sets[d.name] = set
 	}
 	c.AddRule(&nftables.Rule{Table: t, Chain: input, Exprs: append(udpPort(port), &expr.Verdict{Kind: expr.VerdictJump, Chain: vxlanChain})})
-	// The fast rules, inner IPv4 first (the common case).
-	for _, inner := range []netip.Addr{zero4, zero6} {
-		for _, d := range fastSets {
-			if d.inner.Is4() != inner.Is4() {
-				continue
-			}
-			for _, p := range local {
-				if p.Addr().Is4() == inner.Is4() {
-					c.AddRule(&nftables.Rule{Table: t, Chain: vx, Exprs: fastRule(d, sets[d.name], p, fastBits[famIndex(inner)])})
-				}
+	for _, d := range fastSets {
+		for _, p := range local {
+			if p.Addr().Is4() == d.inner.Is4() {
+				c.AddRule(&nftables.Rule{Table: t, Chain: vx, Exprs: fastRule(d, sets[d.name], p, fastBits[famIndex(d.inner)])})
 			}
 		}
 	}
