@@ -196,6 +196,15 @@ func TestKernelDatapathFollowsMembership(t *testing.T) {
 	if err := stateIs(vxA, wantState("10.244.1.0/24", peerB, peerC))(); err != nil {
 		t.Errorf("after d's conflict: %v", err)
 	}
+	// d stops once it knows a, so that its leave reaches a: a member
+	// stopped before it learnt of anyone leaves silently, stays suspect
+	// for up to 15 s and, once b leaves, holds b's subnet meanwhile.
+	eventually(t, "d sees a", func() error {
+		if p := d.n.Status().Peer("a"); p == nil || p.State != "alive" {
+			return fmt.Errorf("d sees a as %+v", p)
+		}
+		return nil
+	})
 	d.stop()
 
 	// Static peers: k (a kernel VTEP) is programmed; j, on a port of its
