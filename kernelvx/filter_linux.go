@@ -260,6 +260,17 @@ func (s *System) table() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyINet, Name: FilterTable}
 }
 
+// connTable returns a Conn for one transaction and whether the filter's
+// table is there.
+func (s *System) connTable() (*nftables.Conn, bool, error) {
+	c, err := s.conn()
+	if err != nil {
+		return nil, false, err
+	}
+	exists, err := tableExists(c)
+	return c, exists, err
+}
+
 // tableExists reports whether the filter's table is there.
 func tableExists(c *nftables.Conn) (bool, error) {
 	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
@@ -279,11 +290,7 @@ func tableExists(c *nftables.Conn) (bool, error) {
 func (s *System) FilterEnsure(port uint16, local []netip.Prefix) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, err := s.conn()
-	if err != nil {
-		return err
-	}
-	exists, err := tableExists(c)
+	c, exists, err := s.connTable()
 	if err != nil {
 		return err
 	}
@@ -501,11 +508,7 @@ func (s *System) readSets(c *nftables.Conn) (FilterSets, error) {
 func (s *System) FilterSets() (FilterSets, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, err := s.conn()
-	if err != nil {
-		return FilterSets{}, err
-	}
-	exists, err := tableExists(c)
+	c, exists, err := s.connTable()
 	if err != nil {
 		return FilterSets{}, err
 	}
@@ -581,11 +584,7 @@ func (s *System) FilterCounters() (FilterCounters, error) {
 func (s *System) FilterDelete() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, err := s.conn()
-	if err != nil {
-		return err
-	}
-	exists, err := tableExists(c)
+	c, exists, err := s.connTable()
 	if err != nil || !exists {
 		return err
 	}
